@@ -1,0 +1,29 @@
+"""sigmadelta: Sigma-Delta quantized networks on PyTorch.
+
+Convert any pre-trained network into one whose layers send each other discretized *changes* of activation
+(O'Connor & Welling, ICLR 2017), so that its work on video follows how much the input changes.
+
+>>> import torch, sigmadelta
+>>> model = torch.nn.Sequential(torch.nn.Linear(784, 200), torch.nn.ReLU(), torch.nn.Linear(200, 10)).eval()
+>>> net = sigmadelta.convert(model, torch.zeros(1, 784))
+>>> _ = net.set_mode("sigma-delta")
+"""
+
+from .accounting import ENERGY_PJ, KINDS, OpCounts
+from .errors import ConversionError, SigmaDeltaError, StreamError
+from .modules import MODES
+from .net import SigmaDeltaNet, convert
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "convert",
+    "SigmaDeltaNet",
+    "OpCounts",
+    "ConversionError",
+    "StreamError",
+    "SigmaDeltaError",
+    "MODES",
+    "KINDS",
+    "ENERGY_PJ",
+]

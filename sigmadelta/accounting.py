@@ -1,0 +1,215 @@
+"""Operation and energy accounting (paper-notes, section 5).
+
+Per linear layer and per time step, from what its quantizer sent:
+
+==================  ===================================================================================
+kind                ops
+==================  ===================================================================================
+dense               the original network: fully connected n_in·n_out multiplies + (n_in − 1)·n_out adds
+                    per row; convolutions 2 ops per multiply-accumulate (zero padding included)
+sparse              the original network skipping zero inputs: n_in → nnz(x) per row (FC);
+                    2·Σ_{x_i ≠ 0} fanout_i (conv)
+rounding            Σ_i |s_i| · fanout_i with s = round(k x): additions only
+rounding_muladd     2 · Σ_{s_i ≠ 0} fanout_i: one multiply-add per nonzero input and connection
+sigma_delta         Σ_i |s_i| · fanout_i with s = Q(Δ(k x)): additions only
+sigma_delta_muladd  2 · Σ_{s_i ≠ 0} fanout_i for the sigma-delta integers
+==================  ===================================================================================
+
+``fanout_i`` is exact: the number of outputs input unit ``i`` reaches, fewer at a convolution's borders, with
+stride, dilation and groups honoured. It is computed once per layer (a plan) as the gradient of the sum of the
+layer's outputs with all-ones weights and input: ∂/∂x_i Σ_o Σ_j 1·x_j = #{(o, j): j = i}.
+
+Biases, nonlinearities, pooling and state updates are not counted, as in the paper.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .modules import Quantizer, SigmaDeltaLinear
+
+__all__ = ["KINDS", "ENERGY_PJ", "OpCounts", "OpCounter", "fanout_map", "energy_per_op_pj"]
+
+KINDS = ("dense", "sparse", "rounding", "rounding_muladd", "sigma_delta", "sigma_delta_muladd")
+ADD_ONLY = ("rounding", "sigma_delta")
+
+# Horowitz (2014), 45 nm, pJ per operation
+ENERGY_PJ = {
+    "int8": {"add": 0.03, "mult": 0.2},
+    "int32": {"add": 0.1, "mult": 3.1},
+    "fp16": {"add": 0.4, "mult": 1.1},
+    "fp32": {"add": 0.9, "mult": 3.7},
+}
+
+
+def energy_per_op_pj(kind: str, precision: str = "int32") -> float:
+    """Energy of one counted op: an add for the discretized networks' additions; otherwise half the counted
+    ops are multiplies and half adds (the original network, and the multiply-add variants)."""
+    if precision not in ENERGY_PJ:
+        raise ValueError(f"unknown precision {precision!r}; choose from {sorted(ENERGY_PJ)}")
+    if kind not in KINDS:
+        raise ValueError(f"unknown op kind {kind!r}; choose from {KINDS}")
+    table = ENERGY_PJ[precision]
+    return table["add"] if kind in ADD_ONLY else (table["add"] + table["mult"]) / 2
+
+
+def fanout_map(layer: SigmaDeltaLinear, sample_shape: tuple[int, ...]) -> torch.Tensor:
+    """Exact fan-out of every input unit of ``layer`` for one sample, shape ``sample_shape``, float64."""
+    ones = torch.ones((1, *sample_shape), dtype=torch.float64, requires_grad=True)
+    with torch.enable_grad():
+        out = layer.linear(ones, torch.ones_like(layer.weight, dtype=torch.float64))
+        (grad,) = torch.autograd.grad(out.sum(), ones)
+    return grad[0].detach()
+
+
+@dataclass
+class _Plan:
+    """What the counter needs of one layer, built once from its input shape."""
+
+    fanout: torch.Tensor  # (sample...) float64
+    dense: float  # ops of one sample through the dense original layer
+    n_out: int  # FC only: outputs per row
+    is_linear: bool
+
+
+def _plan(layer: SigmaDeltaLinear, sample_shape: tuple[int, ...]) -> _Plan:
+    fanout = fanout_map(layer, sample_shape)
+    if layer.kind == "linear":
+        n_out, n_in = layer.weight.shape
+        rows = math.prod(sample_shape[:-1])
+        return _Plan(fanout, float(rows * (2 * n_in - 1) * n_out), n_out, True)
+    with torch.no_grad():
+        out_shape = layer.linear(torch.zeros((1, *sample_shape), dtype=layer.weight.dtype), layer.weight).shape
+    macs = math.prod(out_shape[1:]) * math.prod(layer.weight.shape[1:])  # each output: C_in/groups · kernel MACs
+    return _Plan(fanout, float(2 * macs), 0, False)
+
+
+@dataclass
+class OpCounts:
+    """Op counts of the steps run since the last ``reset()``; plain data.
+
+    Counts are summed over the batch (independent streams); :meth:`per_sample` divides by steps × batch.
+
+    Attributes:
+        steps: time steps counted.
+        batch_size: streams per step.
+        counts: ``counts[kind][layer]`` is a float64 array ``[steps]`` of ops per step (summed over the batch).
+    """
+
+    steps: int
+    batch_size: int
+    counts: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return tuple(self.counts)
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        return tuple(next(iter(self.counts.values()), {}))
+
+    def _get(self, kind: str) -> dict[str, np.ndarray]:
+        if kind not in self.counts:
+            why = ("run the network in sigma-delta mode to count it" if kind.startswith("sigma_delta") else
+                   "run the network in rounding or sigma-delta mode to count it" if kind.startswith("rounding")
+                   else "")
+            raise KeyError(f"no {kind!r} counts for these steps ({why}); available: {list(self.counts)}"
+                           if kind in KINDS else f"unknown op kind {kind!r}; choose from {KINDS}")
+        return self.counts[kind]
+
+    def total(self, kind: str) -> float:
+        """All ops of ``kind`` over all layers, steps and streams."""
+        return float(sum(v.sum() for v in self._get(kind).values()))
+
+    def per_sample(self, kind: str) -> float:
+        """Mean ops of ``kind`` per step and stream (per sample, per frame)."""
+        return self.total(kind) / max(self.steps * self.batch_size, 1)
+
+    def per_layer(self, kind: str) -> dict[str, float]:
+        """Layer name -> ops of ``kind`` over all steps and streams."""
+        return {name: float(v.sum()) for name, v in self._get(kind).items()}
+
+    def per_step(self, kind: str) -> np.ndarray:
+        """Ops of ``kind`` at each step, summed over layers and streams: ``[steps]``."""
+        per_layer = list(self._get(kind).values())
+        return np.sum(per_layer, axis=0) if per_layer else np.zeros(self.steps)
+
+    def per_layer_step(self, kind: str) -> dict[str, np.ndarray]:
+        """Layer name -> ops of ``kind`` at each step: ``[steps]``."""
+        return dict(self._get(kind))
+
+    def energy_nj(self, kind: str, precision: str = "int32", per_sample: bool = False) -> float:
+        """Energy of the counted ops in nJ (Horowitz 2014 table; int32, as in the paper, by default)."""
+        ops = self.per_sample(kind) if per_sample else self.total(kind)
+        return ops * energy_per_op_pj(kind, precision) / 1000.0
+
+    def to_dict(self) -> dict:
+        """JSON-ready summary: per kind, the total, per-sample and per-layer counts."""
+        return {
+            "steps": self.steps,
+            "batch_size": self.batch_size,
+            "kinds": {k: {"total": self.total(k), "per_sample": self.per_sample(k), "per_layer": self.per_layer(k),
+                          "energy_nj_int32": self.energy_nj(k)} for k in self.counts},
+        }
+
+
+class OpCounter:
+    """Accumulates per-step op counts of a network's layers from their quantizers' records."""
+
+    def __init__(self, layers: dict[str, SigmaDeltaLinear], quantizers: dict[str, Quantizer],
+                 layer_inputs: dict[str, str]):
+        self.layers = layers
+        self.quantizers = quantizers
+        self.layer_inputs = layer_inputs
+        self._plans: dict[str, _Plan] = {}
+        self.reset()
+
+    def reset(self) -> None:
+        self.steps = 0
+        self.batch_size = 0
+        self._chunks: dict[str, dict[str, list[torch.Tensor]]] = {}
+
+    def _plan_for(self, name: str, sample_shape: tuple[int, ...]) -> _Plan:
+        plan = self._plans.get(name)
+        if plan is None or plan.fanout.shape != sample_shape:
+            plan = self._plans[name] = _plan(self.layers[name], sample_shape)
+        return plan
+
+    @torch.no_grad()
+    def update(self, steps: int, batch_size: int) -> None:
+        """Count the call that just ran: ``steps`` time steps of ``batch_size`` streams."""
+        for name in self.layers:
+            record = self.quantizers[self.layer_inputs[name]].record
+            x = record["x"]
+            plan = self._plan_for(name, tuple(x.shape[1:]))
+            fanout = plan.fanout
+            per_step = {}
+
+            def weighted(v: torch.Tensor) -> torch.Tensor:  # Σ over batch and units of v·fanout, per step
+                return (v.to(torch.float64) * fanout).reshape(steps, -1).sum(1)
+
+            per_step["dense"] = torch.full((steps,), plan.dense * batch_size, dtype=torch.float64)
+            nonzero = (x != 0)
+            if plan.is_linear:
+                nnz_rows = nonzero.reshape(steps, -1, x.shape[-1]).sum(-1).to(torch.float64)  # (T, B·rows)
+                per_step["sparse"] = ((2 * nnz_rows - 1).clamp(min=0) * plan.n_out).sum(1)
+            else:
+                per_step["sparse"] = 2 * weighted(nonzero)
+            for kind, key in (("rounding", "r"), ("sigma_delta", "s")):
+                if key in record:
+                    per_step[kind] = weighted(record[key].abs())
+                    per_step[f"{kind}_muladd"] = 2 * weighted(record[key] != 0)
+            chunks = self._chunks.setdefault(name, {})
+            for kind, v in per_step.items():
+                chunks.setdefault(kind, []).append(v)
+        self.steps += steps
+        self.batch_size = batch_size
+
+    def counts(self) -> OpCounts:
+        kinds = [k for k in KINDS if all(k in c for c in self._chunks.values())] if self._chunks else []
+        counts = {k: {name: torch.cat(c[k]).numpy() for name, c in self._chunks.items()} for k in kinds}
+        return OpCounts(self.steps, self.batch_size, counts)

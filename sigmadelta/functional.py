@@ -1,0 +1,118 @@
+"""Stateless operators of a Sigma-Delta network, over a leading time axis.
+
+Every function here is pure: state comes in as an argument and the new state goes out as a return value, so
+each can be tested alone. The stateful modules in :mod:`sigmadelta.modules` wrap them.
+
+Time is always dimension 0: a clip is ``[T, B, ...]``; a state is one frame, ``[B, ...]``.
+Rounding is half-to-even (``torch.round``) everywhere in the package.
+
+>>> import torch
+>>> x = torch.tensor([[0.2], [0.9], [1.4]])           # (T=3, B=1)
+>>> d, last = temporal_difference(x, torch.zeros(1))
+>>> torch.allclose(integrate(d, torch.zeros(1))[0], x)
+True
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = [
+    "round_ste",
+    "temporal_difference",
+    "integrate",
+    "herding_quantize",
+    "sigma_delta_encode",
+]
+
+
+def round_ste(x: torch.Tensor) -> torch.Tensor:
+    """Round half to even, with the rounding error treated as constant noise in the backward pass.
+
+    .. math:: s = x + \\mathrm{stopgrad}(\\mathrm{round}(x) - x)
+
+    Used only when a gradient is wanted: in floating point ``x + (round(x) - x)`` is not always bit-equal to
+    ``round(x)``, so inference paths call ``torch.round`` directly.
+    """
+    return x + (torch.round(x) - x).detach()
+
+
+def temporal_difference(x: torch.Tensor, last: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Temporal difference Δ over the leading time axis.
+
+    .. math:: y_t = x_t - x_{t-1}, \\qquad x_0 := \\text{last}
+
+    Args:
+        x: ``[T, ...]`` frames.
+        last: ``[...]`` the frame before ``x[0]`` (zeros at the start of a stream).
+
+    Returns:
+        ``(y, x[-1])``: the differences ``[T, ...]`` and the new state.
+    """
+    y = torch.diff(x, dim=0, prepend=last.unsqueeze(0))
+    return y, x[-1]
+
+
+def integrate(deltas: torch.Tensor, total: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Integration Σ over the leading time axis: the inverse of :func:`temporal_difference`.
+
+    .. math:: y_t = y_{t-1} + x_t, \\qquad y_0 := \\text{total}
+
+    The state is prepended before the cumulative sum so that additions happen in exactly the order of a
+    frame-by-frame loop (``torch.cumsum`` on the CPU sums sequentially): clip and streaming results agree.
+
+    Args:
+        deltas: ``[T, ...]`` increments.
+        total: ``[...]`` the running sum before ``deltas[0]``.
+
+    Returns:
+        ``(y, y[-1])``: the running sums ``[T, ...]`` and the new state.
+    """
+    y = torch.cat([total.unsqueeze(0), deltas]).cumsum(0)[1:]
+    return y, y[-1]
+
+
+def herding_quantize(x: torch.Tensor, phi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Herding (sigma-delta) quantizer Q, the paper's definition, as a loop over time.
+
+    .. math:: \\phi \\leftarrow \\phi + x_t;\\quad s_t = \\mathrm{round}(\\phi);\\quad \\phi \\leftarrow \\phi - s_t
+
+    The sums telescope: :math:`\\sum_{\\tau\\le t} s_\\tau = \\mathrm{round}(\\sum_{\\tau\\le t} x_\\tau)` and
+    :math:`|\\phi| \\le 1/2`. This is the reference definition; networks use :func:`sigma_delta_encode`, which
+    computes the same integers from the integrated signal without accumulating floating-point error in φ.
+
+    Args:
+        x: ``[T, ...]`` real increments (already scaled).
+        phi: ``[...]`` residual state.
+
+    Returns:
+        ``(s, phi)``: the integers ``[T, ...]`` (as floats) and the new residual.
+    """
+    out = []
+    for x_t in x:
+        phi = phi + x_t
+        s_t = torch.round(phi)
+        phi = phi - s_t
+        out.append(s_t)
+    return torch.stack(out), phi
+
+
+def sigma_delta_encode(
+    scaled: torch.Tensor, last_rounded: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Sigma-delta encoding of an integrated, already scaled signal: ``s = Q(Δ(k x)) = Δ(round(k x))``.
+
+    With :math:`r_t = \\mathrm{round}(k x_t)` and :math:`s_t = r_t - r_{t-1}`, the herding residual is
+    :math:`\\phi_t = k x_t - r_t`, so this emits exactly the integers of :func:`herding_quantize` applied to
+    :math:`\\Delta(k x)`, and :math:`\\sum_\\tau s_\\tau = r_t` holds exactly, with no drift.
+
+    Args:
+        scaled: ``[T, ...]`` the values ``k·x``.
+        last_rounded: ``[...]`` ``round(k x)`` of the frame before (zeros at the start of a stream).
+
+    Returns:
+        ``(s, r, r[-1])``: the emitted integers, the rounded values ``round(k x)`` and the new state.
+    """
+    r = torch.round(scaled)
+    s, last = temporal_difference(r, last_rounded)
+    return s, r, last

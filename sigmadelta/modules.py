@@ -1,0 +1,206 @@
+"""Stateful modules that a converted network is made of.
+
+A converted network keeps every op of the original model and adds two kinds of module around each linear
+operation ``u = W x + b`` (fully connected or convolution):
+
+- :class:`Quantizer` on the input edge: it holds the layer's learnable scale ``k = exp(κ)`` and turns the
+  real-valued input ``x`` into the *message* the layer receives;
+- :class:`SigmaDeltaLinear` in place of the op: it applies ``W`` to the message and, where messages are
+  increments, integrates the result before adding the bias once.
+
+Per mode (the four networks of the paper's Figure 1):
+
+=====================  ==============================  =================================
+mode                   message m_t (Quantizer)         output u_t (SigmaDeltaLinear)
+=====================  ==============================  =================================
+original               x_t                             W m_t + b
+rounding               round(k x_t) / k                W m_t + b
+temporal-difference    Δ(x)_t                          Σ(W m)_t + b
+sigma-delta            Q(Δ(k x))_t / k                 Σ(W m)_t + b
+=====================  ==============================  =================================
+
+Everything between linear operations (nonlinearities, pooling, residual adds, ...) runs on real,
+integrated values, unchanged. That is the paper's layout (Σ before each run of nonlinear ops, Δ → Q after)
+with the ops that commute with Δ moved to the integrated side, where they compute the same values.
+
+Modules see a batch of ``T·B`` frames: ``T`` time steps (set in :attr:`steps` by the network before each
+call) of ``B`` independent streams, time-major. Streaming is ``T = 1``. State updates are staged and only
+committed by the network once the whole forward pass succeeded, so a failing call leaves state untouched.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .functional import integrate, round_ste, sigma_delta_encode, temporal_difference
+
+__all__ = ["MODES", "Quantizer", "SigmaDeltaLinear", "StatefulMixin"]
+
+ORIGINAL, TEMPORAL_DIFFERENCE, ROUNDING, SIGMA_DELTA = "original", "temporal-difference", "rounding", "sigma-delta"
+MODES = (ORIGINAL, TEMPORAL_DIFFERENCE, ROUNDING, SIGMA_DELTA)
+STATEFUL_MODES = (TEMPORAL_DIFFERENCE, SIGMA_DELTA)
+
+
+class StatefulMixin:
+    """Mode, time-step count and staged state shared by the two module kinds.
+
+    State lives in one non-persistent buffer per module (``None`` until the first frame: its shape comes from
+    the input). ``_pending`` holds the state computed by the current call until :meth:`commit`.
+    """
+
+    mode: str = ORIGINAL
+    steps: int = 1  # T of the current call; the batch is T·B frames, time-major
+    accumulate_dtype: torch.dtype = torch.float64
+
+    def _init_state(self, name: str) -> None:
+        self._state_name = name
+        self.register_buffer(name, None, persistent=False)
+        self._pending: torch.Tensor | None = None
+
+    def _state_or_zeros(self, like: torch.Tensor) -> torch.Tensor:
+        """The committed state, or zeros shaped like one frame of ``like`` (``[T, B, ...]``) at stream start."""
+        state = getattr(self, self._state_name)
+        if state is None:
+            return torch.zeros_like(like[0])
+        return state
+
+    def commit(self) -> None:
+        if self._pending is not None:
+            setattr(self, self._state_name, self._pending.detach())
+            self._pending = None
+
+    def discard(self) -> None:
+        self._pending = None
+
+    def reset(self) -> None:
+        setattr(self, self._state_name, None)
+        self._pending = None
+
+
+class Quantizer(StatefulMixin, nn.Module):
+    """The input side of one linear layer: scale, round, difference and quantize.
+
+    One learnable log-scale κ per layer (``k = exp(κ)``, initialised to ``k = 1``), or one per channel.
+    Mode by mode (see the module docstring), with ``r_t = round(k x_t)``:
+
+    .. math::
+
+        m_t = x_t, \\quad r_t / k, \\quad x_t - x_{t-1}, \\quad (r_t - r_{t-1}) / k
+
+    The sigma-delta integers ``s_t = r_t − r_{t−1}`` are those of the herding quantizer
+    ``Q(Δ(k x))`` (:func:`sigmadelta.functional.sigma_delta_encode`), so ``Σ_τ s_τ = round(k x_t)`` exactly.
+    ``r`` is computed in the model's dtype, as in the rounding network, so both networks round the same
+    values; increments are then carried in :attr:`accumulate_dtype` (float64).
+
+    After each call :attr:`record` holds the tensors the op counter reads: ``x`` (the real input), ``r``
+    (rounding and sigma-delta modes) and ``s`` (sigma-delta mode), each ``[T·B, ...]``.
+
+    Args:
+        name: the layer name (the first linear layer this quantizer feeds).
+        scale_shape: shape of κ; ``()`` for the paper's one scale per layer, ``(C, 1, 1)`` for per-channel.
+    """
+
+    def __init__(self, name: str, scale_shape: tuple[int, ...] = ()):
+        super().__init__()
+        self.name = name
+        self.log_scale = nn.Parameter(torch.zeros(scale_shape))
+        self._init_state("last")  # x_{t-1} (temporal-difference) or r_{t-1} (sigma-delta), [B, ...]
+        self.record: dict[str, torch.Tensor] = {}
+
+    @property
+    def scale(self) -> torch.Tensor:
+        return self.log_scale.exp()
+
+    def _round(self, scaled: torch.Tensor) -> torch.Tensor:
+        # Straight-through rounding only when a gradient is wanted: it is not bit-exact (see round_ste).
+        return round_ste(scaled) if torch.is_grad_enabled() and self.log_scale.requires_grad else torch.round(scaled)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (T·B, ...)
+        mode = self.mode
+        self.record = {"x": x.detach()}
+        if mode == ORIGINAL:
+            return x
+        k = self.scale.to(x.dtype)
+        if mode == ROUNDING:
+            r = self._round(k * x)
+            self.record["r"] = r.detach()
+            return r / k
+
+        clip = x.unflatten(0, (self.steps, -1))  # (T, B, ...)
+        acc = self.accumulate_dtype
+        if mode == TEMPORAL_DIFFERENCE:
+            d, self._pending = temporal_difference(clip.to(acc), self._state_or_zeros(clip).to(acc))
+            return d.flatten(0, 1)
+
+        # sigma-delta: round in the model's dtype (bit-identical to the rounding network), difference in acc
+        r = self._round(k * clip).to(acc)
+        s, self._pending = temporal_difference(r, self._state_or_zeros(r))
+        self.record["r"] = r.flatten(0, 1).detach()
+        self.record["s"] = s.flatten(0, 1).detach()
+        return s.flatten(0, 1) / k.to(acc)
+
+    def extra_repr(self) -> str:
+        return f"name={self.name!r}, scale_shape={tuple(self.log_scale.shape)}"
+
+
+_LINEAR_FUNCTIONS = {"linear": F.linear, "conv1d": F.conv1d, "conv2d": F.conv2d, "conv3d": F.conv3d}
+
+
+class SigmaDeltaLinear(StatefulMixin, nn.Module):
+    """A linear operation (fully connected or convolution) whose output is integrated in the delta modes.
+
+    .. math::
+
+        u_t = W m_t + b \\quad\\text{(original, rounding)}, \\qquad
+        u_t = \\sum_{\\tau \\le t} W m_\\tau + b \\quad\\text{(temporal-difference, sigma-delta)}
+
+    The bias is added once, after integration, never once per increment. The running sum is kept in
+    :attr:`accumulate_dtype` (float64), and ``W m`` is computed in it too, so that over long streams the
+    sigma-delta output stays within ~1e-9 of the rounding network's (paper-notes, section 4).
+
+    Args:
+        name: the layer's name (module path in the original model).
+        kind: ``"linear"``, ``"conv1d"``, ``"conv2d"`` or ``"conv3d"``.
+        weight: the weight, with any following BatchNorm already folded in.
+        bias: the bias or ``None``.
+        conv_args: ``stride``, ``padding``, ``dilation``, ``groups`` for convolutions.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        kind: str,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        conv_args: dict | None = None,
+    ):
+        super().__init__()
+        if kind not in _LINEAR_FUNCTIONS:
+            raise ValueError(f"layer {name!r}: unknown linear kind {kind!r}")
+        self.name = name
+        self.kind = kind
+        self.conv_args = dict(conv_args or {})
+        self.weight = nn.Parameter(weight.detach().clone(), requires_grad=False)
+        self.bias = None if bias is None else nn.Parameter(bias.detach().clone(), requires_grad=False)
+        self._init_state("total")  # Σ W m up to the previous step, [B, out...], accumulate_dtype
+
+    def linear(self, m: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        return _LINEAR_FUNCTIONS[self.kind](m, weight, bias, **self.conv_args)
+
+    def forward(self, m: torch.Tensor) -> torch.Tensor:  # m: (T·B, in...)
+        if self.mode not in STATEFUL_MODES:
+            return self.linear(m, self.weight, self.bias)
+        acc = m.dtype  # the quantizer sends increments in accumulate_dtype
+        increments = self.linear(m, self.weight.to(acc)).unflatten(0, (self.steps, -1))  # (T, B, out...)
+        u, self._pending = integrate(increments, self._state_or_zeros(increments))
+        if self.bias is not None:
+            # bias is (C_out,); outputs are (T, B, C_out, *spatial) for convs and (T, B, ..., C_out) for linear
+            spatial = int(self.kind[-2]) if self.kind.startswith("conv") else 0
+            u = u + self.bias.to(acc).reshape(-1, *([1] * spatial))
+        return u.flatten(0, 1).to(self.weight.dtype)
+
+    def extra_repr(self) -> str:
+        args = ", ".join(f"{k}={v}" for k, v in self.conv_args.items())
+        return f"name={self.name!r}, kind={self.kind}, weight={tuple(self.weight.shape)}" + (f", {args}" if args else "")

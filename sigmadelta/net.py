@@ -1,0 +1,206 @@
+"""The converted network: one module that runs as each of the paper's four networks, frame by frame or clip
+by clip, and counts its operations.
+
+>>> import torch, sigmadelta
+>>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2)).eval()
+>>> net = sigmadelta.convert(model, torch.zeros(1, 4))
+>>> net.set_mode("sigma-delta")
+>>> clip = torch.rand(5, 1, 4)                      # (T, B, features)
+>>> net.run(clip).shape
+torch.Size([5, 1, 2])
+>>> net.op_counts().steps
+5
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import torch
+import torch.fx as fx
+from torch import nn
+from torch.utils._pytree import tree_map
+
+from .accounting import OpCounter, OpCounts
+from .errors import StreamError
+from .modules import MODES, ORIGINAL, Quantizer, SigmaDeltaLinear
+from .rewrite.graph import rewrite
+
+__all__ = ["SigmaDeltaNet", "convert"]
+
+
+def convert(model: nn.Module, example_input: torch.Tensor, *, per_channel_scales: bool = False,
+            extra_ops=()) -> "SigmaDeltaNet":
+    """Convert any eval-mode PyTorch model into a :class:`SigmaDeltaNet`.
+
+    The model is traced with ``torch.fx`` (a deep copy: the model passed in is never changed). Every linear
+    op (``nn.Linear``, ``nn.Conv1d/2d/3d`` and subclasses, ``F.linear``, ``F.conv*d`` with a parameter as
+    weight) gets a quantizer with a learnable scale on its input; a BatchNorm right after a linear op is
+    folded into it; every other op must be a known per-sample op, or conversion fails with a
+    :class:`~sigmadelta.ConversionError` naming the node, the op, the module it came from and the supported
+    ops. A model in training mode is converted in eval mode, with a warning.
+
+    Args:
+        model: the network; its forward takes one tensor ``[batch, ...]`` and returns one tensor.
+        example_input: a floating-point input ``[batch, ...]``; fixes the frame shape and dtype.
+        per_channel_scales: one scale per input channel instead of the paper's one per layer.
+        extra_ops: further per-sample ops to allow: module classes (also kept as opaque leaves when tracing),
+            functions, or tensor method names. Only list ops that treat each sample on its own and hold no
+            linear layer: those would run unquantized and uncounted.
+
+    Returns:
+        The converted network, in ``"original"`` mode.
+    """
+    return SigmaDeltaNet(rewrite(model, example_input, per_channel_scales=per_channel_scales, extra_ops=extra_ops))
+
+
+class SigmaDeltaNet(nn.Module):
+    """A converted network. Build it with :func:`convert`.
+
+    Modes (:meth:`set_mode`): ``"original"``, ``"temporal-difference"``, ``"rounding"``, ``"sigma-delta"``.
+
+    - Streaming: ``net(x_t)`` takes one time step ``[B, ...]`` of ``B`` independent streams and keeps state.
+    - Clip: ``net.run(clip)`` takes ``[T, B, ...]`` and returns ``[T, B, ...]``, computed in parallel over time,
+      continuing from (and updating) the same state, so clips can be chained.
+    - :meth:`reset` returns every state to zero and clears the op counts. Changing the mode resets.
+
+    In float64 the temporal-difference network equals the original and the sigma-delta network the rounding
+    network to ~1e-9 over long streams. In float32 they agree to float32 precision (the delta paths integrate
+    in float64, the dense paths compute in float32).
+    """
+
+    def __init__(self, result):
+        super().__init__()
+        self.graph_module: fx.GraphModule = result.graph_module
+        self._layers: dict[str, SigmaDeltaLinear] = result.layers
+        self._quantizers: dict[str, Quantizer] = result.quantizers
+        self.layer_inputs: dict[str, str] = result.layer_inputs
+        self.sample_shape: tuple[int, ...] = result.sample_shape
+        self.dtype: torch.dtype = result.dtype
+        self._counter = OpCounter(self._layers, self._quantizers, self.layer_inputs)
+        self._stateful = [m for m in self.graph_module.modules() if isinstance(m, (Quantizer, SigmaDeltaLinear))]
+        self.counting = True  # count ops on every call; turn off for speed when counts are not wanted
+        self.mode = ORIGINAL
+        self._batch_size: int | None = None
+
+    # ----------------------------------------------------------------------------------------------------
+    # structure
+
+    @property
+    def layers(self) -> dict[str, SigmaDeltaLinear]:
+        """Layer name -> its linear module, in graph order."""
+        return dict(self._layers)
+
+    @property
+    def quantizers(self) -> dict[str, Quantizer]:
+        """Quantizer name (the first layer it feeds) -> module, in graph order."""
+        return dict(self._quantizers)
+
+    @property
+    def scales(self) -> dict[str, float | torch.Tensor]:
+        """Quantizer name -> its scale ``k`` (a float, or a tensor for per-channel scales)."""
+        return {name: (q.scale.item() if q.log_scale.dim() == 0 else q.scale.detach().clone())
+                for name, q in self._quantizers.items()}
+
+    def set_scales(self, scales: Mapping[str, float | torch.Tensor]) -> None:
+        """Set scales by quantizer name; names not given keep their scale. Checks everything before changing any."""
+        updates = {}
+        for name, k in scales.items():
+            if name not in self._quantizers:
+                raise KeyError(f"no quantizer named {name!r}; the scales are {list(self._quantizers)}")
+            param = self._quantizers[name].log_scale
+            k = torch.as_tensor(k, dtype=param.dtype)
+            if k.shape != param.shape and k.numel() != 1:
+                raise ValueError(f"scale {name!r}: shape {tuple(k.shape)} does not fit {tuple(param.shape)}")
+            if not torch.isfinite(k).all() or (k <= 0).any():
+                raise ValueError(f"scale {name!r} must be finite and > 0, got {k.tolist()}")
+            updates[name] = k.log().expand(param.shape)
+        with torch.no_grad():
+            for name, log_k in updates.items():
+                self._quantizers[name].log_scale.copy_(log_k)
+
+    def scale_parameters(self):
+        """The learnable log-scales κ (``k = exp(κ)``), in graph order: what scale optimisation trains."""
+        return [q.log_scale for q in self._quantizers.values()]
+
+    # ----------------------------------------------------------------------------------------------------
+    # mode and state
+
+    def set_mode(self, mode: str) -> "SigmaDeltaNet":
+        """Choose the network: ``"original"``, ``"temporal-difference"``, ``"rounding"`` or ``"sigma-delta"``.
+
+        Resets state and op counts. Returns the network.
+        """
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}; choose from {MODES}")
+        self.mode = mode
+        for m in self._stateful:
+            m.mode = mode
+        self.reset()
+        return self
+
+    def reset(self) -> None:
+        """Return every state to zero (the start of a new stream) and clear the op counts."""
+        for m in self._stateful:
+            m.reset()
+        self._counter.reset()
+        self._batch_size = None
+
+    def op_counts(self) -> OpCounts:
+        """Operation counts of the steps run since the last :meth:`reset`."""
+        return self._counter.counts()
+
+    # ----------------------------------------------------------------------------------------------------
+    # running
+
+    def forward(self, x: torch.Tensor):
+        """One time step: ``x`` is ``[B, ...]``; returns the model's output ``[B, ...]``."""
+        self._check(x, "frame", 1)
+        return tree_map(lambda t: t[0], self._run(x.unsqueeze(0)))
+
+    def run(self, clip: torch.Tensor):
+        """A clip of ``T`` steps: ``[T, B, ...]`` in, ``[T, B, ...]`` out, all steps computed at once."""
+        self._check(clip, "clip", 2)
+        return self._run(clip)
+
+    def _check(self, x, what: str, lead: int) -> None:
+        """Refuse bad input before any state is touched."""
+        expected = ("[T, B, " if lead == 2 else "[B, ") + ", ".join(map(str, self.sample_shape)) + "]"
+        if not isinstance(x, torch.Tensor):
+            raise StreamError(f"{what} must be a torch.Tensor {expected}, got {type(x).__name__}")
+        if x.dtype != self.dtype:
+            raise StreamError(f"{what} has dtype {x.dtype}; the network was converted for {self.dtype} "
+                              f"(convert a model of another dtype, or cast the input with .to({self.dtype}))")
+        if x.dim() != lead + len(self.sample_shape) or tuple(x.shape[lead:]) != self.sample_shape:
+            raise StreamError(f"{what} has shape {tuple(x.shape)}; expected {expected}")
+        if x.shape[lead - 1] == 0 or (lead == 2 and x.shape[0] == 0):
+            raise StreamError(f"{what} of shape {tuple(x.shape)} is empty")
+        if not torch.isfinite(x).all():
+            bad = (~torch.isfinite(x)).nonzero()[0].tolist()
+            raise StreamError(f"{what} contains NaN or inf (first at index {bad}); state left unchanged")
+        batch = x.shape[lead - 1]
+        if self._batch_size is not None and batch != self._batch_size:
+            raise StreamError(f"{what} has {batch} streams but this stream has {self._batch_size}; "
+                              "call net.reset() before starting streams of another batch size")
+
+    def _run(self, clip: torch.Tensor):
+        steps, batch = clip.shape[:2]
+        for m in self._stateful:
+            m.steps = steps
+        try:
+            out = self.graph_module(clip.flatten(0, 1))  # (T·B, ...): time-major frames of B streams
+        except Exception:
+            for m in self._stateful:
+                m.discard()
+            raise
+        for m in self._stateful:
+            m.commit()
+        self._batch_size = batch
+        if self.counting:
+            self._counter.update(steps, batch)
+        return tree_map(lambda t: t.unflatten(0, (steps, batch)), out)
+
+    def extra_repr(self) -> str:
+        n_scales = sum(math.prod(q.log_scale.shape) for q in self._quantizers.values())
+        return f"mode={self.mode!r}, layers={len(self._layers)}, scales={n_scales}, sample_shape={self.sample_shape}"
