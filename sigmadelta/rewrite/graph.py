@@ -17,7 +17,6 @@ from dataclasses import dataclass
 import torch
 import torch.fx as fx
 from torch import nn
-from torch.fx.operator_schemas import normalize_function
 
 from ..errors import ConversionError
 from ..modules import Quantizer, SigmaDeltaLinear
@@ -121,19 +120,36 @@ def _linear_kind(node: fx.Node, modules: dict[str, nn.Module]) -> str | None:
 
 
 class _Recorder(fx.Interpreter):
-    """Runs the graph and keeps every node's value."""
+    """Runs the graph and keeps every node's value.
+
+    With ``batch`` set, it also checks that every value computed from the input keeps the batch as its
+    leading dimension; otherwise the op mixes samples (and clip mode, which stacks T frames into the batch,
+    would be wrong). Checking node by node names the op at fault, not a later op that fails on its output.
+    """
+
+    def __init__(self, gm: fx.GraphModule):
+        super().__init__(gm)
+        self.extra_traceback = False  # our errors already name the node
+        self.depends = _depends_on_input(gm)
 
     def run_node(self, n: fx.Node):
         try:
             out = super().run_node(n)
         except Exception as e:
-            raise ConversionError(f"running the model on example_input failed at {_where(n)}: "
+            context = "example_input" if self.batch is None else f"a batch of {self.batch} copies of one sample"
+            raise ConversionError(f"running the model on {context} failed at {_where(n)}: "
                                   f"{type(e).__name__}: {e}") from None
+        if self.batch is not None and n in self.depends and n.op != "output":
+            for t in _tensors(out):
+                if t.dim() == 0 or t.shape[0] != self.batch:
+                    raise ConversionError(f"{_where(n)} mixes the samples of a batch: with a batch of {self.batch} "
+                                          f"it gives shape {tuple(t.shape)}. Every op must keep the batch as the "
+                                          "leading dimension and treat samples independently.")
         self.values[n] = out
         return out
 
-    def record(self, x: torch.Tensor) -> dict[fx.Node, object]:
-        self.values = {}
+    def record(self, x: torch.Tensor, check_batch: bool = False) -> dict[fx.Node, object]:
+        self.values, self.batch = {}, (x.shape[0] if check_batch else None)
         with torch.no_grad():
             self.run(x)
         return self.values
@@ -156,23 +172,11 @@ def _check_nodes(gm: fx.GraphModule, modules, example_input: torch.Tensor, extra
             raise ConversionError(f"unsupported op at {_where(node)}. The converter must know every op so that it "
                                   f"never builds a silently wrong network. Supported:\n  {supported_ops_text()}")
 
-    # Run at two batch sizes: every value computed from the input must keep the batch as its leading dim,
-    # or the op mixes samples (and clip mode, which stacks T frames into the batch, would be wrong).
     recorder = _Recorder(gm)
     values = recorder.record(example_input)
-    batched = {}
-    for b in (2, 3):
-        batched[b] = recorder.record(example_input[:1].expand(b, *example_input.shape[1:]).clone())
-    depends = _depends_on_input(gm)
+    for b in (2, 3):  # two batch sizes, so that a constant leading dimension cannot pass for the batch
+        recorder.record(example_input[:1].expand(b, *example_input.shape[1:]).clone(), check_batch=True)
     for node in gm.graph.nodes:
-        if node not in depends or node.op == "output":
-            continue
-        for b, vals in batched.items():
-            for t in _tensors(vals[node]):
-                if t.dim() == 0 or t.shape[0] != b:
-                    raise ConversionError(f"{_where(node)} mixes the samples of a batch: with a batch of {b} "
-                                          f"it gives shape {tuple(t.shape)}. Every op must keep the batch "
-                                          "as the leading dimension and treat samples independently.")
         _check_dim_argument(node, values)
     out = next(n for n in gm.graph.nodes if n.op == "output")
     if not isinstance(values[out.args[0]], torch.Tensor):
@@ -239,6 +243,9 @@ def _get_attr(gm: fx.GraphModule, node, what: str, where: fx.Node) -> torch.Tens
     return obj
 
 
+_FUNCTION_ARGS = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")  # F.linear: the first 3
+
+
 def _linear_spec(gm: fx.GraphModule, node: fx.Node, modules, kind: str) -> _LinearSpec:
     if node.op == "call_module":
         mod = modules[node.target]
@@ -250,10 +257,10 @@ def _linear_spec(gm: fx.GraphModule, node: fx.Node, modules, kind: str) -> _Line
                 conv_args["padding"] = 0
         return _LinearSpec(node.target, kind, node.args[0], mod.weight, mod.bias, conv_args, pre_pad)
 
-    normalized = normalize_function(node.target, node.args, node.kwargs, normalize_to_only_use_kwargs=True)
-    if normalized is None:
-        raise ConversionError(f"{_where(node)}: could not read the arguments of this call")
-    kwargs = dict(normalized.kwargs)
+    names = _FUNCTION_ARGS[:3] if kind == "linear" else _FUNCTION_ARGS
+    if len(node.args) > len(names) or set(node.kwargs) - set(names):
+        raise ConversionError(f"{_where(node)}: unexpected arguments {node.args}, {node.kwargs}")
+    kwargs = {**dict(zip(names, node.args)), **node.kwargs}
     x, weight_node, bias_node = kwargs.pop("input"), kwargs.pop("weight"), kwargs.pop("bias", None)
     for key, value in kwargs.items():
         if isinstance(value, fx.Node):

@@ -1,0 +1,103 @@
+"""Op and energy accounting (paper-notes, section 5): exact counts, checked against brute force."""
+
+import itertools
+
+import pytest
+import torch
+from torch import nn
+
+import sigmadelta
+from sigmadelta.accounting import energy_per_op_pj
+from sigmadelta.testing import correlated_stream, mlp
+
+
+def test_paper_mlp_dense_ops_and_energy():
+    net = sigmadelta.convert(mlp((784, 200, 200, 10)), torch.zeros(1, 784))
+    net(torch.rand(3, 784))
+    counts = net.op_counts()
+    assert counts.per_sample("dense") == 397_190  # 313,400 + 79,800 + 3,990
+    assert counts.per_layer("dense") == {"0": 313_400 * 3, "2": 79_800 * 3, "4": 3_990 * 3}
+    # int32: half multiplies (3.1 pJ), half adds (0.1 pJ): 1.6 pJ per op → 635.5 nJ per sample
+    assert counts.energy_nj("dense", per_sample=True) == pytest.approx(397_190 * 1.6e-3)
+    assert energy_per_op_pj("sigma_delta", "int32") == 0.1
+    assert energy_per_op_pj("dense", "fp32") == pytest.approx((0.9 + 3.7) / 2)
+
+
+def test_sparse_and_quantized_counts_of_a_linear_layer_by_hand():
+    layer = nn.Linear(4, 3)
+    net = sigmadelta.convert(layer.eval(), torch.zeros(1, 4))
+    net.set_scales({next(iter(net.scales)): 2.0})
+    net.set_mode("sigma-delta")
+    net(torch.tensor([[0.0, 0.3, -1.0, 0.0]]))  # k x = [0, 0.6, -2, 0] → r = [0, 1, -2, 0]
+    net(torch.tensor([[0.0, 0.3, 0.0, 0.0]]))  # r = [0, 1, 0, 0] → s = [0, 0, 2, 0]
+    c = net.op_counts()
+    assert c.per_step("sparse").tolist() == [(2 * 2 - 1) * 3, (2 * 1 - 1) * 3]
+    assert c.per_step("rounding").tolist() == [3 * 3, 1 * 3]
+    assert c.per_step("rounding_muladd").tolist() == [2 * 2 * 3, 2 * 1 * 3]
+    assert c.per_step("sigma_delta").tolist() == [3 * 3, 2 * 3]
+    assert c.per_step("sigma_delta_muladd").tolist() == [2 * 2 * 3, 2 * 1 * 3]
+
+
+def brute_force_fanout(conv: nn.Conv2d, in_shape):
+    """Count, for each input unit, the (output unit, weight) pairs that read it, by walking every output."""
+    c_in, h, w = in_shape
+    fan = torch.zeros(in_shape, dtype=torch.float64)
+    out = conv(torch.zeros(1, *in_shape))
+    c_out, h_out, w_out = out.shape[1:]
+    (sh, sw), (ph, pw), (dh, dw) = conv.stride, conv.padding, conv.dilation
+    kh, kw = conv.kernel_size
+    per_group_in, per_group_out = c_in // conv.groups, c_out // conv.groups
+    for o, i, j in itertools.product(range(c_out), range(h_out), range(w_out)):
+        g = o // per_group_out
+        for ci, a, b in itertools.product(range(per_group_in), range(kh), range(kw)):
+            y, x = i * sh - ph + a * dh, j * sw - pw + b * dw
+            if 0 <= y < h and 0 <= x < w:
+                fan[g * per_group_in + ci, y, x] += 1
+    return fan
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(in_channels=2, out_channels=3, kernel_size=3, padding=1),
+    dict(in_channels=4, out_channels=4, kernel_size=3, stride=2, padding=1, groups=4),  # depthwise, strided
+    dict(in_channels=4, out_channels=6, kernel_size=(3, 2), stride=(1, 2), padding=(2, 0), dilation=2, groups=2),
+    dict(in_channels=2, out_channels=2, kernel_size=5, padding=0),
+])
+def test_convolution_counts_equal_brute_force(kwargs):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(**kwargs).eval()
+    shape = (kwargs["in_channels"], 7, 6)
+    net = sigmadelta.convert(conv, torch.zeros(1, *shape))
+    fan = brute_force_fanout(conv, shape)
+    name = next(iter(net.scales))
+    net.set_scales({name: 3.0})
+    net.set_mode("sigma-delta")
+    clip = torch.randn(3, 2, *shape)
+    clip[:, :, 0] = 0  # some exact zeros for the sparse count
+    net.run(clip)
+    c = net.op_counts()
+    r = torch.round(3.0 * clip.double())
+    s = torch.diff(r, dim=0, prepend=torch.zeros_like(r[:1]))
+    assert c.per_step("rounding").tolist() == (r.abs() * fan).sum((1, 2, 3, 4)).tolist()
+    assert c.per_step("sigma_delta").tolist() == (s.abs() * fan).sum((1, 2, 3, 4)).tolist()
+    assert c.per_step("sparse").tolist() == (2 * (clip != 0).double() * fan).sum((1, 2, 3, 4)).tolist()
+    out = conv(clip[0])
+    macs = out[0].numel() * conv.weight[0].numel()
+    assert c.per_step("dense").tolist() == [2.0 * macs * 2] * 3  # 2 ops per MAC, 2 streams
+
+
+def test_counts_reset_and_per_layer_steps():
+    net = sigmadelta.convert(mlp((8, 6, 2)), torch.zeros(1, 8))
+    net.set_mode("sigma-delta")
+    net.run(correlated_stream(7, (8,), batch=3))
+    c = net.op_counts()
+    assert c.steps == 7 and c.batch_size == 3
+    assert all(v.shape == (7,) for v in c.per_layer_step("sigma_delta").values())
+    assert c.per_sample("dense") == (2 * 8 - 1) * 6 + (2 * 6 - 1) * 2
+    with pytest.raises(KeyError, match="unknown op kind"):
+        c.total("bogus")
+    net.set_mode("rounding")
+    net.run(correlated_stream(2, (8,)))
+    with pytest.raises(KeyError, match="sigma-delta mode"):
+        net.op_counts().total("sigma_delta")
+    net.reset()
+    assert net.op_counts().steps == 0
