@@ -1,0 +1,52 @@
+"""The command line and the package surface."""
+
+import json
+import subprocess
+import sys
+
+from sigmadelta.cli import main
+
+
+def test_demo_prints_a_table_and_writes_json(tmp_path, capsys):
+    out = tmp_path / "demo.json"
+    assert main(["demo", "--steps", "60", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "sigma-delta" in text and "total ops / sample" in text
+    result = json.loads(out.read_text())
+    assert result["networks"]["dense"]["ops_per_sample"] == 397_190
+    assert result["checks"]["max_abs_sigma_delta_vs_rounding"] <= 1e-9
+    assert result["checks"]["max_abs_temporal_difference_vs_original"] <= 1e-9
+    assert result["networks"]["sigma_delta"]["ops_per_sample"] < result["networks"]["rounding"]["ops_per_sample"]
+
+
+def test_help_lists_the_commands():
+    proc = subprocess.run([sys.executable, "-m", "sigmadelta", "--help"], capture_output=True, text=True, check=True)
+    assert "demo" in proc.stdout
+
+
+def test_import_is_lean():
+    """Importing sigmadelta loads neither CUDA nor the heavy optional readers (video, zarr, plotting)."""
+    code = ("import sys, torch, sigmadelta; "
+            "heavy = [m for m in ('av', 'zarr', 'matplotlib') if m in sys.modules]; "
+            "assert not heavy, heavy; assert not torch.cuda.is_initialized()")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_layers_import_one_way():
+    """functional -> modules -> rewrite -> accounting/net -> report -> cli: no module imports a higher one."""
+    import ast
+    import pathlib
+
+    import sigmadelta
+
+    order = ["errors", "functional", "modules", "rewrite", "accounting", "net", "report", "cli"]
+    root = pathlib.Path(sigmadelta.__file__).parent
+    for name in order:
+        path = root / name / "__init__.py" if (root / name).is_dir() else root / f"{name}.py"
+        files = list((root / name).glob("*.py")) if (root / name).is_dir() else [path]
+        for f in files:
+            for node in ast.walk(ast.parse(f.read_text())):
+                if isinstance(node, ast.ImportFrom) and node.level > 0 and node.module:
+                    imported = node.module.split(".")[0]
+                    if imported in order and name != imported:
+                        assert order.index(imported) < order.index(name), f"{f.name} imports {imported}"
