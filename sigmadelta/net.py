@@ -24,10 +24,12 @@ from torch.utils._pytree import tree_map
 
 from .accounting import OpCounter, OpCounts
 from .errors import StreamError
-from .modules import MODES, ORIGINAL, Quantizer, SigmaDeltaLinear
+from .modules import MODES, ORIGINAL, SIGMA_DELTA, Quantizer, SigmaDeltaLinear
 from .rewrite.graph import rewrite
 
-__all__ = ["SigmaDeltaNet", "convert"]
+__all__ = ["SigmaDeltaNet", "convert", "BACKENDS"]
+
+BACKENDS = ("dense", "sparse")
 
 
 def convert(model: nn.Module, example_input: torch.Tensor, *, per_channel_scales: bool = False,
@@ -82,6 +84,8 @@ class SigmaDeltaNet(nn.Module):
         self._stateful = [m for m in self.graph_module.modules() if isinstance(m, (Quantizer, SigmaDeltaLinear))]
         self.counting = True  # count ops on every call; turn off for speed when counts are not wanted
         self.mode = ORIGINAL
+        self.backend = "dense"
+        self._engine = None  # the sparse engine, when backend == "sparse"
         self._batch_size: int | None = None
 
     # ----------------------------------------------------------------------------------------------------
@@ -140,10 +144,27 @@ class SigmaDeltaNet(nn.Module):
         self.reset()
         return self
 
+    def set_backend(self, backend: str) -> "SigmaDeltaNet":
+        """How the sigma-delta mode executes: ``"dense"`` (the exact simulation, the reference) or ``"sparse"``
+        (:mod:`sigmadelta.runtime.sparse`: work follows the nonzero quantized deltas). Other modes always run
+        dense. Resets state and op counts. Returns the network.
+        """
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; choose from {BACKENDS}")
+        if backend == "sparse" and self._engine is None:
+            from .runtime.sparse import SparseEngine  # imported on demand: the dense path never needs it
+
+            self._engine = SparseEngine(self)
+        self.backend = backend
+        self.reset()
+        return self
+
     def reset(self) -> None:
         """Return every state to zero (the start of a new stream) and clear the op counts."""
         for m in self._stateful:
             m.reset()
+        if self._engine is not None:
+            self._engine.reset()
         self._counter.reset()
         self._batch_size = None
 
@@ -186,6 +207,10 @@ class SigmaDeltaNet(nn.Module):
 
     def _run(self, clip: torch.Tensor):
         steps, batch = clip.shape[:2]
+        if self.backend == "sparse" and self.mode == SIGMA_DELTA:
+            out = self._engine.run(clip)  # [T, B, ...]; the engine validates nothing: _check did
+            self._batch_size = batch
+            return out
         for m in self._stateful:
             m.steps = steps
         try:

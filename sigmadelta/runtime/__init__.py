@@ -1,0 +1,1 @@
+"""Execution backends that lower the dense reference network (see ``SigmaDeltaNet.set_backend``)."""
