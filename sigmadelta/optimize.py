@@ -1,0 +1,488 @@
+"""Learn a converted network's scales: trade output error against computation (paper section 4).
+
+For each λ, plain SGD on the log-scales κ (``k = exp(κ)``) minimises, per minibatch of ``R`` samples,
+
+.. math::
+
+    L(κ) = \\frac{1}{R} \\sum_{b} e(\\hat y_b, y_b)
+           + λ \\sum_l \\sum_{b} \\sum_i |k_l x_{l,b,i}| \\, \\mathrm{fanout}_{l,i}
+
+where ``y`` is the original network's output (no labels), ``ŷ`` the rounding network's, and ``x_l`` the input of
+quantizer ``l``. Rounding passes gradients straight through (``s = kx + stopgrad(round(kx) − kx)``). The cost term
+is *local*: ``x_l`` is held constant in it, so ``∂/∂κ_l`` of layer ``l``'s cost is ``k_l Σ|x_l|·fanout_l`` and no
+other scale sees it. ``cost="sigma_delta"`` replaces ``|k x_t|`` by ``|k (x_t − x_{t−1})|`` on clips.
+
+Several λ are trained at once (:func:`optimize_scales_sweep`): the minibatch is repeated once per λ and each
+copy runs with its own scales, which is exact, since the copies share nothing but the (fixed) weights.
+
+>>> import torch, sigmadelta
+>>> from sigmadelta.optimize import optimize_scales
+>>> model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4)).eval()
+>>> net = sigmadelta.convert(model, torch.zeros(1, 8))
+>>> history = optimize_scales(net, torch.randn(40, 8), lam=1e-3, error="l2", lr=0.01, epochs=2, progress=False)
+>>> [e.epoch for e in history.evaluations]
+[0, 1, 2]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch.func import functional_call
+from tqdm.auto import tqdm
+
+from .accounting import fanout_map
+from .net import SigmaDeltaNet
+
+__all__ = ["optimize_scales", "optimize_scales_sweep", "History", "Evaluation", "ERRORS", "error_terms"]
+
+ERRORS = ("kl", "kl-probs", "l2", "l2-softmax", "l1", "l1-softmax")
+COSTS = ("rounding", "sigma_delta")
+NOISES = ("round", "uniform")
+NORMALIZATIONS = ("paper", "mean")
+
+ErrorFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# error measures
+
+
+def _kl(approx, target):  # outputs are logits
+    log_p, log_q = approx.log_softmax(-1), target.log_softmax(-1)
+    return log_p.exp() * (log_p - log_q)
+
+
+def _kl_probs(approx, target):  # outputs are probabilities already
+    tiny = torch.finfo(approx.dtype).tiny
+    return approx * (approx.clamp_min(tiny).log() - target.clamp_min(tiny).log())
+
+
+_ERROR_TERMS: dict[str, ErrorFn] = {
+    "kl": _kl,
+    "kl-probs": _kl_probs,
+    "l2": lambda a, t: (a - t) ** 2,
+    "l2-softmax": lambda a, t: (a.softmax(-1) - t.softmax(-1)) ** 2,
+    "l1": lambda a, t: (a - t).abs(),
+    "l1-softmax": lambda a, t: (a.softmax(-1) - t.softmax(-1)).abs(),
+}
+
+
+def error_terms(error: str | ErrorFn) -> ErrorFn:
+    """The elementwise error ``f(approx, target)``; a sample's error is the sum of its terms.
+
+    ===========  =====================================================================================
+    name         terms (outputs ``a`` of the discretized network, ``t`` of the original; last dim = classes)
+    ===========  =====================================================================================
+    kl           KL(approx ‖ original) of ``softmax(a)``, ``softmax(t)``: outputs are *logits*
+    kl-probs     ``a (log a − log t)``: outputs are probabilities (a model ending in softmax)
+    l2, l1       ``(a − t)²``, ``|a − t|`` on raw outputs (the random network)
+    l2-softmax   ``(softmax(a) − softmax(t))²``: L2 on probabilities of a logit model (the VGG run)
+    l1-softmax   ``|softmax(a) − softmax(t)|``
+    ===========  =====================================================================================
+
+    A callable is used as is: it gets ``approx`` ``[n, R, ...]`` and ``target`` ``[1, R, ...]`` and returns
+    terms broadcast like ``approx``.
+    """
+    if callable(error):
+        return error
+    if error not in _ERROR_TERMS:
+        raise ValueError(f"unknown error {error!r}; choose from {ERRORS} or pass a callable")
+    return _ERROR_TERMS[error]
+
+
+def _per_sample(terms: torch.Tensor) -> torch.Tensor:
+    """``[n, R, ...]`` elementwise terms -> ``[n, R]`` per-sample sums."""
+    return terms.reshape(*terms.shape[:2], -1).sum(-1)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# results
+
+
+@dataclass
+class Evaluation:
+    """One evaluation of the discretized network (real rounding, no noise) on the evaluation data.
+
+    Attributes:
+        epoch: epochs trained so far (0: the initial scales).
+        scales: quantizer name -> ``k`` (a float, or a list for per-channel scales).
+        rel_error: the paper's error, ``Σ|ŷ − y| / Σ|y|`` over all outputs.
+        error: the training error measure, mean per sample.
+        ops_per_sample: additions per sample (``rounding``) or per frame (``sigma_delta``), from
+            :meth:`SigmaDeltaNet.op_counts`.
+        ops_per_layer: layer name -> additions per sample.
+        train_error: mean error term over the epoch's minibatches (``None`` at epoch 0).
+        train_ops: mean surrogate additions per sample ``Σ k|x|·fanout`` over the epoch (``None`` at epoch 0).
+    """
+
+    epoch: int
+    scales: dict[str, float | list]
+    rel_error: float
+    error: float
+    ops_per_sample: float
+    ops_per_layer: dict[str, float]
+    train_error: float | None = None
+    train_ops: float | None = None
+
+
+@dataclass
+class History:
+    """Evaluations of one λ's run, epoch 0 (initial scales) first."""
+
+    lam: float
+    error: str
+    cost: str
+    normalization: str
+    evaluations: list[Evaluation] = field(default_factory=list)
+
+    @property
+    def final(self) -> Evaluation:
+        return self.evaluations[-1]
+
+    @property
+    def epochs(self) -> list[int]:
+        return [e.epoch for e in self.evaluations]
+
+    @property
+    def rel_errors(self) -> list[float]:
+        return [e.rel_error for e in self.evaluations]
+
+    @property
+    def ops(self) -> list[float]:
+        return [e.ops_per_sample for e in self.evaluations]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# public entry points
+
+
+def optimize_scales(net: SigmaDeltaNet, data, lam: float, error: str | ErrorFn = "kl", **kwargs) -> History:
+    """Learn the scales of ``net`` for one trade-off ``lam``; the net keeps the learned scales.
+
+    Minimises, with plain SGD (no momentum) over minibatches in data order, per minibatch of ``R`` samples
+
+    .. math::
+
+        L = \\frac{1}{R}\\sum_{b=1}^{R} e(\\hat y_b, y_b) + λ \\, C, \\qquad
+        C = \\sum_l \\sum_{b=1}^{R} \\sum_i k_l |x_{l,b,i}| \\, \\mathrm{fanout}_{l,i}
+
+    ``ŷ`` is the rounding network's output with ``s = kx + stopgrad(round(kx) − kx)`` (or ``kx + u``,
+    ``u ~ U(−½, ½)``, with ``noise="uniform"``), ``y`` the original network's output (computed once, no
+    labels). In ``C`` the quantizer inputs ``x_l`` are constants: each κ_l sees only its own layer's cost.
+
+    **λ normalization.** ``normalization="paper"`` (default) sums ``C`` over the minibatch and averages the
+    error, as the reference code did, so the paper's λ values mean what they meant there, *at the paper's
+    batch size*: the effective trade-off is ``λ·R``. ``normalization="mean"`` averages ``C`` too
+    (``λ_mean = λ_paper · R`` gives the same objective), so λ does not depend on the batch size.
+
+    **Sigma-delta cost** (``cost="sigma_delta"``, beyond the paper): ``data`` are clips and
+    ``C = Σ_l Σ_{t,b,i} k_l |x_{l,t,b,i} − x_{l,t−1,b,i}| fanout_{l,i}``, the surrogate of the sigma-delta
+    network's additions. The error term is unchanged, since the sigma-delta network's output equals the rounding
+    network's (paper-notes section 4): the forward pass runs frame-wise in rounding mode, which gives the same
+    value and gradient at a fraction of the cost. A tensor ``[T, B, ...]`` is one long stream of ``B`` streams
+    cut into windows of ``batch_size`` steps; the stream carries over between windows (the first frame of a
+    window is differenced against the last of the previous one, recomputed with the current scales), and only
+    the very first frame is differenced against zero. An iterable of clips holds independent clips, each
+    starting from zero state (its first frame costs what the rounding network pays), as
+    :meth:`SigmaDeltaNet.run` after :meth:`~SigmaDeltaNet.reset` would count them.
+
+    Args:
+        net: a converted network. Its mode is restored afterwards, which resets its state.
+        data: ``cost="rounding"``: a tensor ``[N, ...]`` (cut into minibatches of ``batch_size``) or an iterable
+            of minibatches ``[B, ...]``; ``cost="sigma_delta"``: a tensor ``[T, B, ...]`` or an iterable of clips
+            ``[T, B, ...]``. Tuples (``(x, label)``) are reduced to their first element.
+        lam: the trade-off λ ≥ 0.
+        error: a name from :data:`ERRORS` (see :func:`error_terms`) or a callable.
+        **kwargs: see :func:`optimize_scales_sweep`.
+
+    Returns:
+        The :class:`History` of evaluations.
+    """
+    (history,) = _optimize(net, data, [lam], error, keep=True, **kwargs)
+    return history
+
+
+def optimize_scales_sweep(net: SigmaDeltaNet, data, lams: Sequence[float], error: str | ErrorFn = "kl",
+                          **kwargs) -> list[History]:
+    """Learn scales for several λ at once (the objective of :func:`optimize_scales`, per λ); ``net`` keeps its
+    scales. Every λ sees the same minibatches in the same order, so each run is exactly what
+    :func:`optimize_scales` would do alone; one step costs about as much as one step of a ``len(lams)`` times
+    larger batch. Use :attr:`History.final` scales with :meth:`SigmaDeltaNet.set_scales`.
+
+    Args:
+        net, data, error: as for :func:`optimize_scales`.
+        lams: the trade-offs λ ≥ 0.
+        lr: SGD learning rate on κ.
+        epochs: passes over ``data``.
+        batch_size: samples per minibatch (time steps per window for a ``[T, B, ...]`` stream).
+        cost: ``"rounding"`` (the paper) or ``"sigma_delta"``.
+        noise: ``"round"`` (straight-through rounding) or ``"uniform"`` (``U(−½, ½)`` in the scaled domain;
+            seed with ``torch.manual_seed``). Evaluations always round.
+        normalization: ``"paper"`` or ``"mean"`` (see :func:`optimize_scales`).
+        eval_every: evaluate every this many epochs (and always at epoch 0 and at the end); ``None``: only then.
+        eval_data: data to evaluate on, shaped like ``data``; default ``data``.
+        eval_batch_size: samples (or time steps) per evaluation call; bounds memory only.
+        progress: show a tqdm progress bar.
+        callback: called as ``callback(history)`` after each evaluation of each λ.
+
+    Returns:
+        One :class:`History` per λ, in the order given.
+    """
+    return _optimize(net, data, list(lams), error, keep=False, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# data
+
+
+@dataclass
+class _Batch:
+    x: torch.Tensor  # rounding: (B, ...); sigma_delta: (T', B, ...), the first `context` steps only as Δ reference
+    target: torch.Tensor  # original outputs of the counted samples: (R, ...)
+    context: int = 0
+
+
+def _items(data, what: str) -> list[torch.Tensor]:
+    items = [d[0] if isinstance(d, (tuple, list)) else d for d in data]
+    if not items:
+        raise ValueError(f"{what} is empty")
+    return items
+
+
+@torch.no_grad()
+def _original(net: SigmaDeltaNet, frames: torch.Tensor, chunk: int) -> torch.Tensor:
+    """The original network's outputs for ``frames`` ``(N, ...)``; ``net`` is in original mode."""
+    return torch.cat([net.graph_module(frames[i:i + chunk]) for i in range(0, len(frames), chunk)])
+
+
+def _check_shape(x: torch.Tensor, net: SigmaDeltaNet, lead: int, what: str) -> None:
+    expected = "[" + ", ".join(["T", "B"][2 - lead:] + [str(s) for s in net.sample_shape]) + "]"
+    if not isinstance(x, torch.Tensor) or x.dim() != lead + len(net.sample_shape) or \
+            tuple(x.shape[lead:]) != net.sample_shape or x.dtype != net.dtype:
+        got = f"{tuple(x.shape)} {x.dtype}" if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"{what}: expected tensors {expected} of {net.dtype}, got {got}")
+
+
+def _train_batches(net, data, batch_size: int, temporal: bool, chunk: int) -> list[_Batch]:
+    lead = 2 if temporal else 1
+    if isinstance(data, torch.Tensor):
+        _check_shape(data, net, lead, "data")
+        frames = data.flatten(0, 1) if temporal else data
+        target = _original(net, frames, chunk)
+        if not temporal:  # minibatches of samples
+            return [_Batch(data[i:i + batch_size], target[i:i + batch_size]) for i in range(0, len(data), batch_size)]
+        target = target.unflatten(0, data.shape[:2])  # (T, B, ...)
+        return [_Batch(data[max(t - 1, 0):t + batch_size], target[t:t + batch_size].flatten(0, 1), int(t > 0))
+                for t in range(0, len(data), batch_size)]  # windows of one long stream
+    batches = []
+    for x in _items(data, "data"):
+        _check_shape(x, net, lead, "data item")
+        batches.append(_Batch(x, _original(net, x.flatten(0, 1) if temporal else x, chunk)))
+    return batches
+
+
+def _eval_items(net, data, temporal: bool, chunk: int) -> list[tuple[torch.Tensor, torch.Tensor, bool]]:
+    """``(x, original output, reset before)`` per evaluation call; x is ``(T, B, ...)``."""
+    lead = 2 if temporal else 1
+    if isinstance(data, torch.Tensor):
+        _check_shape(data, net, lead, "eval_data")
+        clips = [data[i:i + chunk] for i in range(0, len(data), chunk)]
+        if not temporal:  # samples: each chunk is one step of B independent samples
+            return [(c.unsqueeze(0), _original(net, c, chunk), True) for c in clips]
+        return [(c, _original(net, c.flatten(0, 1), chunk), i == 0) for i, c in enumerate(clips)]
+    items = []
+    for x in _items(data, "eval_data"):
+        _check_shape(x, net, lead, "eval_data item")
+        items.append((x if temporal else x.unsqueeze(0), _original(net, x.flatten(0, 1) if temporal else x, chunk),
+                      True))
+    return items
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the optimisation
+
+
+class _Scales:
+    """The κ of ``n`` λ-copies of the net, ``[n, *scale_shape]`` per quantizer, and what the cost needs."""
+
+    def __init__(self, net: SigmaDeltaNet, n: int, probe: torch.Tensor):
+        names = {id(p): name for name, p in net.graph_module.named_parameters()}
+        self.quantizers = net.quantizers
+        self.param_names = {q: names[id(mod.log_scale)] for q, mod in self.quantizers.items()}
+        self.kappa = {q: mod.log_scale.detach().clone().expand(n, *mod.log_scale.shape).clone().requires_grad_()
+                      for q, mod in self.quantizers.items()}
+        with torch.no_grad():  # one frame through the original net: each quantizer's input shape
+            net.graph_module(probe)
+        self.sample_shape = {q: tuple(mod.record["x"].shape[1:]) for q, mod in self.quantizers.items()}
+        self.fanout = {q: torch.zeros(s, dtype=torch.float64) for q, s in self.sample_shape.items()}
+        for layer, q in net.layer_inputs.items():  # a quantizer shared by several layers pays each one's fan-out
+            self.fanout[q] += fanout_map(net.layers[layer], self.sample_shape[q])
+        self.fanout = {q: f.to(net.dtype) for q, f in self.fanout.items()}
+        self.n = n
+
+    def _padded(self, q: str) -> tuple[int, ...]:
+        """κ's shape right-aligned with the quantizer input's sample shape, padded with ones."""
+        shape = tuple(self.kappa[q].shape[1:])
+        return (1,) * (len(self.sample_shape[q]) - len(shape)) + shape
+
+    def per_row(self, m: int) -> dict[str, torch.Tensor]:
+        """κ for ``n·m`` rows (λ-major), broadcastable against each quantizer's input: the net's parameters."""
+        out = {}
+        for q, kappa in self.kappa.items():
+            pad = self._padded(q)
+            out[self.param_names[q]] = kappa.reshape(self.n, 1, *pad).expand(self.n, m, *pad).reshape(self.n * m, *pad)
+        return out
+
+    def cost(self, steps: int | None, context: int) -> torch.Tensor:
+        """Surrogate additions ``Σ k|x|·fanout`` (or ``Σ k|Δx|·fanout`` when ``steps`` is given), ``[n]``.
+
+        Reads the inputs the quantizers recorded (detached), so the gradient reaches each κ_l from its own layer only.
+        """
+        total = 0
+        for q, kappa in self.kappa.items():
+            x = self.quantizers[q].record["x"]  # (n·M, ...) detached
+            if steps is None:
+                activity = x.unflatten(0, (self.n, -1)).abs()  # (n, M, ...)
+            else:
+                x = x.unflatten(0, (self.n, steps, -1))  # (n, T', B, ...)
+                dx = x.diff(dim=1) if context else x.diff(dim=1, prepend=torch.zeros_like(x[:, :1]))
+                activity = dx.abs().flatten(1, 2)  # (n, (T'−context)·B, ...)
+            a = (activity * self.fanout[q]).sum(1)  # (n, *sample)
+            a = a.sum_to_size(self.n, *self._padded(q)).reshape(kappa.shape)  # one total per scale
+            total = total + (kappa.exp() * a).reshape(self.n, -1).sum(1)
+        return total
+
+    def scales(self, i: int) -> dict[str, torch.Tensor]:
+        return {q: kappa[i].detach().exp() for q, kappa in self.kappa.items()}
+
+
+@contextlib.contextmanager
+def _uniform_noise(net: SigmaDeltaNet, on: bool):
+    """Replace rounding by ``kx + u``, ``u ~ U(−½, ½)``, in every quantizer, for the duration."""
+    if on:
+        for q in net.quantizers.values():
+            q._round = lambda scaled: scaled + (torch.rand_like(scaled) - 0.5)
+    try:
+        yield
+    finally:
+        if on:
+            for q in net.quantizers.values():
+                del q._round
+
+
+@torch.no_grad()
+def _evaluate(net, items, error_fn, kind: str, epoch: int, scales: dict[str, torch.Tensor], train) -> Evaluation:
+    net.set_scales(scales)
+    abs_err = abs_true = err = 0.0
+    rows = 0
+    ops: dict[str, float] = {}
+
+    def harvest():
+        for layer, v in net.op_counts().per_layer(kind).items():
+            ops[layer] = ops.get(layer, 0.0) + v
+
+    for i, (x, target, reset) in enumerate(items):
+        if reset:
+            if i:
+                harvest()
+            net.reset()
+        out = net.run(x).flatten(0, 1)  # (T·B, ...)
+        abs_err += (out - target).abs().sum().item()
+        abs_true += target.abs().sum().item()
+        err += _per_sample(error_fn(out.unsqueeze(0), target.unsqueeze(0))).sum().item()
+        rows += len(out)
+    harvest()
+    per_layer = {layer: v / rows for layer, v in ops.items()}
+    return Evaluation(epoch, {q: (k.item() if k.dim() == 0 else k.tolist()) for q, k in scales.items()},
+                      abs_err / max(abs_true, 1e-300), err / rows, sum(per_layer.values()), per_layer, *train)
+
+
+def _optimize(net: SigmaDeltaNet, data, lams: list[float], error, *, keep: bool, lr: float = 0.001,
+              epochs: int = 30, batch_size: int = 10, cost: str = "rounding", noise: str = "round",
+              normalization: str = "paper", eval_every: int | None = 1, eval_data=None, eval_batch_size: int = 256,
+              progress: bool = True, callback: Callable[[History], None] | None = None) -> list[History]:
+    # --- checks, before anything changes
+    if not lams or not all(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0 for v in lams):
+        raise ValueError(f"λ values must be finite and >= 0, got {lams}")
+    for name, value, choices in (("cost", cost, COSTS), ("noise", noise, NOISES),
+                                 ("normalization", normalization, NORMALIZATIONS)):
+        if value not in choices:
+            raise ValueError(f"unknown {name} {value!r}; choose from {choices}")
+    if not (lr > 0 and epochs >= 0 and batch_size >= 1 and eval_batch_size >= 1 and (eval_every or 1) >= 1):
+        raise ValueError(f"need lr > 0, epochs >= 0, batch_size >= 1, eval_batch_size >= 1, eval_every >= 1; got "
+                         f"lr={lr}, epochs={epochs}, batch_size={batch_size}, eval_batch_size={eval_batch_size}, "
+                         f"eval_every={eval_every}")
+    error_fn = error_terms(error)
+    temporal = cost == "sigma_delta"
+    kind = "sigma_delta" if temporal else "rounding"
+    n = len(lams)
+
+    saved_mode, saved_counting, saved_scales = net.mode, net.counting, net.scales
+    try:
+        net.set_mode("original")
+        batches = _train_batches(net, data, batch_size, temporal, eval_batch_size)
+        items = _eval_items(net, data if eval_data is None else eval_data, temporal, eval_batch_size)
+        scales = _Scales(net, n, items[0][0][0, :1])
+        lam_t = torch.tensor(lams, dtype=net.dtype)  # (n,)
+        histories = [History(float(v), error if isinstance(error, str) else getattr(error, "__name__", "custom"),
+                             cost, normalization) for v in lams]
+
+        def evaluate(epoch: int, train=(None, None)):
+            net.set_mode("rounding" if not temporal else "sigma-delta")
+            net.counting = True
+            for i, h in enumerate(histories):
+                h.evaluations.append(_evaluate(net, items, error_fn, kind, epoch, scales.scales(i),
+                                               (None, None) if train[0] is None else (train[0][i], train[1][i])))
+                if callback is not None:
+                    callback(h)
+
+        evaluate(0)
+        bar = tqdm(total=epochs * len(batches), disable=not progress, desc=f"scales ({n} λ)", leave=False)
+        for epoch in range(1, epochs + 1):
+            net.set_mode("rounding")
+            net.counting = False
+            sums = torch.zeros(2, n, dtype=torch.float64)  # Σ error term, Σ surrogate ops, over the epoch
+            rows_seen = 0
+            for batch in batches:
+                frames = batch.x.flatten(0, 1) if temporal else batch.x  # (M, ...)
+                m = len(frames)
+                x = frames.expand(n, *frames.shape).reshape(n * m, *frames.shape[1:])  # (n·M, ...), λ-major
+                with _uniform_noise(net, noise == "uniform"):
+                    out = functional_call(net.graph_module, scales.per_row(m), (x,))  # (n·M, ...)
+                out = out.unflatten(0, (n, m))  # (n, M, ...)
+                if temporal:  # drop the context step: (n, (T'−context)·B, ...)
+                    out = out.unflatten(1, batch.x.shape[:2])[:, batch.context:].flatten(1, 2)
+                rows = out.shape[1]
+                err = _per_sample(error_fn(out, batch.target.unsqueeze(0))).mean(1)  # (n,)
+                ops = scales.cost(len(batch.x) if temporal else None, batch.context)  # (n,) summed over rows
+                weight = lam_t if normalization == "paper" else lam_t / rows
+                loss = (err + weight * ops).sum()  # the λ-copies are independent: Σ_λ L_λ
+                grads = torch.autograd.grad(loss, list(scales.kappa.values()))
+                with torch.no_grad():
+                    for kappa, g in zip(scales.kappa.values(), grads):
+                        kappa -= lr * g
+                    sums += torch.stack([err * rows, ops]).to(torch.float64)
+                rows_seen += rows
+                bar.update()
+                bar.set_postfix(loss=f"{loss.item() / n:.4g}", refresh=False)
+            bad = [lams[i] for i in range(n) if not all(torch.isfinite(k[i]).all() for k in scales.kappa.values())]
+            if bad:
+                raise FloatingPointError(f"scales diverged at epoch {epoch} for λ = {bad}; lower lr")
+            if epoch == epochs or (eval_every and epoch % eval_every == 0):
+                evaluate(epoch, ((sums[0] / rows_seen).tolist(), (sums[1] / rows_seen).tolist()))
+        bar.close()
+    finally:
+        net.counting = saved_counting
+        net.set_mode(saved_mode)
+        net.set_scales(saved_scales)
+    if keep:
+        net.set_scales(scales.scales(0))
+    return histories
