@@ -13,12 +13,18 @@ from .accounting import ENERGY_PJ, KINDS, OpCounts
 from .errors import ConversionError, SigmaDeltaError, StreamError
 from .modules import MODES
 from .net import SigmaDeltaNet, convert
+from .optimize import History, optimize_scales, optimize_scales_sweep
 
 __version__ = "0.1.0"
 
 __all__ = [
     "convert",
     "SigmaDeltaNet",
+    "optimize_scales",
+    "optimize_scales_sweep",
+    "History",
+    "data",
+    "models",
     "OpCounts",
     "ConversionError",
     "StreamError",
@@ -27,3 +33,12 @@ __all__ = [
     "KINDS",
     "ENERGY_PJ",
 ]
+
+
+def __getattr__(name: str):
+    # `sigmadelta.data` and `sigmadelta.models` load on first use: their readers (zarr, PyAV) are heavy
+    if name in ("data", "models"):
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'sigmadelta' has no attribute {name!r}")
