@@ -53,7 +53,11 @@ def random_network(seed: int = 0) -> tuple[torch.nn.Sequential, torch.Tensor]:
 
 @torch.no_grad()
 def evaluate_scales(net, x: torch.Tensor, scale_sets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Error and additions per sample of the rounding network for each row of ``scale_sets`` ``[n, layers]``."""
+    """Error and additions per sample of the rounding network for each row of ``scale_sets`` ``[n, layers]``.
+
+    Leaves the net's scales and mode as they were.
+    """
+    saved, mode = net.scales, net.mode
     true = net.set_mode("original")(x)
     net.set_mode("rounding")
     errors, ops = [], []
@@ -63,6 +67,8 @@ def evaluate_scales(net, x: torch.Tensor, scale_sets: np.ndarray) -> tuple[np.nd
         out = net(x)
         errors.append(((out - true).abs().mean() / true.abs().mean()).item())
         ops.append(net.op_counts().per_sample("rounding"))
+    net.set_scales(saved)
+    net.set_mode(mode)
     return np.array(errors), np.array(ops)
 
 
@@ -94,21 +100,18 @@ def run(out_dir=OUT, quick: bool = False, seed: int = 0, progress: bool = True) 
 
     learned = []
     for h in histories:
-        final = h.final
-        learned.append(dict(lam=h.lam, scales=list(final.scales.values()), error=final.rel_error,
-                            ops=final.ops_per_sample, beaten_by=beaten_by((final.rel_error, final.ops_per_sample),
-                                                                          random_errors, random_ops),
-                            trajectory=dict(epoch=h.epochs, error=h.rel_errors, ops=h.ops,
-                                            scales=[list(e.scales.values()) for e in h.evaluations])))
-    results = dict(
-        config=dict(sizes=SIZES, weight_multipliers=WEIGHT_MULTIPLIERS, n_samples=N_SAMPLES, random=f"|N({RANDOM_MEAN}, "
-                    f"{RANDOM_STD}^2)|", lams=LAMS, lr=LR, batch_size=BATCH, error="l2", normalization="paper",
-                    margin=MARGIN, seed=seed, quick=quick, **cfg),
-        random=dict(scales=random_scales.tolist(), error=random_errors.tolist(), ops=random_ops.tolist()),
-        learned=learned,
-        claim_holds=all(p["beaten_by"] == 0 for p in learned),
-        seconds=seconds,
-    )
+        end = h.final
+        learned.append(dict(
+            lam=h.lam, scales=list(end.scales.values()), error=end.rel_error, ops=end.ops_per_sample,
+            beaten_by=beaten_by((end.rel_error, end.ops_per_sample), random_errors, random_ops),
+            trajectory=dict(epoch=h.epochs, error=h.rel_errors, ops=h.ops,
+                            scales=[list(e.scales.values()) for e in h.evaluations])))
+    config = dict(sizes=SIZES, weight_multipliers=WEIGHT_MULTIPLIERS, n_samples=N_SAMPLES,
+                  random=f"|N({RANDOM_MEAN}, {RANDOM_STD}^2)|", lams=LAMS, lr=LR, batch_size=BATCH, error="l2",
+                  normalization="paper", margin=MARGIN, seed=seed, quick=quick, **cfg)
+    results = dict(config=config,
+                   random=dict(scales=random_scales.tolist(), error=random_errors.tolist(), ops=random_ops.tolist()),
+                   learned=learned, claim_holds=all(p["beaten_by"] == 0 for p in learned), seconds=seconds)
     (out_dir / "results.json").write_text(json.dumps(_rounded(results), indent=1))
     (out_dir / "results.md").write_text(table(results))
     plot(results, out_dir / "random_net.png")
@@ -130,11 +133,12 @@ def table(results: dict) -> str:
     """The learned end points as a Markdown table."""
     margin = results["config"]["margin"]
     n_random = len(results["random"]["error"])
-    lines = [f"| λ | scales k₁, k₂, k₃ | error | additions / sample | random points better by >{margin:.0%} in both |",
-             "|---|---|---|---|---|"]
+    lines = ["| λ | scales k₁, k₂, k₃ | error | additions / sample | random points better by "
+             f">{margin:.0%} in both |", "|---|---|---|---|---|"]
     for p in results["learned"]:
         ks = ", ".join(f"{k:.3g}" for k in p["scales"])
-        lines.append(f"| {p['lam']:.0e} | {ks} | {p['error']:.4f} | {p['ops']:,.0f} | {p['beaten_by']} of {n_random} |")
+        lines.append(f"| {p['lam']:.0e} | {ks} | {p['error']:.4f} | {p['ops']:,.0f} | "
+                     f"{p['beaten_by']} of {n_random} |")
     best = int(np.argmin(results["random"]["error"]))
     lines += ["", f"Best random triple by error: {results['random']['error'][best]:.4f} at "
               f"{results['random']['ops'][best]:,.0f} additions / sample. "
@@ -153,16 +157,15 @@ def plot(results: dict, path: Path) -> None:
     grey = (0.6, 0.6, 0.6)
     learned = results["learned"]
     colors = plt.cm.viridis(np.linspace(0, 0.9, len(learned)))
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 5), gridspec_kw=dict(width_ratios=[1, 1.5]))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(14, 5.2), gridspec_kw=dict(width_ratios=[1, 1.5]))
     layers = np.arange(1, len(SIZES))
 
     # --- left: scales per layer
     left.plot(layers, np.array(results["random"]["scales"]).T, color=grey, lw=0.4, alpha=0.25)
     for p, c in zip(learned, colors):
-        left.plot(layers, p["scales"], color=c, lw=2.5, marker="o", label=f"λ = {p['lam']:.0e}")
+        left.plot(layers, p["scales"], color=c, lw=2.5, marker="o")
     left.set(yscale="log", xticks=layers, xticklabels=[f"layer {i}" for i in layers], ylabel="scale k (log)",
-             title="Scales per layer: random (grey) and learned")
-    left.legend(fontsize=8, loc="lower right")
+             title="Scales per layer: random (grey), learned (colours: λ)")
 
     # --- right: error against computation
     ops = np.array(results["random"]["ops"])
@@ -185,7 +188,7 @@ def plot(results: dict, path: Path) -> None:
     right.set(xscale="log", yscale="log", xlabel="additions per sample (log)",
               ylabel="relative error  mean|ŷ − y| / mean|y|  (log)",
               title="Error against computation of the rounding network")
-    right.legend(fontsize=8, loc="lower left")
+    right.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
     right.grid(True, which="major", alpha=0.3)
     margin = results["config"]["margin"]
     verdict = (f"no random triple beats a learned end point by >{margin:.0%} in both" if results["claim_holds"]
