@@ -1,0 +1,26 @@
+"""Errors of the data and model loaders; all are :class:`~sigmadelta.errors.SigmaDeltaError` subclasses."""
+
+from __future__ import annotations
+
+from ..errors import SigmaDeltaError
+
+__all__ = ["MissingDependencyError", "UnknownNameError", "VideoError", "WeightsError"]
+
+
+class MissingDependencyError(SigmaDeltaError, ImportError):
+    """An optional package that a dataset, clip or model needs is not installed. The message says what to install."""
+
+
+class UnknownNameError(SigmaDeltaError, KeyError):
+    """An unknown dataset, clip or model name. The message lists the known ones."""
+
+    def __str__(self) -> str:  # KeyError would show the message in quotes
+        return str(self.args[0]) if self.args else ""
+
+
+class VideoError(SigmaDeltaError):
+    """A video file that cannot be decoded: empty, corrupt or truncated. The message names the file and frame."""
+
+
+class WeightsError(SigmaDeltaError, ValueError):
+    """A weights file that does not fit the model: unreadable, or with missing, unexpected or mis-shaped keys."""

