@@ -164,10 +164,15 @@ class History:
 # public entry points
 
 
-def optimize_scales(net: SigmaDeltaNet, data, lam: float, error: str | ErrorFn = "kl", **kwargs) -> History:
+def optimize_scales(net: SigmaDeltaNet, data, lam: float, error: str | ErrorFn = "kl", *, lr: float = 0.001,
+                    epochs: int = 30, batch_size: int = 10, cost: str = "rounding", noise: str = "round",
+                    normalization: str = "paper", eval_every: int | None = 1, eval_data=None,
+                    eval_batch_size: int = 256, num_threads: int | None = None, progress: bool = True,
+                    callback: Callable[[History], None] | None = None) -> History:
     """Learn the scales of ``net`` for one trade-off ``lam``; the net keeps the learned scales.
 
-    Minimises, with plain SGD (no momentum) over minibatches in data order, per minibatch of ``R`` samples
+    Starting from the net's current scales (``k = 1`` after :func:`~sigmadelta.convert`), minimises with plain
+    SGD on κ = log k (no momentum; minibatches in data order), per minibatch of ``R`` samples,
 
     .. math::
 
@@ -176,7 +181,8 @@ def optimize_scales(net: SigmaDeltaNet, data, lam: float, error: str | ErrorFn =
 
     ``ŷ`` is the rounding network's output with ``s = kx + stopgrad(round(kx) − kx)`` (or ``kx + u``,
     ``u ~ U(−½, ½)``, with ``noise="uniform"``), ``y`` the original network's output (computed once, no
-    labels). In ``C`` the quantizer inputs ``x_l`` are constants: each κ_l sees only its own layer's cost.
+    labels). In ``C`` the quantizer inputs ``x_l`` are constants: each κ_l sees only its own layer's cost. With
+    per-channel scales each channel's κ sees only its own channel's cost.
 
     **λ normalization.** ``normalization="paper"`` (default) sums ``C`` over the minibatch and averages the
     error, as the reference code did, so the paper's λ values mean what they meant there, *at the paper's
@@ -192,7 +198,12 @@ def optimize_scales(net: SigmaDeltaNet, data, lam: float, error: str | ErrorFn =
     window is differenced against the last of the previous one, recomputed with the current scales), and only
     the very first frame is differenced against zero. An iterable of clips holds independent clips, each
     starting from zero state (its first frame costs what the rounding network pays), as
-    :meth:`SigmaDeltaNet.run` after :meth:`~SigmaDeltaNet.reset` would count them.
+    :meth:`SigmaDeltaNet.run` after :meth:`~SigmaDeltaNet.reset` would count them. Evaluations run the real
+    sigma-delta network.
+
+    **Speed.** Time grows with (number of λ) × (samples per epoch); the per-step overhead is amortised by
+    training several λ at once (:func:`optimize_scales_sweep`) or by larger batches. For small networks on a
+    shared CPU, ``num_threads=1`` is often several times faster than torch's default.
 
     Args:
         net: a converted network. Its mode is restored afterwards, which resets its state.
@@ -200,43 +211,44 @@ def optimize_scales(net: SigmaDeltaNet, data, lam: float, error: str | ErrorFn =
             of minibatches ``[B, ...]``; ``cost="sigma_delta"``: a tensor ``[T, B, ...]`` or an iterable of clips
             ``[T, B, ...]``. Tuples (``(x, label)``) are reduced to their first element.
         lam: the trade-off λ ≥ 0.
-        error: a name from :data:`ERRORS` (see :func:`error_terms`) or a callable.
-        **kwargs: see :func:`optimize_scales_sweep`.
-
-    Returns:
-        The :class:`History` of evaluations.
-    """
-    (history,) = _optimize(net, data, [lam], error, keep=True, **kwargs)
-    return history
-
-
-def optimize_scales_sweep(net: SigmaDeltaNet, data, lams: Sequence[float], error: str | ErrorFn = "kl",
-                          **kwargs) -> list[History]:
-    """Learn scales for several λ at once (the objective of :func:`optimize_scales`, per λ); ``net`` keeps its
-    scales. Every λ sees the same minibatches in the same order, so each run is exactly what
-    :func:`optimize_scales` would do alone; one step costs about as much as one step of a ``len(lams)`` times
-    larger batch. Use :attr:`History.final` scales with :meth:`SigmaDeltaNet.set_scales`.
-
-    Args:
-        net, data, error: as for :func:`optimize_scales`.
-        lams: the trade-offs λ ≥ 0.
+        error: a name from :data:`ERRORS` (``"kl"`` expects logits; see :func:`error_terms`) or a callable.
         lr: SGD learning rate on κ.
         epochs: passes over ``data``.
         batch_size: samples per minibatch (time steps per window for a ``[T, B, ...]`` stream).
         cost: ``"rounding"`` (the paper) or ``"sigma_delta"``.
         noise: ``"round"`` (straight-through rounding) or ``"uniform"`` (``U(−½, ½)`` in the scaled domain;
             seed with ``torch.manual_seed``). Evaluations always round.
-        normalization: ``"paper"`` or ``"mean"`` (see :func:`optimize_scales`).
+        normalization: ``"paper"`` or ``"mean"`` (see above).
         eval_every: evaluate every this many epochs (and always at epoch 0 and at the end); ``None``: only then.
         eval_data: data to evaluate on, shaped like ``data``; default ``data``.
-        eval_batch_size: samples (or time steps) per evaluation call; bounds memory only.
+        eval_batch_size: samples (or time steps) per evaluation call and per original-output call; bounds memory.
+        num_threads: torch CPU threads for the run, restored afterwards; ``None`` leaves torch's setting.
         progress: show a tqdm progress bar.
-        callback: called as ``callback(history)`` after each evaluation of each λ.
+        callback: called as ``callback(history)`` after each evaluation.
+
+    Returns:
+        The :class:`History` of evaluations.
+    """
+    (history,) = _optimize(net, data, [lam], error, locals(), keep=True)  # locals(): the keyword arguments
+    return history
+
+
+def optimize_scales_sweep(net: SigmaDeltaNet, data, lams: Sequence[float], error: str | ErrorFn = "kl", *,
+                          lr: float = 0.001, epochs: int = 30, batch_size: int = 10, cost: str = "rounding",
+                          noise: str = "round", normalization: str = "paper", eval_every: int | None = 1,
+                          eval_data=None, eval_batch_size: int = 256, num_threads: int | None = None,
+                          progress: bool = True, callback: Callable[[History], None] | None = None) -> list[History]:
+    """Learn scales for several λ at once; ``net`` keeps its scales.
+
+    Each λ gets the objective of :func:`optimize_scales` (same arguments) and sees the same minibatches in the
+    same order, so each run is what :func:`optimize_scales` would do alone (to float rounding): the minibatch is
+    repeated once per λ and each copy runs with its own scales. One step costs about as much as one step of a
+    ``len(lams)`` times larger batch. Apply a result with ``net.set_scales(history.final.scales)``.
 
     Returns:
         One :class:`History` per λ, in the order given.
     """
-    return _optimize(net, data, list(lams), error, keep=False, **kwargs)
+    return _optimize(net, data, list(lams), error, locals(), keep=False)  # locals(): the keyword arguments
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -405,71 +417,82 @@ def _evaluate(net, items, error_fn, kind: str, epoch: int, scales: dict[str, tor
                       abs_err / max(abs_true, 1e-300), err / rows, sum(per_layer.values()), per_layer, *train)
 
 
-def _optimize(net: SigmaDeltaNet, data, lams: list[float], error, *, keep: bool, lr: float = 0.001,
-              epochs: int = 30, batch_size: int = 10, cost: str = "rounding", noise: str = "round",
-              normalization: str = "paper", eval_every: int | None = 1, eval_data=None, eval_batch_size: int = 256,
-              progress: bool = True, callback: Callable[[History], None] | None = None) -> list[History]:
-    # --- checks, before anything changes
+def _check(lams, options) -> None:
+    """Refuse bad arguments before anything changes."""
     if not lams or not all(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0 for v in lams):
         raise ValueError(f"λ values must be finite and >= 0, got {lams}")
-    for name, value, choices in (("cost", cost, COSTS), ("noise", noise, NOISES),
-                                 ("normalization", normalization, NORMALIZATIONS)):
-        if value not in choices:
-            raise ValueError(f"unknown {name} {value!r}; choose from {choices}")
-    if not (lr > 0 and epochs >= 0 and batch_size >= 1 and eval_batch_size >= 1 and (eval_every or 1) >= 1):
-        raise ValueError(f"need lr > 0, epochs >= 0, batch_size >= 1, eval_batch_size >= 1, eval_every >= 1; got "
-                         f"lr={lr}, epochs={epochs}, batch_size={batch_size}, eval_batch_size={eval_batch_size}, "
-                         f"eval_every={eval_every}")
+    for name, choices in (("cost", COSTS), ("noise", NOISES), ("normalization", NORMALIZATIONS)):
+        if options[name] not in choices:
+            raise ValueError(f"unknown {name} {options[name]!r}; choose from {choices}")
+    o = options
+    if not (o["lr"] > 0 and o["epochs"] >= 0 and o["batch_size"] >= 1 and o["eval_batch_size"] >= 1
+            and (o["eval_every"] or 1) >= 1):
+        raise ValueError("need lr > 0, epochs >= 0, batch_size >= 1, eval_batch_size >= 1, eval_every >= 1; got "
+                         + ", ".join(f"{k}={o[k]}" for k in ("lr", "epochs", "batch_size", "eval_batch_size",
+                                                              "eval_every")))
+
+
+def _step(net, scales: _Scales, batch: _Batch, lam: torch.Tensor, error_fn, options) -> tuple[torch.Tensor, ...]:
+    """One SGD step of every λ-copy. Returns the loss, the error terms ``[n]``, the costs ``[n]`` and ``R``."""
+    n, temporal = scales.n, options["cost"] == "sigma_delta"
+    frames = batch.x.flatten(0, 1) if temporal else batch.x  # (M, ...)
+    m = len(frames)
+    x = frames.expand(n, *frames.shape).reshape(n * m, *frames.shape[1:])  # (n·M, ...), λ-major
+    with _uniform_noise(net, options["noise"] == "uniform"):
+        out = functional_call(net.graph_module, scales.per_row(m), (x,)).unflatten(0, (n, m))  # (n, M, ...)
+    if temporal:  # drop the context step: (n, R, ...), R = (T' − context)·B
+        out = out.unflatten(1, batch.x.shape[:2])[:, batch.context:].flatten(1, 2)
+    rows = out.shape[1]
+    err = _per_sample(error_fn(out, batch.target.unsqueeze(0))).mean(1)  # (n,) mean over the minibatch
+    ops = scales.cost(len(batch.x) if temporal else None, batch.context)  # (n,) summed over the minibatch
+    loss = (err + (lam if options["normalization"] == "paper" else lam / rows) * ops).sum()  # Σ_λ L_λ: independent
+    grads = torch.autograd.grad(loss, list(scales.kappa.values()))
+    with torch.no_grad():
+        for kappa, g in zip(scales.kappa.values(), grads):
+            kappa -= options["lr"] * g
+    return loss.detach(), err.detach(), ops.detach(), rows
+
+
+def _optimize(net: SigmaDeltaNet, data, lams: list[float], error, options: dict, keep: bool) -> list[History]:
+    _check(lams, options)
     error_fn = error_terms(error)
-    temporal = cost == "sigma_delta"
-    kind = "sigma_delta" if temporal else "rounding"
+    temporal = options["cost"] == "sigma_delta"
+    epochs, eval_every, chunk = options["epochs"], options["eval_every"], options["eval_batch_size"]
     n = len(lams)
 
     saved_mode, saved_counting, saved_scales = net.mode, net.counting, net.scales
+    saved_threads, saved_backend = torch.get_num_threads(), net.backend
+    if options["num_threads"] is not None:
+        torch.set_num_threads(options["num_threads"])
     try:
+        net.set_backend("dense")  # the reference simulation: it runs the quantizers and counts ops
         net.set_mode("original")
-        batches = _train_batches(net, data, batch_size, temporal, eval_batch_size)
-        items = _eval_items(net, data if eval_data is None else eval_data, temporal, eval_batch_size)
+        batches = _train_batches(net, data, options["batch_size"], temporal, chunk)
+        items = _eval_items(net, data if options["eval_data"] is None else options["eval_data"], temporal, chunk)
         scales = _Scales(net, n, items[0][0][0, :1])
-        lam_t = torch.tensor(lams, dtype=net.dtype)  # (n,)
-        histories = [History(float(v), error if isinstance(error, str) else getattr(error, "__name__", "custom"),
-                             cost, normalization) for v in lams]
+        lam = torch.tensor(lams, dtype=net.dtype)  # (n,)
+        name = error if isinstance(error, str) else getattr(error, "__name__", "custom")
+        histories = [History(float(v), name, options["cost"], options["normalization"]) for v in lams]
 
-        def evaluate(epoch: int, train=(None, None)):
-            net.set_mode("rounding" if not temporal else "sigma-delta")
+        def evaluate(epoch: int, train: torch.Tensor | None = None):  # train: (2, n) epoch means, or None
+            net.set_mode("sigma-delta" if temporal else "rounding")
             net.counting = True
             for i, h in enumerate(histories):
-                h.evaluations.append(_evaluate(net, items, error_fn, kind, epoch, scales.scales(i),
-                                               (None, None) if train[0] is None else (train[0][i], train[1][i])))
-                if callback is not None:
-                    callback(h)
+                terms = (None, None) if train is None else tuple(train[:, i].tolist())
+                h.evaluations.append(_evaluate(net, items, error_fn, "sigma_delta" if temporal else "rounding",
+                                               epoch, scales.scales(i), terms))
+                if options["callback"] is not None:
+                    options["callback"](h)
 
         evaluate(0)
-        bar = tqdm(total=epochs * len(batches), disable=not progress, desc=f"scales ({n} λ)", leave=False)
+        bar = tqdm(total=epochs * len(batches), disable=not options["progress"], desc=f"scales ({n} λ)", leave=False)
         for epoch in range(1, epochs + 1):
             net.set_mode("rounding")
             net.counting = False
-            sums = torch.zeros(2, n, dtype=torch.float64)  # Σ error term, Σ surrogate ops, over the epoch
-            rows_seen = 0
+            sums, rows_seen = torch.zeros(2, n, dtype=torch.float64), 0  # Σ error terms, Σ surrogate ops
             for batch in batches:
-                frames = batch.x.flatten(0, 1) if temporal else batch.x  # (M, ...)
-                m = len(frames)
-                x = frames.expand(n, *frames.shape).reshape(n * m, *frames.shape[1:])  # (n·M, ...), λ-major
-                with _uniform_noise(net, noise == "uniform"):
-                    out = functional_call(net.graph_module, scales.per_row(m), (x,))  # (n·M, ...)
-                out = out.unflatten(0, (n, m))  # (n, M, ...)
-                if temporal:  # drop the context step: (n, (T'−context)·B, ...)
-                    out = out.unflatten(1, batch.x.shape[:2])[:, batch.context:].flatten(1, 2)
-                rows = out.shape[1]
-                err = _per_sample(error_fn(out, batch.target.unsqueeze(0))).mean(1)  # (n,)
-                ops = scales.cost(len(batch.x) if temporal else None, batch.context)  # (n,) summed over rows
-                weight = lam_t if normalization == "paper" else lam_t / rows
-                loss = (err + weight * ops).sum()  # the λ-copies are independent: Σ_λ L_λ
-                grads = torch.autograd.grad(loss, list(scales.kappa.values()))
-                with torch.no_grad():
-                    for kappa, g in zip(scales.kappa.values(), grads):
-                        kappa -= lr * g
-                    sums += torch.stack([err * rows, ops]).to(torch.float64)
+                loss, err, ops, rows = _step(net, scales, batch, lam, error_fn, options)
+                sums += torch.stack([err * rows, ops]).double()
                 rows_seen += rows
                 bar.update()
                 bar.set_postfix(loss=f"{loss.item() / n:.4g}", refresh=False)
@@ -477,10 +500,12 @@ def _optimize(net: SigmaDeltaNet, data, lams: list[float], error, *, keep: bool,
             if bad:
                 raise FloatingPointError(f"scales diverged at epoch {epoch} for λ = {bad}; lower lr")
             if epoch == epochs or (eval_every and epoch % eval_every == 0):
-                evaluate(epoch, ((sums[0] / rows_seen).tolist(), (sums[1] / rows_seen).tolist()))
+                evaluate(epoch, sums / rows_seen)
         bar.close()
     finally:
+        torch.set_num_threads(saved_threads)
         net.counting = saved_counting
+        net.set_backend(saved_backend)
         net.set_mode(saved_mode)
         net.set_scales(saved_scales)
     if keep:

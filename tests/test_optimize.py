@@ -224,12 +224,14 @@ def test_evaluation_counts_match_the_network():
     assert h.final.rel_error == pytest.approx(((out - true).abs().sum() / true.abs().sum()).item(), rel=1e-5)
 
 
-def test_mode_and_state_are_restored():
+def test_mode_backend_and_threads_are_restored():
     x = inputs(30)
     net = sigmadelta.convert(mlp(), x[:1])
-    net.set_mode("sigma-delta")
-    optimize_scales_sweep(net, x, [1e-4], epochs=1, **FAST)
-    assert net.mode == "sigma-delta" and net.counting
+    net.set_mode("sigma-delta").set_backend("sparse")
+    threads = torch.get_num_threads()
+    optimize_scales_sweep(net, x, [1e-4], epochs=1, num_threads=threads + 1, **FAST)
+    assert net.mode == "sigma-delta" and net.backend == "sparse" and net.counting
+    assert torch.get_num_threads() == threads
     assert all(p.requires_grad for p in net.scale_parameters())
 
 
