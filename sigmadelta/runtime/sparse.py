@@ -1,0 +1,857 @@
+"""Sparse execution of a Sigma-Delta network: the work of each frame follows its nonzero quantized deltas.
+
+``net.set_backend("sparse")`` builds a :class:`SparseEngine`; in ``"sigma-delta"`` mode ``net(x)`` and
+``net.run(clip)`` then run here instead of through the dense simulation (the reference, ``"dense"``).
+Both compute the same network (module docstring of :mod:`sigmadelta.modules`):
+
+.. math::
+
+    r_t = \\mathrm{round}(k x_t), \\quad s_t = r_t - r_{t-1}, \\quad u_t = u_{t-1} + W s_t / k
+    \\;\\; (u_0 = b)
+
+The simulation applies ``W`` to all of ``s_t``, zeros included. Here only the nonzero entries of ``s_t`` do
+work: a fully connected layer gathers the rows of ``Wᵀ`` of its active inputs (``embedding_bag``), and a
+convolution multiplies the channel vectors of its active input pixels with its kernel and scatter-adds the
+products into the output pixels they reach. Everything downstream (nonlinearities, padding, residual adds,
+the next quantizer) then touches only the output rows that changed, the *dirty rows*.
+
+Plan, then execute
+------------------
+On the first frame of a batch size the engine walks the converted ``torch.fx`` graph once and builds a
+*plan*: one step per node, each holding what it needs every frame, namely persistent buffers for its value
+(channels-last *rows*, see :mod:`sigmadelta.runtime._indexmaps`), transposed or reshaped weights, the index
+maps of convolutions and padding, and its state. A frame is then ``for step in steps: step.run()``; steps
+pass each other dirty-row sets, never rebuild anything.
+
+Per layer and frame the engine falls back to the dense computation when too many inputs are active for
+sparsity to pay (:data:`DENSE_ABOVE`, measured per layer kind with ``benchmarks/thresholds.py``). The dense
+path recomputes the layer from the quantizer's integers, ``u_t = W r_t / k + b`` (the rounding network's
+value, which the sigma-delta network equals), so it also resets any accumulated rounding error.
+The first frame after :meth:`SparseEngine.reset` runs every step densely: it fills every buffer.
+
+Ops between linear layers
+-------------------------
+Elementwise and per-channel ops (ReLU, ReLU6, hardswish, BatchNorm, scalar arithmetic, ...), constant
+padding and elementwise binary ops of two same-shaped values (residual adds) run on the dirty rows only.
+Any other op (pooling, means, flatten, softmax, ...) is recomputed densely whenever an input changed, and
+marks its whole output dirty. This is always correct; it costs time only where such an op sits on a large
+tensor.
+
+Numerics
+--------
+- float64 models: everything in float64; results equal the dense simulation to ~1e-12 over long streams.
+- float32 models: products ``W s`` in float32 (the simulation forms them in float64). Fully connected
+  layers accumulate in float64; convolutions accumulate ``u`` in float32 between dense recomputes. Outputs
+  agree with the simulation to float32 precision (``rtol=1e-4, atol=1e-5·max|out|`` in the tests), except
+  that a value that lands within float32 rounding of a quantizer's half-integer threshold can round the
+  other way, a rare and self-correcting ±1 in one integer.
+
+The engine keeps op counting working: with ``net.counting`` on, it fills each quantizer's ``record`` as the
+dense path does and updates the net's op counter (a dense copy of every quantizer's input per frame; turn
+counting off to time the engine). Gradients do not flow through the sparse backend.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import operator
+import time
+from collections import defaultdict
+
+import torch
+import torch.fx as fx
+import torch.nn.functional as F
+from torch import nn
+
+from ..modules import Quantizer, SigmaDeltaLinear
+from ._indexmaps import conv_targets, is_identity_conv, pad_rows
+
+__all__ = ["SparseEngine", "DENSE_ABOVE"]
+
+ALL = "all"  # dirty marker: every row may have changed (``None``: nothing changed; else an int64 row index)
+
+# Above this fraction of active input rows (pixels, or nonzero inputs of a fully connected layer) a layer
+# runs densely for the frame. Measured on a 2-core EPYC with benchmarks/thresholds.py.
+DENSE_ABOVE = {
+    "linear": 0.6,  # embedding_bag over active Wᵀ rows vs a dense (memory-bound) matrix-vector product
+    "conv": 0.25,  # k×k convolution, groups = 1
+    "pointwise": 0.35,  # 1×1 convolution
+    "depthwise": 0.3,  # groups = channels
+    "grouped": 0.25,
+}
+
+_CONV = {"conv1d": F.conv1d, "conv2d": F.conv2d, "conv3d": F.conv3d}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# values
+
+
+class _Value:
+    """One node's value: a persistent buffer that steps update in place, and this frame's dirty rows.
+
+    Tensors of 3 or more dimensions ``[B, C, *S]`` are stored channels-last as rows ``[B·prod(S), C]``
+    (:attr:`rows`), with :attr:`buf` the logical ``[B, C, *S]`` view of the same memory; a trailing *trash
+    row* can be reserved for scatters that need a place to drop out-of-range taps. Smaller tensors are
+    stored as they are; their dirty set is only ``None`` or ``ALL``. Non-tensor values (sizes, tuples)
+    live in :attr:`obj`.
+    """
+
+    __slots__ = ("name", "is_tensor", "shape", "storage", "buf", "rows", "obj", "dirty", "channels", "nrows")
+
+    def __init__(self, name: str, example, trash_row: bool = False, constant: bool = False):
+        self.name = name
+        self.dirty = None  # steps set it every frame; constants stay clean
+        self.is_tensor = isinstance(example, torch.Tensor)
+        self.obj = None if self.is_tensor else example
+        self.storage = self.buf = self.rows = None
+        self.channels = self.nrows = 0
+        if not self.is_tensor:
+            return
+        self.shape = tuple(example.shape)
+        if constant:  # a parameter or buffer of the graph (get_attr): used as it is, never written
+            self.buf = example
+        elif example.dim() >= 3:
+            b, c, *spatial = self.shape
+            self.channels, self.nrows = c, b * math.prod(spatial)
+            self.storage = torch.zeros(self.nrows + int(trash_row), c, dtype=example.dtype)
+            self.rows = self.storage[: self.nrows]  # (B·prod(S), C)
+            self.buf = self.rows.view(b, *spatial, c).movedim(-1, 1)  # (B, C, *S), channels-last strides
+        else:
+            self.storage = self.buf = example.detach().clone()
+
+    @property
+    def value(self):
+        return self.buf if self.is_tensor else self.obj
+
+    @property
+    def row_layout(self) -> bool:
+        return self.rows is not None
+
+    def nbytes(self) -> int:
+        return self.storage.numel() * self.storage.element_size() if self.storage is not None else 0
+
+
+def _set_dense(out: _Value, result) -> None:
+    """Store a whole new value (the dense paths)."""
+    if out.is_tensor:
+        out.buf.copy_(result)
+    else:
+        out.obj = result
+    out.dirty = ALL
+
+
+# ---------------------------------------------------------------------------------------------------------
+# steps
+
+
+class _Step:
+    """One node of the plan. ``run(fresh)`` updates :attr:`out` for the current frame; ``fresh`` (the first
+    frame after a reset) asks for a full dense update."""
+
+    kind = "op"
+    out: _Value | None = None
+
+    def __init__(self, name: str):
+        self.name = name
+        self.paths = {"sparse": 0, "dense": 0, "idle": 0}  # layers: how many frames took each path
+
+    def run(self, fresh: bool) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def reset(self) -> None:
+        pass
+
+    def state_nbytes(self) -> int:
+        return 0
+
+    def plan_nbytes(self) -> int:
+        return 0
+
+
+class _Input(_Step):
+    kind = "input"
+
+    def __init__(self, name: str, out: _Value):
+        super().__init__(name)
+        self.out = out
+        self.frame: torch.Tensor | None = None
+
+    def run(self, fresh: bool) -> None:
+        self.out.buf.copy_(self.frame)
+        self.out.dirty = ALL
+
+
+class _Quantize(_Step):
+    """The quantizer Δ∘Q of one layer input, on its changed rows only.
+
+    .. math:: r_t = \\mathrm{round}(k x_t), \\qquad s_t = r_t - r_{t-1}
+
+    ``r`` is rounded in the model's dtype, as in the simulation, so both see the same integers. For an input
+    in row layout the message is the active rows ``act`` (rows with a nonzero ``s``) and their integers
+    ``s_act [n_act, C]``; for a small flat input (fully connected layers) it is the whole ``s``.
+    """
+
+    kind = "quantize"
+
+    def __init__(self, name: str, quantizer: Quantizer, x: _Value):
+        super().__init__(name)
+        self.q, self.x = quantizer, x
+        self.rowwise = x.row_layout
+        self.r_last = torch.zeros_like(x.rows if self.rowwise else x.buf)  # (R, C) or the flat shape
+        self.r_logical = (self.r_last.view(x.buf.shape[0], *x.shape[2:], x.channels).movedim(-1, 1)
+                          if self.rowwise else self.r_last)  # (B, C, *S) view of r_last
+        self.numel_rows = x.nrows if self.rowwise else self.r_last.numel()
+        self._version = -1
+        self.counting = False
+        self.records: dict[str, list[torch.Tensor]] = defaultdict(list)
+        self.reset()
+
+    def reset(self) -> None:
+        self.r_last.zero_()
+        self.n_act = 0
+        self.act = self.s_act = self.s_full = None
+        self.records.clear()
+
+    def _scales(self) -> None:
+        """Cache ``k`` (in the model's dtype, as the simulation computes it) until the scale changes."""
+        version = self.q.log_scale._version
+        if version == self._version:
+            return
+        self._version = version
+        with torch.no_grad():
+            k = self.q.scale.to(self.r_last.dtype)
+        self.k = k  # () or the per-channel shape, broadcasting over the logical value
+        self.k_rows = k.reshape(-1) if (self.rowwise and k.dim() > 0) else k  # broadcasting over rows (n, C)
+        self.k_scalar = float(k) if k.dim() == 0 else None
+
+    def run(self, fresh: bool) -> None:
+        self._scales()
+        x, dirty = self.x, self.x.dirty
+        if self.counting:
+            r_before = self.r_logical.clone()
+        if dirty is None and not fresh:
+            self.n_act = 0
+        elif not self.rowwise:
+            r = torch.round(x.buf * self.k)
+            self.s_full = r - self.r_last  # (B, F): integers
+            self.r_last.copy_(r)
+            self.n_act = int(torch.count_nonzero(self.s_full))
+        elif fresh or dirty is ALL:
+            r = torch.round(x.rows * self.k_rows)  # (R, C)
+            s = r - self.r_last
+            self.r_last.copy_(r)
+            self.act = (s != 0).any(1).nonzero().squeeze(1)  # (n_act,)
+            self.s_act = s.index_select(0, self.act)  # (n_act, C)
+            self.n_act = self.act.numel()
+        else:
+            r = torch.round(x.rows.index_select(0, dirty) * self.k_rows)  # (n_dirty, C)
+            s = r - self.r_last.index_select(0, dirty)
+            self.r_last.index_copy_(0, dirty, r)
+            active = (s != 0).any(1)
+            self.act = dirty[active]
+            self.s_act = s[active]
+            self.n_act = self.act.numel()
+        if self.counting:
+            self.records["x"].append(x.buf.clone())
+            self.records["r"].append(self.r_logical.clone())
+            self.records["s"].append(self.r_logical - r_before)
+
+    def state_nbytes(self) -> int:
+        return self.r_last.numel() * self.r_last.element_size()
+
+
+class _Linear(_Step):
+    """A fully connected layer on the nonzero integers of its input.
+
+    .. math:: a_t = a_{t-1} + \\frac{1}{k} \\sum_{i: s_{t,i} \\ne 0} s_{t,i} W_{:,i}, \\qquad u_t = a_t + b
+
+    ``Wᵀ`` is stored contiguous so that the column of input ``i`` is one contiguous row, and
+    ``F.embedding_bag`` sums the active rows weighted by their integers without materialising them. ``a`` is
+    kept in float64. Above :data:`DENSE_ABOVE` ``["linear"]`` active inputs, ``a_t = W r_t / k``.
+    """
+
+    kind = "linear"
+
+    def __init__(self, name: str, layer: SigmaDeltaLinear, q: _Quantize, out: _Value):
+        super().__init__(name)
+        self.layer, self.q, self.out = layer, q, out
+        dtype = out.buf.dtype
+        self.weight = layer.weight.detach().to(dtype)  # (n_out, n_in)
+        self.sparse = not q.rowwise and q.x.buf.dim() == 2  # flat (B, n_in) input
+        self.weight_t = self.weight.t().contiguous() if self.sparse else None  # (n_in, n_out)
+        self.bias = (torch.zeros(self.weight.shape[0], dtype=torch.float64) if layer.bias is None
+                     else layer.bias.detach().to(torch.float64))
+        self.acc = torch.zeros(out.buf.shape, dtype=torch.float64)  # a_t: Σ W s / k, (B, ..., n_out)
+        self.threshold = 1.0
+
+    def reset(self) -> None:
+        self.acc.zero_()
+
+    def run(self, fresh: bool) -> None:
+        q = self.q
+        if q.n_act == 0 and not fresh:
+            self.out.dirty = None
+            self.paths["idle"] += 1
+            return
+        if fresh or not self.sparse or q.n_act > self.threshold * q.numel_rows:
+            self.paths["dense"] += 1
+            # dense: the rounding network's pre-activation W r / k (also resets accumulated rounding error)
+            self.acc.copy_(F.linear(q.r_logical / q.k, self.weight))
+        else:
+            self.paths["sparse"] += 1
+            s = q.s_full  # (B, n_in)
+            batch, n_in = s.shape
+            flat = s.view(-1).nonzero().squeeze(1)  # (nnz,) indices into s.view(-1), sorted by stream
+            weights = s.view(-1).index_select(0, flat)  # (nnz,) the integers
+            inputs = flat if batch == 1 else flat.remainder(n_in)
+            if q.k_scalar is None:
+                weights = weights / q.k.reshape(-1).index_select(0, inputs)
+            if batch == 1:
+                inc = F.embedding_bag(inputs.view(1, -1), self.weight_t, per_sample_weights=weights.view(1, -1),
+                                      mode="sum")  # (1, n_out)
+            else:
+                offsets = torch.searchsorted(flat.div(n_in, rounding_mode="floor"), torch.arange(batch))
+                inc = F.embedding_bag(inputs, self.weight_t, offsets, per_sample_weights=weights, mode="sum")
+            if q.k_scalar is None:
+                self.acc.add_(inc)
+            else:
+                self.acc.add_(inc, alpha=1.0 / q.k_scalar)
+        self.out.buf.copy_(self.acc + self.bias)
+        self.out.dirty = ALL
+
+    def state_nbytes(self) -> int:
+        return self.acc.numel() * self.acc.element_size()
+
+    def plan_nbytes(self) -> int:
+        t = self.weight_t
+        return 0 if t is None else t.numel() * t.element_size()
+
+
+class _Conv(_Step):
+    """A convolution that updates only the output pixels its active input pixels reach.
+
+    For active input rows ``p`` with integers ``s_p ∈ ℤ^{C_in}`` and kernel taps ``κ``:
+
+    .. math:: u_t[\\mathrm{tgt}(p, κ)] \\mathrel{+}= W_κ^{\\top} s_{t,p} / k
+
+    computed as one product ``[n_act, C_in] @ [C_in, K·C_out]`` (groups = 1), an elementwise product with
+    ``[K, C]`` (depthwise), or a batched product per group, then ``index_add_`` into the output rows
+    ``tgt`` (a precomputed ``[R_in, K]`` map; taps outside the output go to a trash row). ``u`` itself (bias
+    included) is the state. Above :data:`DENSE_ABOVE` active input rows the frame recomputes
+    ``u_t = conv(r_t / k) + b`` densely.
+    """
+
+    kind = "conv"
+
+    def __init__(self, name: str, layer: SigmaDeltaLinear, q: _Quantize, out: _Value):
+        super().__init__(name)
+        self.layer, self.q, self.out = layer, q, out
+        x_shape, y_shape = q.x.shape, out.shape
+        dtype = out.buf.dtype
+        weight = layer.weight.detach().to(dtype)  # (C_out, C_in/G, *K)
+        self.weight = weight
+        self.bias = None if layer.bias is None else layer.bias.detach().to(dtype)
+        self.fn = _CONV[layer.kind]
+        d = weight.dim() - 2
+        args = layer.conv_args
+
+        def per_dim(v, default):
+            v = args.get(v, default)
+            return tuple(v) if isinstance(v, (tuple, list)) else (v,) * d
+
+        stride, padding, dilation = per_dim("stride", 1), per_dim("padding", 0), per_dim("dilation", 1)
+        self.groups = groups = args.get("groups", 1)
+        self.sparse = q.rowwise and not isinstance(args.get("padding", 0), str)
+        c_out, c_in_g, *kernel = weight.shape
+        c_in, kk = c_in_g * groups, math.prod(kernel)
+        self.c_out, self.kk = c_out, kk
+        in_sp, out_sp = x_shape[2:], y_shape[2:]
+        self.identity = self.sparse and is_identity_conv(in_sp, out_sp, kernel, stride, padding, dilation)
+        self.targets = None
+        if self.sparse and not self.identity:
+            self.targets = conv_targets(in_sp, out_sp, kernel, stride, padding, dilation, x_shape[0])  # (R_in, K)
+            self.mask = torch.zeros(out.nrows + 1, dtype=torch.bool)  # output rows reached this frame
+        taps = weight.reshape(c_out, c_in_g, kk)  # (C_out, C_in/G, K)
+        if groups == 1:
+            self.variant = "pointwise" if kk == 1 else "conv"
+            self.w = taps.permute(1, 2, 0).reshape(c_in, kk * c_out).contiguous()  # (C_in, K·C_out)
+        elif c_in_g == 1 and c_out == c_in:
+            self.variant = "depthwise"
+            self.w = taps.reshape(c_out, kk).t().contiguous()  # (K, C)
+        else:
+            self.variant = "grouped"
+            c_out_g = c_out // groups
+            self.w = (taps.reshape(groups, c_out_g, c_in_g, kk).permute(0, 2, 3, 1)
+                      .reshape(groups, c_in_g, kk * c_out_g).contiguous())  # (G, C_in/G, K·C_out/G)
+        self.threshold = 1.0  # set by the engine from its dense_above table
+
+    def reset(self) -> None:
+        self.out.storage.zero_()
+
+    def _dense(self) -> None:
+        q = self.q
+        y = self.fn(q.r_logical / q.k, self.weight, self.bias, **self.layer.conv_args)
+        self.out.buf.copy_(y)
+        self.out.dirty = ALL
+
+    def run(self, fresh: bool) -> None:
+        q, out = self.q, self.out
+        n = q.n_act
+        if n == 0 and not fresh:
+            out.dirty = None
+            self.paths["idle"] += 1
+            return
+        if fresh or not self.sparse or n > self.threshold * q.numel_rows:
+            self.paths["dense"] += 1
+            self._dense()
+            return
+        self.paths["sparse"] += 1
+        s = q.s_act / q.k_rows  # (n, C_in)
+        if self.variant in ("pointwise", "conv"):
+            contrib = s @ self.w  # (n, K·C_out)
+        elif self.variant == "depthwise":
+            contrib = s.unsqueeze(1) * self.w  # (n, K, C)
+        else:
+            g = self.groups
+            contrib = torch.bmm(s.view(n, g, -1).transpose(0, 1), self.w)  # (G, n, K·C_out/G)
+            contrib = contrib.view(g, n, self.kk, -1).permute(1, 2, 0, 3)  # (n, K, G, C_out/G)
+        contrib = contrib.reshape(-1, self.c_out)  # (n·K, C_out), tap-major within each active row
+        if self.identity:
+            out.storage.index_add_(0, q.act, contrib)
+            out.dirty = q.act
+            return
+        tgt = self.targets.index_select(0, q.act).view(-1)  # (n·K,) output rows, trash row for none
+        out.storage.index_add_(0, tgt, contrib)
+        out.storage[-1].zero_()  # the trash row
+        mask = self.mask
+        mask.index_fill_(0, tgt, True)
+        out.dirty = mask[:-1].nonzero().squeeze(1)  # (n_dirty,) sorted output rows
+        mask.zero_()
+
+    def state_nbytes(self) -> int:
+        return self.out.nbytes()  # u is the layer's state
+
+    def plan_nbytes(self) -> int:
+        n = self.w.numel() * self.w.element_size()
+        if self.targets is not None:
+            n += self.targets.numel() * self.targets.element_size() + self.mask.numel()
+        return n
+
+
+class _Rowwise(_Step):
+    """An op that acts on each row on its own (elementwise, or per channel): ``y[D] = f(x[D])``."""
+
+    def __init__(self, name: str, fn, x: _Value, out: _Value):
+        super().__init__(name)
+        self.fn, self.x, self.out = fn, x, out
+        self.row_view = (-1, x.channels) + (1,) * (len(x.shape) - 2) if x.row_layout else None
+
+    def run(self, fresh: bool) -> None:
+        dirty = self.x.dirty
+        if dirty is None and not fresh:
+            self.out.dirty = None
+        elif fresh or dirty is ALL:
+            _set_dense(self.out, self.fn(self.x.buf))
+        else:
+            y = self.fn(self.x.rows.index_select(0, dirty).view(self.row_view))  # (n, C, 1, ...)
+            self.out.rows.index_copy_(0, dirty, y.view(dirty.numel(), -1))
+            self.out.dirty = dirty
+
+
+class _Binary(_Step):
+    """An elementwise op of two same-shaped values (a residual add): ``y[D] = f(a[D], b[D])``, ``D = D_a ∪ D_b``."""
+
+    def __init__(self, name: str, fn, a: _Value, b: _Value, out: _Value):
+        super().__init__(name)
+        self.fn, self.a, self.b, self.out = fn, a, b, out
+        self.mask = torch.zeros(out.nrows, dtype=torch.bool) if out.row_layout else None
+
+    def run(self, fresh: bool) -> None:
+        da, db = self.a.dirty, self.b.dirty
+        if da is None and db is None and not fresh:
+            self.out.dirty = None
+            return
+        if fresh or da is ALL or db is ALL or self.mask is None:
+            _set_dense(self.out, self.fn(self.a.buf, self.b.buf))
+            return
+        if da is None or db is None:
+            dirty = db if da is None else da
+        else:
+            self.mask.index_fill_(0, da, True).index_fill_(0, db, True)
+            dirty = self.mask.nonzero().squeeze(1)
+            self.mask.zero_()
+        y = self.fn(self.a.rows.index_select(0, dirty), self.b.rows.index_select(0, dirty))
+        self.out.rows.index_copy_(0, dirty, y)
+        self.out.dirty = dirty
+
+
+class _Pad(_Step):
+    """Constant padding of the spatial dimensions: row ``i`` of the input lands on row ``map[i]`` of the output.
+
+    The border is filled once (at reset) and never written again.
+    """
+
+    def __init__(self, name: str, x: _Value, out: _Value, pads_before, interior, value: float):
+        super().__init__(name)
+        self.x, self.out, self.value, self.interior = x, out, value, interior
+        self.map = pad_rows(x.shape[2:], pads_before, out.shape[2:], x.shape[0])  # (R_in,)
+        self.reset()
+
+    def reset(self) -> None:
+        self.out.storage.fill_(self.value)
+
+    def run(self, fresh: bool) -> None:
+        dirty = self.x.dirty
+        if dirty is None and not fresh:
+            self.out.dirty = None
+        elif fresh or dirty is ALL:
+            self.out.buf[self.interior].copy_(self.x.buf)
+            self.out.dirty = ALL
+        else:
+            rows = self.map.index_select(0, dirty)
+            self.out.rows.index_copy_(0, rows, self.x.rows.index_select(0, dirty))
+            self.out.dirty = rows
+
+    def plan_nbytes(self) -> int:
+        return self.map.numel() * self.map.element_size()
+
+
+class _Generic(_Step):
+    """Any other per-sample op, recomputed densely when one of its inputs changed."""
+
+    def __init__(self, name: str, call, inputs: list[_Value], out: _Value):
+        super().__init__(name)
+        self.call, self.inputs, self.out = call, inputs, out
+
+    def run(self, fresh: bool) -> None:
+        if fresh or any(v.dirty is not None for v in self.inputs):
+            _set_dense(self.out, self.call())
+        else:
+            self.out.dirty = None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# which ops run row by row
+
+_ELEMENTWISE_MODULES = (
+    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Mish, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid,
+    nn.Tanh, nn.Hardtanh, nn.ELU, nn.SELU, nn.CELU, nn.Softplus, nn.Softsign, nn.Tanhshrink, nn.Identity,
+)
+_DROPOUT_MODULES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
+_ELEMENTWISE_FUNCTIONS = {
+    F.relu, F.relu6, F.leaky_relu, F.gelu, F.silu, F.mish, F.hardswish, F.hardsigmoid, F.hardtanh, F.elu,
+    F.selu, F.celu, F.softplus, F.sigmoid, F.tanh, torch.relu, torch.sigmoid, torch.tanh, torch.abs, torch.exp,
+    torch.neg, torch.clamp, torch.clip, operator.neg,
+}
+_ELEMENTWISE_METHODS = {"relu", "sigmoid", "tanh", "abs", "exp", "neg", "clamp", "clamp_min", "clamp_max",
+                        "contiguous"}
+_BINARY_FUNCTIONS = {operator.add, operator.sub, operator.mul, operator.truediv, torch.add, torch.sub, torch.mul,
+                     torch.div, torch.maximum, torch.minimum}
+_BINARY_METHODS = {"add": torch.add, "sub": torch.sub, "mul": torch.mul, "div": torch.div}
+_PAD_MODULES = (nn.ZeroPad1d, nn.ZeroPad2d, nn.ZeroPad3d, nn.ConstantPad1d, nn.ConstantPad2d, nn.ConstantPad3d)
+
+
+def _not_inplace(module: nn.Module) -> nn.Module:
+    """A shallow copy with ``inplace=False``: in-place ops would overwrite a persistent buffer (a state)."""
+    if getattr(module, "inplace", False):
+        module = copy.copy(module)
+        module.inplace = False
+    return module
+
+
+def _is_tensor_node(a, values: dict) -> bool:
+    return isinstance(a, fx.Node) and values[a].is_tensor
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the engine
+
+
+class SparseEngine:
+    """Runs a :class:`~sigmadelta.SigmaDeltaNet` in sigma-delta mode so that work follows nonzero deltas.
+
+    Built by ``net.set_backend("sparse")``; the net calls :meth:`run` and :meth:`reset`. The plan is built
+    on the first frame (and again for a new batch size). Results equal the dense simulation (module
+    docstring: numerics).
+
+    Attributes:
+        profile: when true, :attr:`timings` collects seconds per step name over the frames run.
+        timings: step name -> list of seconds, one per frame run with ``profile`` on.
+    """
+
+    def __init__(self, net):
+        self.net = net
+        self.gm: fx.GraphModule = net.graph_module
+        self.steps: list[_Step] = []
+        self.batch_size: int | None = None
+        self.profile = False
+        self.timings: dict[str, list[float]] = defaultdict(list)
+        self._fresh = True
+        self.dense_above = dict(DENSE_ABOVE)  # per layer kind; see set_dense_above
+
+    def set_dense_above(self, **fractions: float) -> None:
+        """Override the active fraction above which a layer kind runs densely, e.g. ``linear=1.0`` (sparse
+        whenever possible) or ``conv=0.0`` (always dense). Kinds: those of :data:`DENSE_ABOVE`."""
+        unknown = set(fractions) - set(DENSE_ABOVE)
+        if unknown:
+            raise ValueError(f"unknown layer kinds {sorted(unknown)}; choose from {sorted(DENSE_ABOVE)}")
+        self.dense_above.update(fractions)
+        self._apply_thresholds()
+
+    def _apply_thresholds(self) -> None:
+        for step in self.steps:
+            if isinstance(step, _Linear):
+                step.threshold = self.dense_above["linear"]
+            elif isinstance(step, _Conv):
+                step.threshold = self.dense_above[step.variant]
+
+    # --- state -------------------------------------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Start new streams: zero every state; the next frame runs densely and refills every buffer."""
+        for step in self.steps:
+            step.reset()
+        self._fresh = True
+        self.timings.clear()
+        for step in self.steps:
+            step.paths = dict.fromkeys(step.paths, 0)
+
+    def paths(self) -> dict[str, dict[str, int]]:
+        """Layer name -> frames since the last reset that ran ``"sparse"``, ``"dense"``, or ``"idle"`` (no
+        active input)."""
+        return {s.name: dict(s.paths) for s in self.steps if isinstance(s, (_Linear, _Conv))}
+
+    def memory(self) -> dict:
+        """Bytes held by the engine: ``state`` (integers ``r``, accumulators, the value buffers the frame
+        updates in place), ``plan`` (transposed weights, index maps) and, for scale, ``weights`` (the
+        network's weights in the model's dtype)."""
+        values = {id(s.out): s.out for s in self.steps if s.out is not None}
+        state = sum(s.state_nbytes() for s in self.steps if isinstance(s, (_Quantize, _Linear)))
+        state += sum(v.nbytes() for v in values.values())
+        plan = sum(s.plan_nbytes() for s in self.steps)
+        weights = sum(layer.weight.numel() * layer.weight.element_size() for layer in self.net.layers.values())
+        return {"state_bytes": state, "plan_bytes": plan, "weight_bytes": weights}
+
+    # --- running -----------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def run(self, clip: torch.Tensor) -> torch.Tensor:
+        """Run ``clip`` ``[T, B, ...]`` frame by frame; returns ``[T, B, ...]``."""
+        steps, batch = clip.shape[:2]
+        if self.batch_size != batch:
+            self._build(batch)
+        counting = bool(getattr(self.net, "counting", False))
+        for q in self._quantizers:
+            q.counting = counting
+            q.records.clear()
+        out = None
+        for t in range(steps):
+            self._input.frame = clip[t]
+            self._frame()
+            y = self._output.value
+            if out is None:
+                out = torch.empty((steps, *y.shape), dtype=y.dtype)
+            out[t].copy_(y)
+        if counting:
+            self._count(steps, batch)
+        return out
+
+    def _frame(self) -> None:
+        fresh, self._fresh = self._fresh, False
+        if not self.profile:
+            for step in self.steps:
+                step.run(fresh)
+            return
+        timings = self.timings
+        for step in self.steps:
+            start = time.perf_counter()
+            step.run(fresh)
+            timings[step.name].append(time.perf_counter() - start)
+
+    def _count(self, steps: int, batch: int) -> None:
+        """Hand the frames' quantizer records to the net's op counter, as the dense path does."""
+        for q in self._quantizers:
+            q.q.record = {key: torch.cat(chunks) for key, chunks in q.records.items()}
+            q.records.clear()
+        counter = getattr(self.net, "_counter", None)
+        if counter is not None:
+            counter.update(steps, batch)
+
+    # --- planning ----------------------------------------------------------------------------------------
+
+    def _build(self, batch: int) -> None:
+        """Walk the graph once and build one step per node (the plan) for ``batch`` streams."""
+        gm, net = self.gm, self.net
+        modules = dict(gm.named_modules())
+        example = torch.zeros((batch, *net.sample_shape), dtype=net.dtype)
+        examples = _shapes(gm, modules, example)
+        consumers = {node: list(node.users) for node in gm.graph.nodes}
+
+        values: dict[fx.Node, _Value] = {}
+        quantize: dict[fx.Node, _Quantize] = {}
+        steps: list[_Step] = []
+        self._quantizers: list[_Quantize] = []
+        for node in gm.graph.nodes:
+            mod = modules.get(node.target) if node.op == "call_module" else None
+            if node.op == "output":
+                self._output = values[node.args[0]]
+                continue
+            if isinstance(mod, Quantizer):
+                step = _Quantize(node.name, mod, values[node.args[0]])
+                quantize[node] = step
+                self._quantizers.append(step)
+                steps.append(step)
+                continue
+            trash = isinstance(mod, SigmaDeltaLinear) and mod.kind != "linear"
+            out = values[node] = _Value(node.name, examples[node], trash_row=trash, constant=node.op == "get_attr")
+            if node.op == "placeholder":
+                step = self._input = _Input(node.name, out)
+            elif node.op == "get_attr":
+                continue  # a constant: its value never changes
+            elif isinstance(mod, SigmaDeltaLinear):
+                q = quantize[node.args[0]]
+                step = (_Linear if mod.kind == "linear" else _Conv)(mod.name, mod, q, out)
+            else:
+                step = _plan_op(node, mod, values, out, consumers)
+            steps.append(step)
+        self.steps = steps
+        self.batch_size = batch
+        self._fresh = True
+        self._apply_thresholds()
+
+
+def _resolve(arg, values: dict):
+    """Replace graph nodes in ``arg`` (nested tuples, lists, dicts) by their current values."""
+    return fx.node.map_arg(arg, lambda n: values[n].value)
+
+
+def _plan_op(node: fx.Node, mod, values: dict, out: _Value, consumers) -> _Step:
+    """The step for one non-linear node: row by row where the op allows it, else a dense recompute."""
+    args, kwargs = node.args, dict(node.kwargs)
+    tensor_args = [a for a in args if _is_tensor_node(a, values)]
+    x = values[args[0]] if args and _is_tensor_node(args[0], values) else None
+    others_constant = not any(isinstance(a, fx.Node) for a in list(args[1:]) + list(kwargs.values()))
+    same_shape = x is not None and out.is_tensor and x.shape == out.shape
+
+    if same_shape and others_constant and x.row_layout == out.row_layout:
+        fn = None
+        if mod is not None and isinstance(mod, _ELEMENTWISE_MODULES + _DROPOUT_MODULES) and not mod.training:
+            fn = _not_inplace(mod)
+        elif mod is not None and isinstance(mod, nn.modules.batchnorm._BatchNorm) and not mod.training \
+                and mod.track_running_stats:
+            fn = mod
+        elif mod is not None and isinstance(mod, nn.PReLU):
+            fn = mod
+        elif node.op == "call_function" and node.target in _ELEMENTWISE_FUNCTIONS:
+            if "inplace" in kwargs:
+                kwargs["inplace"] = False
+            rest, target = args[1:], node.target
+            fn = lambda t, target=target, rest=rest, kw=kwargs: target(t, *rest, **kw)  # noqa: E731
+        elif node.op == "call_method" and node.target in _ELEMENTWISE_METHODS:
+            rest, name = args[1:], node.target
+            fn = lambda t, name=name, rest=rest, kw=kwargs: getattr(t, name)(*rest, **kw)  # noqa: E731
+        elif (node.op == "call_function" and node.target in _BINARY_FUNCTIONS) or \
+                (node.op == "call_method" and node.target in _BINARY_METHODS):
+            target = node.target if node.op == "call_function" else _BINARY_METHODS[node.target]
+            if len(args) == 2 and not isinstance(args[1], (fx.Node, torch.Tensor)):
+                c = args[1]
+                fn = lambda t, target=target, c=c, kw=kwargs: target(t, c, **kw)  # noqa: E731
+        if fn is not None:
+            return _Rowwise(node.name, fn, x, out)
+
+    # scalar ∘ x (e.g. 1 - x)
+    if (node.op == "call_function" and node.target in _BINARY_FUNCTIONS and len(args) == 2 and not kwargs
+            and not isinstance(args[0], fx.Node) and _is_tensor_node(args[1], values)):
+        y = values[args[1]]
+        if out.is_tensor and y.shape == out.shape and y.row_layout == out.row_layout \
+                and not isinstance(args[0], torch.Tensor):
+            c, target = args[0], node.target
+            return _Rowwise(node.name, lambda t, c=c, target=target: target(c, t), y, out)
+
+    # residual add and friends: two same-shaped values
+    binary = ((node.op == "call_function" and node.target in _BINARY_FUNCTIONS)
+              or (node.op == "call_method" and node.target in _BINARY_METHODS))
+    if binary and len(args) == 2 and len(tensor_args) == 2 and out.is_tensor:
+        a, b = values[args[0]], values[args[1]]
+        if a.shape == b.shape == out.shape:
+            target = node.target if node.op == "call_function" else _BINARY_METHODS[node.target]
+            return _Binary(node.name, lambda u, v, target=target, kw=kwargs: target(u, v, **kw), a, b, out)
+
+    pad = _constant_pad(node, mod, x, out)
+    if pad is not None:
+        return _Pad(node.name, x, out, *pad)
+
+    # anything else: recompute densely when an input changed
+    call = _dense_call(node, mod, values)
+    inputs = [values[n] for n in node.all_input_nodes if n in values]
+    return _Generic(node.name, call, inputs, out)
+
+
+def _constant_pad(node: fx.Node, mod, x: _Value | None, out: _Value):
+    """``(pads_before, interior, value)`` if ``node`` pads only spatial dims with a constant, else ``None``."""
+    if x is None or not x.row_layout or not out.is_tensor or out.rows is None:
+        return None
+    if mod is not None and isinstance(mod, _PAD_MODULES):
+        pad, value = mod.padding, float(getattr(mod, "value", 0.0))
+    elif node.op == "call_function" and node.target is F.pad:
+        names = ("input", "pad", "mode", "value")
+        kw = {**dict(zip(names, node.args)), **node.kwargs}
+        if kw.get("mode", "constant") != "constant" or isinstance(kw.get("value"), fx.Node):
+            return None
+        pad, value = kw["pad"], float(kw.get("value") or 0.0)
+    else:
+        return None
+    nsp = len(x.shape) - 2
+    pad = tuple(pad)
+    if len(pad) > 2 * nsp or any(p < 0 for p in pad):
+        return None
+    pad = pad + (0,) * (2 * nsp - len(pad))
+    before = [pad[2 * (nsp - 1 - i)] for i in range(nsp)]  # F.pad lists the last dim first
+    interior = (slice(None), slice(None)) + tuple(slice(b, b + n) for b, n in zip(before, x.shape[2:]))
+    return before, interior, value
+
+
+def _dense_call(node: fx.Node, mod, values: dict):
+    """A closure that runs ``node`` on the current values."""
+    args, kwargs = node.args, node.kwargs
+    if node.op == "call_module":
+        fn = _not_inplace(mod)
+        return lambda: fn(*_resolve(args, values), **_resolve(kwargs, values))
+    if node.op == "call_method":
+        name = node.target
+        return lambda: getattr(_resolve(args[0], values), name)(*_resolve(args[1:], values),
+                                                                **_resolve(kwargs, values))
+    target = node.target
+    return lambda: target(*_resolve(args, values), **_resolve(kwargs, values))
+
+
+def _shapes(gm: fx.GraphModule, modules: dict, example: torch.Tensor) -> dict:
+    """Every node's value on ``example`` with the quantizers as identities and the layers as plain linear
+    ops (no state is touched): it fixes buffer shapes and types."""
+    env: dict[fx.Node, object] = {}
+    for node in gm.graph.nodes:
+        args = fx.node.map_arg(node.args, lambda n: env[n])
+        kwargs = fx.node.map_arg(node.kwargs, lambda n: env[n])
+        if node.op == "placeholder":
+            env[node] = example
+        elif node.op == "get_attr":
+            obj = gm
+            for part in node.target.split("."):
+                obj = getattr(obj, part)
+            env[node] = obj
+        elif node.op == "call_module":
+            mod = modules[node.target]
+            if isinstance(mod, Quantizer):
+                env[node] = args[0]
+            elif isinstance(mod, SigmaDeltaLinear):
+                env[node] = mod.linear(args[0], mod.weight, mod.bias)
+            else:
+                env[node] = _not_inplace(mod)(*args, **kwargs)
+        elif node.op == "call_method":
+            env[node] = getattr(args[0], node.target)(*args[1:], **kwargs)
+        elif node.op == "call_function":
+            env[node] = node.target(*args, **kwargs)
+        # output: nothing to compute
+    return env
