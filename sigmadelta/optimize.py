@@ -16,19 +16,22 @@ Several λ are trained at once (:func:`optimize_scales_sweep`): the minibatch is
 copy runs with its own scales, which is exact, since the copies share nothing but the (fixed) weights.
 
 >>> import torch, sigmadelta
->>> from sigmadelta.optimize import optimize_scales
 >>> model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4)).eval()
 >>> net = sigmadelta.convert(model, torch.zeros(1, 8))
->>> history = optimize_scales(net, torch.randn(40, 8), lam=1e-3, error="l2", lr=0.01, epochs=2, progress=False)
+>>> x = torch.randn(40, 8)
+>>> history = sigmadelta.optimize_scales(net, x, lam=1e-3, error="l2", lr=0.01, epochs=2, progress=False)
 >>> [e.epoch for e in history.evaluations]
 [0, 1, 2]
+>>> sweep = sigmadelta.optimize_scales_sweep(net, x, [1e-4, 1e-2], error="l2", epochs=2, progress=False)
+>>> sweep[0].final.ops_per_sample > sweep[1].final.ops_per_sample
+True
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 import torch

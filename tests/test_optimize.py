@@ -90,6 +90,26 @@ def test_sweep_equals_one_run_per_lambda():
         assert [e.scales for e in h.evaluations] == [pytest.approx(e.scales, rel=1e-4) for e in alone.evaluations]
 
 
+def test_sweep_equals_one_run_per_lambda_on_clips():
+    clip = smooth_stream(steps=30)
+    net = sigmadelta.convert(mlp(), clip[0])
+    kwargs = dict(cost="sigma_delta", error="l2", lr=0.03, epochs=3, batch_size=7, progress=False)
+    swept = optimize_scales_sweep(net, clip, [1e-5, 1e-3], **kwargs)
+    for lam, h in zip([1e-5, 1e-3], swept):
+        alone = optimize_scales(sigmadelta.convert(mlp(), clip[0]), clip, lam, **kwargs)
+        assert h.final.scales == pytest.approx(alone.final.scales, rel=1e-4)
+        assert h.final.ops_per_sample == pytest.approx(alone.final.ops_per_sample, rel=1e-3)
+
+
+def test_iterable_of_batches_equals_tensor():
+    x = inputs(60)
+    labelled = [(x[i:i + 10], torch.zeros(10)) for i in range(0, 60, 10)]  # (inputs, labels) pairs, as a loader gives
+    runs = [optimize_scales(sigmadelta.convert(mlp(), x[:1]), data, 1e-4, epochs=3, eval_data=eval_data, **FAST)
+            for data, eval_data in ((x, None), (labelled, [b for b, _ in labelled]))]
+    assert runs[0].final.scales == pytest.approx(runs[1].final.scales, rel=1e-6)
+    assert runs[0].final.ops_per_sample == runs[1].final.ops_per_sample
+
+
 def test_normalizations_agree_when_lambda_is_rescaled_by_the_batch_size():
     x = inputs(60)  # 6 full minibatches of 10
     runs = [optimize_scales(sigmadelta.convert(mlp(), x[:1]), x, lam, normalization=norm, epochs=3, **FAST)
