@@ -67,7 +67,7 @@ from torch import nn
 from ..modules import Quantizer, SigmaDeltaLinear
 from ._indexmaps import conv_targets, is_identity_conv, pad_rows
 
-__all__ = ["SparseEngine", "DENSE_ABOVE"]
+__all__ = ["SparseEngine", "DENSE_ABOVE", "SPARSE_OVERHEAD"]
 
 ALL = "all"  # dirty marker: every row may have changed (``None``: nothing changed; else an int64 row index)
 
@@ -80,6 +80,10 @@ DENSE_ABOVE = {
     "depthwise": 0.3,  # groups = channels
     "grouped": 0.25,
 }
+
+# Fixed cost of a layer's sparse path (index ops, launches) in multiply-adds of its dense path: a layer whose
+# dense work is below this always runs densely. Measured like DENSE_ABOVE.
+SPARSE_OVERHEAD = {"linear": 1.2e5, "conv": 1e5, "pointwise": 1e5, "depthwise": 2e4, "grouped": 1e5}
 
 _CONV = {"conv1d": F.conv1d, "conv2d": F.conv2d, "conv3d": F.conv3d}
 
@@ -235,9 +239,10 @@ class _Quantize(_Step):
             self.n_act = 0
         elif not self.rowwise:
             r = torch.round(x.buf * self.k)
-            self.s_full = r - self.r_last  # (B, F): integers
+            self.s_full = s = r - self.r_last  # (B, F): integers
             self.r_last.copy_(r)
-            self.n_act = int(torch.count_nonzero(self.s_full))
+            self.act = s.view(-1).nonzero().squeeze(1)  # (nnz,) flat indices, sorted by stream
+            self.n_act = self.act.numel()
         elif fresh or dirty is ALL:
             r = torch.round(x.rows * self.k_rows)  # (R, C)
             s = r - self.r_last
@@ -284,7 +289,9 @@ class _Linear(_Step):
         self.bias = (torch.zeros(self.weight.shape[0], dtype=torch.float64) if layer.bias is None
                      else layer.bias.detach().to(torch.float64))
         self.acc = torch.zeros(out.buf.shape, dtype=torch.float64)  # a_t: Σ W s / k, (B, ..., n_out)
-        self.threshold = 1.0
+        self.work_per_active = self.weight.shape[0]  # multiply-adds per nonzero input: n_out
+        self.dense_work = q.numel_rows * self.weight.shape[0]
+        self.max_active = 0.0  # set by the engine from its dense_above table
 
     def reset(self) -> None:
         self.acc.zero_()
@@ -295,7 +302,7 @@ class _Linear(_Step):
             self.out.dirty = None
             self.paths["idle"] += 1
             return
-        if fresh or not self.sparse or q.n_act > self.threshold * q.numel_rows:
+        if fresh or not self.sparse or q.n_act > self.max_active:
             self.paths["dense"] += 1
             # dense: the rounding network's pre-activation W r / k (also resets accumulated rounding error)
             self.acc.copy_(F.linear(q.r_logical / q.k, self.weight))
@@ -303,7 +310,7 @@ class _Linear(_Step):
             self.paths["sparse"] += 1
             s = q.s_full  # (B, n_in)
             batch, n_in = s.shape
-            flat = s.view(-1).nonzero().squeeze(1)  # (nnz,) indices into s.view(-1), sorted by stream
+            flat = q.act  # (nnz,) indices into s.view(-1), sorted by stream
             weights = s.view(-1).index_select(0, flat)  # (nnz,) the integers
             inputs = flat if batch == 1 else flat.remainder(n_in)
             if q.k_scalar is None:
@@ -385,7 +392,9 @@ class _Conv(_Step):
             c_out_g = c_out // groups
             self.w = (taps.reshape(groups, c_out_g, c_in_g, kk).permute(0, 2, 3, 1)
                       .reshape(groups, c_in_g, kk * c_out_g).contiguous())  # (G, C_in/G, K·C_out/G)
-        self.threshold = 1.0  # set by the engine from its dense_above table
+        self.work_per_active = c_in_g * kk * c_out  # multiply-adds per active input row (all taps)
+        self.dense_work = out.nrows * c_out * c_in_g * kk  # multiply-adds of the dense convolution
+        self.max_active = 0.0  # set by the engine from its dense_above table
 
     def reset(self) -> None:
         self.out.storage.zero_()
@@ -403,7 +412,7 @@ class _Conv(_Step):
             out.dirty = None
             self.paths["idle"] += 1
             return
-        if fresh or not self.sparse or n > self.threshold * q.numel_rows:
+        if fresh or not self.sparse or n > self.max_active:
             self.paths["dense"] += 1
             self._dense()
             return
@@ -443,6 +452,8 @@ class _Conv(_Step):
 class _Rowwise(_Step):
     """An op that acts on each row on its own (elementwise, or per channel): ``y[D] = f(x[D])``."""
 
+    kind = "rowwise"
+
     def __init__(self, name: str, fn, x: _Value, out: _Value):
         super().__init__(name)
         self.fn, self.x, self.out = fn, x, out
@@ -462,6 +473,8 @@ class _Rowwise(_Step):
 
 class _Binary(_Step):
     """An elementwise op of two same-shaped values (a residual add): ``y[D] = f(a[D], b[D])``, ``D = D_a ∪ D_b``."""
+
+    kind = "binary"
 
     def __init__(self, name: str, fn, a: _Value, b: _Value, out: _Value):
         super().__init__(name)
@@ -493,6 +506,8 @@ class _Pad(_Step):
     The border is filled once (at reset) and never written again.
     """
 
+    kind = "pad"
+
     def __init__(self, name: str, x: _Value, out: _Value, pads_before, interior, value: float):
         super().__init__(name)
         self.x, self.out, self.value, self.interior = x, out, value, interior
@@ -520,6 +535,8 @@ class _Pad(_Step):
 
 class _Generic(_Step):
     """Any other per-sample op, recomputed densely when one of its inputs changed."""
+
+    kind = "dense-op"
 
     def __init__(self, name: str, call, inputs: list[_Value], out: _Value):
         super().__init__(name)
@@ -601,11 +618,17 @@ class SparseEngine:
         self._apply_thresholds()
 
     def _apply_thresholds(self) -> None:
+        """Per layer, the most active input rows for which the sparse path runs:
+
+        ``n_act · w + overhead < fraction · dense``, with ``w`` the multiply-adds per active input row,
+        ``dense`` those of the dense layer, and the fixed overhead of the sparse path in multiply-add units
+        (:data:`SPARSE_OVERHEAD`), so that small layers, where that fixed cost dominates, run densely."""
         for step in self.steps:
-            if isinstance(step, _Linear):
-                step.threshold = self.dense_above["linear"]
-            elif isinstance(step, _Conv):
-                step.threshold = self.dense_above[step.variant]
+            if isinstance(step, (_Linear, _Conv)):
+                kind = "linear" if isinstance(step, _Linear) else step.variant
+                fraction = self.dense_above[kind]
+                overhead = SPARSE_OVERHEAD[kind] if fraction < 1.0 else 0.0
+                step.max_active = (fraction * step.dense_work - overhead) / step.work_per_active
 
     # --- state -------------------------------------------------------------------------------------------
 
