@@ -39,6 +39,7 @@ def compare_networks(net: SigmaDeltaNet, clip: torch.Tensor, labels: torch.Tenso
         "steps": int(clip.shape[0]),
         "streams": int(clip.shape[1]),
         "layers": list(sd.layers),
+        "dtype": str(net.dtype).removeprefix("torch."),
         "networks": {},
         "checks": {
             "max_abs_temporal_difference_vs_original": (outputs["temporal-difference"] - original).abs().max().item(),
@@ -84,8 +85,10 @@ def format_layer_table(result: dict) -> str:
         lines.append(f"{'class error':<24}" + "".join(f"{nets[k]['class_error_percent']:>18.2f}%" for k, _ in COLUMNS))
     checks = result["checks"]
     lines.append("")
-    lines.append(f"exact: max|temporal-difference - original| = {checks['max_abs_temporal_difference_vs_original']:.2e}"
-                 f", max|sigma-delta - rounding| = {checks['max_abs_sigma_delta_vs_rounding']:.2e}")
+    lines.append(f"exact ({result['dtype']}): max|temporal-difference - original| = "
+                 f"{checks['max_abs_temporal_difference_vs_original']:.2e}, max|sigma-delta - rounding| = "
+                 f"{checks['max_abs_sigma_delta_vs_rounding']:.2e}"
+                 + ("  (float32 precision; ~1e-12 in float64)" if result["dtype"] == "float32" else ""))
     return "\n".join(lines)
 
 
