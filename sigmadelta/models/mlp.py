@@ -164,9 +164,8 @@ def _trained(name: str, recipe: Recipe, progress: bool) -> tuple[nn.Sequential, 
 
 
 def _builder(name: str):
-    recipe = RECIPES[name]
-
     def build(weights=None, pretrained=True, progress=True) -> ModelBundle:
+        recipe = RECIPES[name]  # looked up at build time, so a changed recipe takes effect
         info: dict = {"recipe": asdict(recipe)}
         if weights is not None:
             model = mnist_mlp(recipe.hidden)
