@@ -46,7 +46,8 @@ def test_unknown_model_lists_the_known_ones():
 def test_weights_files_that_do_not_fit(tmp_path, mlp):
     small = tmp_path / "mlp.pt"
     torch.save(mlp.model.state_dict(), small)
-    with pytest.raises(WeightsError, match=r"shape mismatches \(5\): 0.weight: file \(200, 784\) vs model \(2000, 784\)"):
+    mismatch = r"shape mismatches \(5\): 0.weight: file \(200, 784\) vs model \(2000, 784\)"
+    with pytest.raises(WeightsError, match=mismatch):
         models.get("mnist-mlp-wide", weights=small)
     with pytest.raises(WeightsError, match=r"missing keys \(38\): features.0.weight.*unexpected keys \(6\): 0.weight"):
         models.get("vgg19", weights=small)

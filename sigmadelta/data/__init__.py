@@ -13,7 +13,7 @@ Optional packages (zarr, av) are imported on first use; a missing one raises
 """
 
 from ._cache import cache_dir
-from ._errors import MissingDependencyError, UnknownNameError, VideoError, WeightsError
+from ._errors import MissingDependencyError, UnknownNameError, VideoError
 from .catalog import catalog
 from .mnist import MNIST_ENV, load_mnist
 from .temporal import mnist_clip, temporal_mnist, temporal_mnist_order
@@ -34,5 +34,4 @@ __all__ = [
     "VideoError",
     "MissingDependencyError",
     "UnknownNameError",
-    "WeightsError",
 ]

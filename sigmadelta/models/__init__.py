@@ -16,7 +16,8 @@ name                   what, and where its weights come from
 
 from ..data._errors import UnknownNameError, WeightsError
 from ._bundle import ModelBundle, get, load_weights, names
-from . import mlp, efficientnet, vgg  # noqa: F401,I001  (registers the models in this order; heavy packages load on use)
+# importing the model modules registers them, in this order; their heavy packages load only when a model is built
+from . import mlp, efficientnet, vgg  # noqa: F401,I001
 from .imagenet import ImagePreprocess, imagenet_classes
 from .mlp import MnistPreprocess, Recipe, mnist_mlp, train_mlp
 from .vgg import VGG, vgg19

@@ -34,7 +34,7 @@ from ..data._threads import one_thread
 from ..data.mnist import load_mnist
 from ._bundle import ModelBundle, ModelSpec, load_weights, register
 
-__all__ = ["Recipe", "RECIPES", "mnist_mlp", "train_mlp", "MnistPreprocess", "weights_path"]
+__all__ = ["Recipe", "RECIPES", "mnist_mlp", "train_mlp", "mnist_accuracy", "MnistPreprocess", "weights_path"]
 
 _VERSION = 1  # bump when training changes in a way the recipe does not capture
 
@@ -126,11 +126,12 @@ def train_mlp(recipe: Recipe = Recipe(), *, progress: bool = True) -> tuple[nn.S
         bar.close()
     seconds = time.perf_counter() - start
     model.eval()
-    info = {"recipe": asdict(recipe), "train_seconds": round(seconds, 1), "test_accuracy": round(test_accuracy(model), 4)}
+    accuracy = round(mnist_accuracy(model), 4)
+    info = {"recipe": asdict(recipe), "train_seconds": round(seconds, 1), "test_accuracy": accuracy}
     return model, info
 
 
-def test_accuracy(model: nn.Module) -> float:
+def mnist_accuracy(model: nn.Module) -> float:
     """Accuracy of an MNIST model on the 10,000 test digits."""
     images, labels = load_mnist("test")
     with torch.no_grad():
