@@ -39,6 +39,23 @@ def test_batchnorm_is_folded_and_functional_convs_are_found():
         torch.testing.assert_close(net(x), model(x), rtol=1e-4, atol=1e-5)
 
 
+def test_linear_feeding_linear_directly():
+    model = nn.Sequential(nn.Linear(4, 5), nn.Linear(5, 3), nn.Conv1d(1, 2, 2)).eval()
+
+    class Wrap(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.m = model
+
+        def forward(self, x):
+            return self.m[2](self.m[1](self.m[0](x)).unsqueeze(1))
+
+    net = sigmadelta.convert(Wrap().eval(), torch.zeros(1, 4))
+    assert list(net.layers) == ["m.0", "m.1", "m.2"] and len(net.quantizers) == 3
+    x = torch.rand(2, 4)
+    torch.testing.assert_close(net(x), Wrap()(x))
+
+
 def test_a_value_feeding_two_layers_shares_one_quantizer():
     class TwoHeads(nn.Module):
         def __init__(self):

@@ -216,12 +216,7 @@ def test_efficientnet_random_weights_are_seeded():
 @pytest.mark.slow
 def test_efficientnet_converts(efficientnet):
     clip = data.load_clip("bikes", efficientnet, max_frames=2)  # (2, 1, 3, 224, 224)
-    try:
-        net = sigmadelta.convert(efficientnet.model, efficientnet.example_input())
-    except RuntimeError as e:
-        if "used before it has been defined" in str(e):  # a known core bug: a conv feeding a conv directly
-            pytest.xfail(f"core: convert() misorders a linear op that feeds another linear op: {str(e)[:120]}")
-        raise
+    net = sigmadelta.convert(efficientnet.model, efficientnet.example_input())
     with torch.no_grad():
         expected = efficientnet.model(clip[:, 0])
         torch.testing.assert_close(net.run(clip)[:, 0], expected, rtol=1e-4, atol=1e-4)  # BatchNorm is folded

@@ -323,6 +323,7 @@ def _insert_sigma_delta(gm: fx.GraphModule, modules, values, per_channel: bool):
     quantizers: dict[str, Quantizer] = {}
     layer_inputs: dict[str, str] = {}
     quantizer_of: dict[fx.Node, fx.Node] = {}  # value node -> its quantizer node (shared by all consumers)
+    replaced: dict[fx.Node, fx.Node] = {}  # original linear node -> its SigmaDeltaLinear node (linear feeds linear)
     taken_layers: set[str] = set()
     taken_quantizers: set[str] = set()
     graph = gm.graph
@@ -334,7 +335,7 @@ def _insert_sigma_delta(gm: fx.GraphModule, modules, values, per_channel: bool):
         if spec.name in layers:
             raise ConversionError(f"{_where(node)}: the weight of layer '{spec.name}' is used by more than one "
                                   "linear op; weight sharing is not supported")
-        source = spec.input
+        source = replaced.get(spec.input, spec.input)
         if spec.pre_pad is not None:  # conv with reflect/replicate/circular padding: pad first, then quantize
             with graph.inserting_before(node):
                 source = graph.call_function(torch.nn.functional.pad, (source,), spec.pre_pad)
@@ -360,4 +361,5 @@ def _insert_sigma_delta(gm: fx.GraphModule, modules, values, per_channel: bool):
         new.meta = {k: v for k, v in node.meta.items() if k != "sd_spec"}
         node.replace_all_uses_with(new)
         graph.erase_node(node)
+        replaced[node] = new
     return layers, quantizers, layer_inputs
