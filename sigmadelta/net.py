@@ -68,8 +68,10 @@ class SigmaDeltaNet(nn.Module):
     - :meth:`reset` returns every state to zero and clears the op counts. Changing the mode resets.
 
     In float64 the temporal-difference network equals the original and the sigma-delta network the rounding
-    network to ~1e-9 over long streams. In float32 they agree to float32 precision (the delta paths integrate
-    in float64, the dense paths compute in float32).
+    network to ~1e-9 over long streams. In float32 the delta paths still integrate in float64, but the dense
+    paths compute in float32: outputs agree to float32 precision, except that a value within float32 noise of a
+    rounding boundary occasionally rounds the other way, so a few units differ by one quantization step ``1/k``.
+    Convert a float64 model where exact equality matters.
     """
 
     def __init__(self, result):

@@ -88,7 +88,7 @@ def format_layer_table(result: dict) -> str:
     lines.append(f"exact ({result['dtype']}): max|temporal-difference - original| = "
                  f"{checks['max_abs_temporal_difference_vs_original']:.2e}, max|sigma-delta - rounding| = "
                  f"{checks['max_abs_sigma_delta_vs_rounding']:.2e}"
-                 + ("  (float32 precision; ~1e-12 in float64)" if result["dtype"] == "float32" else ""))
+                 + ("  (float32: rounding-boundary flips possible; exact to ~1e-12 in float64)" if result["dtype"] == "float32" else ""))
     return "\n".join(lines)
 
 
