@@ -160,6 +160,7 @@ class _Step:
     def __init__(self, name: str):
         self.name = name
         self.paths = {"sparse": 0, "dense": 0, "idle": 0}  # layers: how many frames took each path
+        self.active_rows = 0  # layers: active input rows summed over frames (activity = this / frames / rows)
 
     def run(self, fresh: bool) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -298,6 +299,7 @@ class _Linear(_Step):
 
     def run(self, fresh: bool) -> None:
         q = self.q
+        self.active_rows += q.n_act
         if q.n_act == 0 and not fresh:
             self.out.dirty = None
             self.paths["idle"] += 1
@@ -408,6 +410,7 @@ class _Conv(_Step):
     def run(self, fresh: bool) -> None:
         q, out = self.q, self.out
         n = q.n_act
+        self.active_rows += n
         if n == 0 and not fresh:
             out.dirty = None
             self.paths["idle"] += 1
@@ -609,8 +612,9 @@ class SparseEngine:
         self.dense_above = dict(DENSE_ABOVE)  # per layer kind; see set_dense_above
 
     def set_dense_above(self, **fractions: float) -> None:
-        """Override the active fraction above which a layer kind runs densely, e.g. ``linear=1.0`` (sparse
-        whenever possible) or ``conv=0.0`` (always dense). Kinds: those of :data:`DENSE_ABOVE`."""
+        """Override, per layer kind, the fraction of the dense work above which a layer runs densely, e.g.
+        ``linear=1.0`` (1 or more: sparse whenever possible, only a stream's first frame is dense) or
+        ``conv=0.0`` (always dense). Kinds: those of :data:`DENSE_ABOVE`."""
         unknown = set(fractions) - set(DENSE_ABOVE)
         if unknown:
             raise ValueError(f"unknown layer kinds {sorted(unknown)}; choose from {sorted(DENSE_ABOVE)}")
@@ -627,8 +631,10 @@ class SparseEngine:
             if isinstance(step, (_Linear, _Conv)):
                 kind = "linear" if isinstance(step, _Linear) else step.variant
                 fraction = self.dense_above[kind]
-                overhead = SPARSE_OVERHEAD[kind] if fraction < 1.0 else 0.0
-                step.max_active = (fraction * step.dense_work - overhead) / step.work_per_active
+                if fraction >= 1.0:  # sparse whenever possible
+                    step.max_active = float("inf")
+                else:
+                    step.max_active = (fraction * step.dense_work - SPARSE_OVERHEAD[kind]) / step.work_per_active
 
     # --- state -------------------------------------------------------------------------------------------
 
@@ -640,11 +646,18 @@ class SparseEngine:
         self.timings.clear()
         for step in self.steps:
             step.paths = dict.fromkeys(step.paths, 0)
+            step.active_rows = 0
 
     def paths(self) -> dict[str, dict[str, int]]:
         """Layer name -> frames since the last reset that ran ``"sparse"``, ``"dense"``, or ``"idle"`` (no
         active input)."""
         return {s.name: dict(s.paths) for s in self.steps if isinstance(s, (_Linear, _Conv))}
+
+    def activity(self) -> dict[str, float]:
+        """Layer name -> mean fraction of its input rows (pixels; inputs of fully connected layers) that were
+        active (held a nonzero integer) per frame since the last reset: the work the sparse path does."""
+        return {s.name: s.active_rows / max(sum(s.paths.values()), 1) / max(s.q.numel_rows, 1)
+                for s in self.steps if isinstance(s, (_Linear, _Conv))}
 
     def memory(self) -> dict:
         """Bytes held by the engine: ``state`` (integers ``r``, accumulators, the value buffers the frame
