@@ -195,28 +195,47 @@ class _Quantize(_Step):
 
     ``r`` is rounded in the model's dtype, as in the simulation, so both see the same integers. For an input
     in row layout the message is the active rows ``act`` (rows with a nonzero ``s``) and their integers
-    ``s_act [n_act, C]``; for a small flat input (fully connected layers) it is the whole ``s``.
+    ``s_act [n_act, C]`` (:meth:`message`, computed only when a consumer takes its sparse path); for a small
+    flat input (fully connected layers) it is the whole ``s``.
+
+    When the whole input changed (``ALL``), ``r_t`` is rounded into a spare buffer that then swaps with
+    ``r_{t-1}`` (no copy), and ``s_act`` is formed lazily from the two. If the consumer ran densely on the last
+    frame, the activity is not measured at all (``n_act`` unknown, so the consumer stays dense) except on every
+    :attr:`probe_every`-th frame: a layer in a busy region pays only ``round(k x)``.
     """
 
     kind = "quantize"
+    probe_every = 4
 
     def __init__(self, name: str, quantizer: Quantizer, x: _Value):
         super().__init__(name)
         self.q, self.x = quantizer, x
         self.rowwise = x.row_layout
         self.r_last = torch.zeros_like(x.rows if self.rowwise else x.buf)  # (R, C) or the flat shape
-        self.r_logical = (self.r_last.view(x.buf.shape[0], *x.shape[2:], x.channels).movedim(-1, 1)
-                          if self.rowwise else self.r_last)  # (B, C, *S) view of r_last
+        self.r_spare = torch.zeros_like(self.r_last) if self.rowwise else None  # r_{t-1} after a swap
         self.numel_rows = x.nrows if self.rowwise else self.r_last.numel()
+        self.max_active = float("inf")  # the most active rows for which some consumer runs sparse
         self._version = -1
         self.counting = False
         self.records: dict[str, list[torch.Tensor]] = defaultdict(list)
         self.reset()
 
+    def _logical(self, rows: torch.Tensor) -> torch.Tensor:
+        x = self.x
+        return rows.view(x.buf.shape[0], *x.shape[2:], x.channels).movedim(-1, 1) if self.rowwise else rows
+
+    @property
+    def r_logical(self) -> torch.Tensor:
+        """``r_t`` as the input's logical ``[B, C, *S]`` (a view)."""
+        return self._logical(self.r_last)
+
     def reset(self) -> None:
         self.r_last.zero_()
         self.n_act = 0
         self.act = self.s_act = self.s_full = None
+        self.known = True  # whether n_act / act are measured this frame
+        self.busy = False  # the last measured frame was too active for any consumer's sparse path
+        self.frame = 0
         self.records.clear()
 
     def _scales(self) -> None:
@@ -231,9 +250,17 @@ class _Quantize(_Step):
         self.k_rows = k.reshape(-1) if (self.rowwise and k.dim() > 0) else k  # broadcasting over rows (n, C)
         self.k_scalar = float(k) if k.dim() == 0 else None
 
+    def message(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(act, s_act)``: the active rows and their integers ``[n_act, C]``."""
+        if self.s_act is None:  # after a swap: r_spare holds r_{t-1}
+            self.s_act = self.r_last.index_select(0, self.act) - self.r_spare.index_select(0, self.act)
+        return self.act, self.s_act
+
     def run(self, fresh: bool) -> None:
         self._scales()
         x, dirty = self.x, self.x.dirty
+        self.frame += 1
+        self.known = True
         if self.counting:
             r_before = self.r_logical.clone()
         if dirty is None and not fresh:
@@ -245,12 +272,17 @@ class _Quantize(_Step):
             self.act = s.view(-1).nonzero().squeeze(1)  # (nnz,) flat indices, sorted by stream
             self.n_act = self.act.numel()
         elif fresh or dirty is ALL:
-            r = torch.round(x.rows * self.k_rows)  # (R, C)
-            s = r - self.r_last
-            self.r_last.copy_(r)
-            self.act = (s != 0).any(1).nonzero().squeeze(1)  # (n_act,)
-            self.s_act = s.index_select(0, self.act)  # (n_act, C)
-            self.n_act = self.act.numel()
+            r = self.r_spare
+            torch.mul(x.rows, self.k_rows, out=r)  # (R, C)
+            r.round_()
+            if not fresh and self.busy and self.frame % self.probe_every:
+                self.known, self.n_act, self.act = False, self.numel_rows, None  # consumers stay dense
+            else:
+                self.act = torch.ne(r, self.r_last).any(1).nonzero().squeeze(1)  # (n_act,)
+                self.n_act = self.act.numel()
+                self.busy = 0 < self.n_act > self.max_active and not fresh  # a stream's start says nothing
+            self.r_last, self.r_spare = r, self.r_last
+            self.s_act = None  # formed on demand by message()
         else:
             r = torch.round(x.rows.index_select(0, dirty) * self.k_rows)  # (n_dirty, C)
             s = r - self.r_last.index_select(0, dirty)
@@ -259,13 +291,15 @@ class _Quantize(_Step):
             self.act = dirty[active]
             self.s_act = s[active]
             self.n_act = self.act.numel()
+            self.busy = 0 < self.n_act > self.max_active
         if self.counting:
             self.records["x"].append(x.buf.clone())
             self.records["r"].append(self.r_logical.clone())
             self.records["s"].append(self.r_logical - r_before)
 
     def state_nbytes(self) -> int:
-        return self.r_last.numel() * self.r_last.element_size()
+        n = self.r_last.numel() * self.r_last.element_size()
+        return n * 2 if self.r_spare is not None else n
 
 
 class _Linear(_Step):
@@ -362,6 +396,7 @@ class _Conv(_Step):
         weight = layer.weight.detach().to(dtype)  # (C_out, C_in/G, *K)
         self.weight = weight
         self.bias = None if layer.bias is None else layer.bias.detach().to(dtype)
+        self.weight_over_k, self._k_version = None, None
         self.fn = _CONV[layer.kind]
         d = weight.dim() - 2
         args = layer.conv_args
@@ -402,8 +437,14 @@ class _Conv(_Step):
         self.out.storage.zero_()
 
     def _dense(self) -> None:
+        """``u_t = conv(r_t, W / k) + b``: ``1/k`` folded into the weights (per-channel scales divide ``r``)."""
         q = self.q
-        y = self.fn(q.r_logical / q.k, self.weight, self.bias, **self.layer.conv_args)
+        if q.k_scalar is None:
+            y = self.fn(q.r_logical / q.k, self.weight, self.bias, **self.layer.conv_args)
+        else:
+            if self._k_version != q._version:
+                self._k_version, self.weight_over_k = q._version, self.weight / q.k
+            y = self.fn(q.r_logical, self.weight_over_k, self.bias, **self.layer.conv_args)
         self.out.buf.copy_(y)
         self.out.dirty = ALL
 
@@ -420,7 +461,8 @@ class _Conv(_Step):
             self._dense()
             return
         self.paths["sparse"] += 1
-        s = q.s_act / q.k_rows  # (n, C_in)
+        act, s = q.message()
+        s = s / q.k_rows  # (n, C_in)
         if self.variant in ("pointwise", "conv"):
             contrib = s @ self.w  # (n, K·C_out)
         elif self.variant == "depthwise":
@@ -431,10 +473,10 @@ class _Conv(_Step):
             contrib = contrib.view(g, n, self.kk, -1).permute(1, 2, 0, 3)  # (n, K, G, C_out/G)
         contrib = contrib.reshape(-1, self.c_out)  # (n·K, C_out), tap-major within each active row
         if self.identity:
-            out.storage.index_add_(0, q.act, contrib)
-            out.dirty = q.act
+            out.storage.index_add_(0, act, contrib)
+            out.dirty = act
             return
-        tgt = self.targets.index_select(0, q.act).view(-1)  # (n·K,) output rows, trash row for none
+        tgt = self.targets.index_select(0, act).view(-1)  # (n·K,) output rows, trash row for none
         out.storage.index_add_(0, tgt, contrib)
         out.storage[-1].zero_()  # the trash row
         mask = self.mask
@@ -457,9 +499,10 @@ class _Rowwise(_Step):
 
     kind = "rowwise"
 
-    def __init__(self, name: str, fn, x: _Value, out: _Value):
+    def __init__(self, name: str, fn, x: _Value, out: _Value, out_fn=None):
         super().__init__(name)
         self.fn, self.x, self.out = fn, x, out
+        self.out_fn = out_fn  # fn(x, out=...) writing straight into the buffer, for the dense path
         self.row_view = (-1, x.channels) + (1,) * (len(x.shape) - 2) if x.row_layout else None
 
     def run(self, fresh: bool) -> None:
@@ -467,7 +510,11 @@ class _Rowwise(_Step):
         if dirty is None and not fresh:
             self.out.dirty = None
         elif fresh or dirty is ALL:
-            _set_dense(self.out, self.fn(self.x.buf))
+            if self.out_fn is not None:
+                self.out_fn(self.x.buf, self.out.buf)
+                self.out.dirty = ALL
+            else:
+                _set_dense(self.out, self.fn(self.x.buf))
         else:
             y = self.fn(self.x.rows.index_select(0, dirty).view(self.row_view))  # (n, C, 1, ...)
             self.out.rows.index_copy_(0, dirty, y.view(dirty.numel(), -1))
@@ -479,9 +526,10 @@ class _Binary(_Step):
 
     kind = "binary"
 
-    def __init__(self, name: str, fn, a: _Value, b: _Value, out: _Value):
+    def __init__(self, name: str, fn, a: _Value, b: _Value, out: _Value, fn_out=None):
         super().__init__(name)
         self.fn, self.a, self.b, self.out = fn, a, b, out
+        self.fn_out = fn_out if out.is_tensor and out.storage is not None else None  # fn(a, b, out=...)
         self.mask = torch.zeros(out.nrows, dtype=torch.bool) if out.row_layout else None
 
     def run(self, fresh: bool) -> None:
@@ -490,7 +538,11 @@ class _Binary(_Step):
             self.out.dirty = None
             return
         if fresh or da is ALL or db is ALL or self.mask is None:
-            _set_dense(self.out, self.fn(self.a.buf, self.b.buf))
+            if self.fn_out is not None:
+                self.fn_out(self.a.buf, self.b.buf, out=self.out.buf)
+                self.out.dirty = ALL
+            else:
+                _set_dense(self.out, self.fn(self.a.buf, self.b.buf))
             return
         if da is None or db is None:
             dirty = db if da is None else da
@@ -573,6 +625,23 @@ _BINARY_METHODS = {"add": torch.add, "sub": torch.sub, "mul": torch.mul, "div": 
 _PAD_MODULES = (nn.ZeroPad1d, nn.ZeroPad2d, nn.ZeroPad3d, nn.ConstantPad1d, nn.ConstantPad2d, nn.ConstantPad3d)
 
 
+_OUT_BINARY = {operator.add: torch.add, torch.add: torch.add, operator.sub: torch.sub, torch.sub: torch.sub,
+               operator.mul: torch.mul, torch.mul: torch.mul}
+
+
+def _out_fn(node: fx.Node, mod, kwargs: dict):
+    """``f(x, out)`` writing into ``out`` for the commonest activations, so their dense path allocates nothing."""
+    relu = (mod is not None and type(mod) is nn.ReLU) or (node.op == "call_function" and node.target in (F.relu, torch.relu)
+                                                          and len(node.args) == 1)
+    relu6 = (mod is not None and type(mod) is nn.ReLU6) or (node.op == "call_function" and node.target is F.relu6
+                                                            and len(node.args) == 1)
+    if relu:
+        return lambda x, out: torch.clamp_min(x, 0, out=out)
+    if relu6:
+        return lambda x, out: torch.clamp(x, 0, 6, out=out)
+    return None
+
+
 def _not_inplace(module: nn.Module) -> nn.Module:
     """A shallow copy with ``inplace=False``: in-place ops would overwrite a persistent buffer (a state)."""
     if getattr(module, "inplace", False):
@@ -605,6 +674,7 @@ class SparseEngine:
         self.net = net
         self.gm: fx.GraphModule = net.graph_module
         self.steps: list[_Step] = []
+        self._quantizers: list[_Quantize] = []
         self.batch_size: int | None = None
         self.profile = False
         self.timings: dict[str, list[float]] = defaultdict(list)
@@ -635,6 +705,9 @@ class SparseEngine:
                     step.max_active = float("inf")
                 else:
                     step.max_active = (fraction * step.dense_work - SPARSE_OVERHEAD[kind]) / step.work_per_active
+        for q in self._quantizers:
+            q.max_active = max((s.max_active for s in self.steps if isinstance(s, (_Linear, _Conv)) and s.q is q),
+                               default=float("inf"))
 
     # --- state -------------------------------------------------------------------------------------------
 
@@ -795,7 +868,7 @@ def _plan_op(node: fx.Node, mod, values: dict, out: _Value, consumers) -> _Step:
                 c = args[1]
                 fn = lambda t, target=target, c=c, kw=kwargs: target(t, c, **kw)  # noqa: E731
         if fn is not None:
-            return _Rowwise(node.name, fn, x, out)
+            return _Rowwise(node.name, fn, x, out, _out_fn(node, mod, kwargs))
 
     # scalar ∘ x (e.g. 1 - x)
     if (node.op == "call_function" and node.target in _BINARY_FUNCTIONS and len(args) == 2 and not kwargs
@@ -813,7 +886,8 @@ def _plan_op(node: fx.Node, mod, values: dict, out: _Value, consumers) -> _Step:
         a, b = values[args[0]], values[args[1]]
         if a.shape == b.shape == out.shape:
             target = node.target if node.op == "call_function" else _BINARY_METHODS[node.target]
-            return _Binary(node.name, lambda u, v, target=target, kw=kwargs: target(u, v, **kw), a, b, out)
+            fn_out = _OUT_BINARY.get(target) if not kwargs else None
+            return _Binary(node.name, lambda u, v, target=target, kw=kwargs: target(u, v, **kw), a, b, out, fn_out)
 
     pad = _constant_pad(node, mod, x, out)
     if pad is not None:
