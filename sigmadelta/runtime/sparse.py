@@ -86,6 +86,8 @@ DENSE_ABOVE = {
 SPARSE_OVERHEAD = {"linear": 1.2e5, "conv": 1e5, "pointwise": 1e5, "depthwise": 2e4, "grouped": 1e5}
 
 _CONV = {"conv1d": F.conv1d, "conv2d": F.conv2d, "conv3d": F.conv3d}
+_LAST = {4: torch.channels_last, 5: torch.channels_last_3d}  # memory formats that store (N, C, *S) as rows
+
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -135,6 +137,20 @@ class _Value:
 
     def nbytes(self) -> int:
         return self.storage.numel() * self.storage.element_size() if self.storage is not None else 0
+
+    def adopt(self, y: torch.Tensor) -> None:
+        """Take a freshly computed channels-last ``y`` as the whole value without copying it (dense paths).
+        The next in-place row update first copies it back into :attr:`storage` (:meth:`own`)."""
+        b, c = y.shape[:2]
+        self.buf, self.rows = y, y.movedim(1, -1).reshape(self.nrows, c)  # a view for channels-last y
+        self.dirty = ALL
+
+    def own(self) -> None:
+        """Make :attr:`rows` and :attr:`buf` views of :attr:`storage` again before updating rows in place."""
+        if self.rows.data_ptr() != self.storage.data_ptr():
+            self.storage[: self.nrows].copy_(self.rows)
+            self.rows = self.storage[: self.nrows]
+            self.buf = self.rows.view(self.shape[0], *self.shape[2:], self.channels).movedim(-1, 1)
 
 
 def _set_dense(out: _Value, result) -> None:
@@ -200,12 +216,12 @@ class _Quantize(_Step):
 
     When the whole input changed (``ALL``), ``r_t`` is rounded into a spare buffer that then swaps with
     ``r_{t-1}`` (no copy), and ``s_act`` is formed lazily from the two. If the consumer ran densely on the last
-    frame, the activity is not measured at all (``n_act`` unknown, so the consumer stays dense) except on every
-    :attr:`probe_every`-th frame: a layer in a busy region pays only ``round(k x)``.
+    frame, the activity is not measured (``n_act`` unknown, so the consumer stays dense) for 1, 2, 4, then
+    :attr:`max_skip` frames between measurements: a layer in a busy region pays only ``round(k x)``.
     """
 
     kind = "quantize"
-    probe_every = 4
+    max_skip = 8  # a busy layer measures its activity again after 1, 2, 4, then every 8 frames
 
     def __init__(self, name: str, quantizer: Quantizer, x: _Value):
         super().__init__(name)
@@ -235,7 +251,7 @@ class _Quantize(_Step):
         self.act = self.s_act = self.s_full = None
         self.known = True  # whether n_act / act are measured this frame
         self.busy = False  # the last measured frame was too active for any consumer's sparse path
-        self.frame = 0
+        self.skip = self.countdown = 0  # frames left before the activity of a busy layer is measured again
         self.records.clear()
 
     def _scales(self) -> None:
@@ -259,7 +275,6 @@ class _Quantize(_Step):
     def run(self, fresh: bool) -> None:
         self._scales()
         x, dirty = self.x, self.x.dirty
-        self.frame += 1
         self.known = True
         if self.counting:
             r_before = self.r_logical.clone()
@@ -275,12 +290,15 @@ class _Quantize(_Step):
             r = self.r_spare
             torch.mul(x.rows, self.k_rows, out=r)  # (R, C)
             r.round_()
-            if not fresh and self.busy and self.frame % self.probe_every:
+            if not fresh and self.busy and self.countdown > 0:
+                self.countdown -= 1
                 self.known, self.n_act, self.act = False, self.numel_rows, None  # consumers stay dense
             else:
                 self.act = torch.ne(r, self.r_last).any(1).nonzero().squeeze(1)  # (n_act,)
                 self.n_act = self.act.numel()
-                self.busy = 0 < self.n_act > self.max_active and not fresh  # a stream's start says nothing
+                busy = 0 < self.n_act > self.max_active and not fresh  # a stream's start says nothing
+                self.skip = min(2 * self.skip, self.max_skip) if (busy and self.busy) else 1
+                self.busy, self.countdown = busy, self.skip
             self.r_last, self.r_spare = r, self.r_last
             self.s_act = None  # formed on demand by message()
         else:
@@ -445,8 +463,11 @@ class _Conv(_Step):
             if self._k_version != q._version:
                 self._k_version, self.weight_over_k = q._version, self.weight / q.k
             y = self.fn(q.r_logical, self.weight_over_k, self.bias, **self.layer.conv_args)
-        self.out.buf.copy_(y)
-        self.out.dirty = ALL
+        if self.out.rows is not None and y.dim() in _LAST and y.is_contiguous(memory_format=_LAST[y.dim()]):
+            self.out.adopt(y)  # no copy; the storage takes it back on the next sparse frame
+        else:
+            self.out.buf.copy_(y)
+            self.out.dirty = ALL
 
     def run(self, fresh: bool) -> None:
         q, out = self.q, self.out
@@ -461,6 +482,7 @@ class _Conv(_Step):
             self._dense()
             return
         self.paths["sparse"] += 1
+        out.own()
         act, s = q.message()
         s = s / q.k_rows  # (n, C_in)
         if self.variant in ("pointwise", "conv"):
@@ -503,6 +525,7 @@ class _Rowwise(_Step):
         super().__init__(name)
         self.fn, self.x, self.out = fn, x, out
         self.out_fn = out_fn  # fn(x, out=...) writing straight into the buffer, for the dense path
+        self.dense_into = None  # set when the only consumer is a constant pad: write into its interior instead
         self.row_view = (-1, x.channels) + (1,) * (len(x.shape) - 2) if x.row_layout else None
 
     def run(self, fresh: bool) -> None:
@@ -511,12 +534,15 @@ class _Rowwise(_Step):
             self.out.dirty = None
         elif fresh or dirty is ALL:
             if self.out_fn is not None:
-                self.out_fn(self.x.buf, self.out.buf)
+                # fused with a following pad, our own buffer goes stale: only that pad reads it, row by row,
+                # and only rows this step wrote on a sparse frame
+                self.out_fn(self.x.buf, self.out.buf if self.dense_into is None else self.dense_into)
                 self.out.dirty = ALL
             else:
                 _set_dense(self.out, self.fn(self.x.buf))
         else:
             y = self.fn(self.x.rows.index_select(0, dirty).view(self.row_view))  # (n, C, 1, ...)
+            self.out.own()
             self.out.rows.index_copy_(0, dirty, y.view(dirty.numel(), -1))
             self.out.dirty = dirty
 
@@ -551,6 +577,7 @@ class _Binary(_Step):
             dirty = self.mask.nonzero().squeeze(1)
             self.mask.zero_()
         y = self.fn(self.a.rows.index_select(0, dirty), self.b.rows.index_select(0, dirty))
+        self.out.own()
         self.out.rows.index_copy_(0, dirty, y)
         self.out.dirty = dirty
 
@@ -567,6 +594,7 @@ class _Pad(_Step):
         super().__init__(name)
         self.x, self.out, self.value, self.interior = x, out, value, interior
         self.map = pad_rows(x.shape[2:], pads_before, out.shape[2:], x.shape[0])  # (R_in,)
+        self.fused = False
         self.reset()
 
     def reset(self) -> None:
@@ -577,7 +605,8 @@ class _Pad(_Step):
         if dirty is None and not fresh:
             self.out.dirty = None
         elif fresh or dirty is ALL:
-            self.out.buf[self.interior].copy_(self.x.buf)
+            if not self.fused:  # else the producer already wrote the interior
+                self.out.buf[self.interior].copy_(self.x.buf)
             self.out.dirty = ALL
         else:
             rows = self.map.index_select(0, dirty)
@@ -800,6 +829,7 @@ class SparseEngine:
 
         values: dict[fx.Node, _Value] = {}
         quantize: dict[fx.Node, _Quantize] = {}
+        step_of: dict[fx.Node, _Step] = {}
         steps: list[_Step] = []
         self._quantizers: list[_Quantize] = []
         for node in gm.graph.nodes:
@@ -825,6 +855,12 @@ class SparseEngine:
             else:
                 step = _plan_op(node, mod, values, out, consumers)
             steps.append(step)
+            step_of[node] = step
+        for node, step in step_of.items():  # fuse activation -> constant pad on the dense path
+            if isinstance(step, _Pad):
+                producer = step_of.get(node.args[0])
+                if isinstance(producer, _Rowwise) and producer.out_fn is not None and len(consumers[node.args[0]]) == 1:
+                    producer.dense_into, step.fused = step.out.buf[step.interior], True
         self.steps = steps
         self.batch_size = batch
         self._fresh = True
