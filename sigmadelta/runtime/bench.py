@@ -57,7 +57,9 @@ def benchmark(net_or_model, frames: torch.Tensor, *, threads: int = 1, repeats: 
         per nonzero integer and connection, closer to what the engine does), ``max_abs_diff`` (sparse backend vs
         dense simulation, all frames), ``rel_max_abs_diff`` (divided by the largest output magnitude),
         ``argmax_agreement``, ``first_frame_ms``, ``memory`` (engine state and plan bytes against the weights),
-        ``layer_paths`` (per layer, frames that ran sparse / dense / idle), ``profile`` (per step, median µs per
+        ``layer_paths`` (per layer, fraction of frames that ran sparse / dense / idle), ``layer_activity`` (per
+        layer, mean fraction of input rows with a nonzero integer; a busy layer's unmeasured frames count as
+        fully active), ``profile`` (per step, median µs per
         frame, largest first, and totals per step kind), ``scales`` and ``speedup_paired`` (median over repeats
         of the per-repeat ratio, steadier on a loaded machine).
     """
@@ -139,7 +141,7 @@ def _measure(net, baseline, frames, threads, repeats, model, data, profile, dens
         start = time.perf_counter()
         net.run(timed)
         sparse_times.append((time.perf_counter() - start) / len(timed))
-    paths = engine.paths()
+    paths, activity = engine.paths(), engine.activity()
 
     result = {
         "model": model or type(baseline or net).__name__,
@@ -158,6 +160,7 @@ def _measure(net, baseline, frames, threads, repeats, model, data, profile, dens
         "first_frame_ms": 1e3 * statistics.median(first_times),
         "memory": _memory(engine),
         "layer_paths": {name: {k: v / max(sum(p.values()), 1) for k, v in p.items()} for name, p in paths.items()},
+        "layer_activity": activity,
         "scales": {name: (k if isinstance(k, float) else k.tolist()) for name, k in net.scales.items()},
     }
     if profile:

@@ -71,19 +71,14 @@ __all__ = ["SparseEngine", "DENSE_ABOVE", "SPARSE_OVERHEAD"]
 
 ALL = "all"  # dirty marker: every row may have changed (``None``: nothing changed; else an int64 row index)
 
-# Above this fraction of active input rows (pixels, or nonzero inputs of a fully connected layer) a layer
-# runs densely for the frame. Measured on a 2-core EPYC with benchmarks/thresholds.py.
-DENSE_ABOVE = {
-    "linear": 0.6,  # embedding_bag over active Wᵀ rows vs a dense (memory-bound) matrix-vector product
-    "conv": 0.25,  # k×k convolution, groups = 1
-    "pointwise": 0.35,  # 1×1 convolution
-    "depthwise": 0.3,  # groups = channels
-    "grouped": 0.25,
-}
-
-# Fixed cost of a layer's sparse path (index ops, launches) in multiply-adds of its dense path: a layer whose
-# dense work is below this always runs densely. Measured like DENSE_ABOVE.
-SPARSE_OVERHEAD = {"linear": 1.2e5, "conv": 1e5, "pointwise": 1e5, "depthwise": 2e4, "grouped": 1e5}
+# Per layer kind: the fraction of the dense work above which a layer runs densely for the frame, and the fixed
+# cost of its sparse path in multiply-adds of its dense path (a layer whose dense work is below that always runs
+# densely). Measured with benchmarks/thresholds.py (1 thread, 2-core EPYC; a 56x56 feature map, all of the input
+# re-quantized every frame, so the overheads include a full quantizer pass): crossovers at 1.0 (fully connected,
+# whose dense product is memory-bound), 0.3 (1x1 and kxk), 0.1 (grouped); never for depthwise, whose dense
+# convolution costs 9 multiply-adds per output while the scatter of the sparse path costs more than that.
+DENSE_ABOVE = {"linear": 0.9, "pointwise": 0.3, "conv": 0.3, "depthwise": 0.0, "grouped": 0.1}
+SPARSE_OVERHEAD = {"linear": 5e5, "pointwise": 4e6, "conv": 6e6, "depthwise": 3e6, "grouped": 4e6}
 
 _CONV = {"conv1d": F.conv1d, "conv2d": F.conv2d, "conv3d": F.conv3d}
 _LAST = {4: torch.channels_last, 5: torch.channels_last_3d}  # memory formats that store (N, C, *S) as rows
@@ -294,7 +289,8 @@ class _Quantize(_Step):
                 self.countdown -= 1
                 self.known, self.n_act, self.act = False, self.numel_rows, None  # consumers stay dense
             else:
-                self.act = torch.ne(r, self.r_last).any(1).nonzero().squeeze(1)  # (n_act,)
+                # rows with a nonzero integer; float |Δ| sums vectorise far better than bool ne().any() here
+                self.act = torch.sub(r, self.r_last).abs_().sum(1).nonzero().squeeze(1)  # (n_act,)
                 self.n_act = self.act.numel()
                 busy = 0 < self.n_act > self.max_active and not fresh  # a stream's start says nothing
                 self.skip = min(2 * self.skip, self.max_skip) if (busy and self.busy) else 1
@@ -305,9 +301,9 @@ class _Quantize(_Step):
             r = torch.round(x.rows.index_select(0, dirty) * self.k_rows)  # (n_dirty, C)
             s = r - self.r_last.index_select(0, dirty)
             self.r_last.index_copy_(0, dirty, r)
-            active = (s != 0).any(1)
-            self.act = dirty[active]
-            self.s_act = s[active]
+            active = s.abs().sum(1).nonzero().squeeze(1)  # positions in dirty of the active rows
+            self.act = dirty.index_select(0, active)
+            self.s_act = s.index_select(0, active)
             self.n_act = self.act.numel()
             self.busy = 0 < self.n_act > self.max_active
         if self.counting:
