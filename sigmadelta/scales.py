@@ -1,0 +1,293 @@
+"""Save, load and learn a converted network's scales, and cache what was learned.
+
+A scales file is JSON: the model's name, its quantizers (layer names, in graph order) and one scale ``k`` per
+quantizer (a list for per-channel scales), plus free-form ``meta`` (how the scales were learned). Loading checks
+the model name and the layer names against the network, so a file for another model never loads silently.
+Files are written atomically (a temporary file, then a rename): a crash never leaves a half-written file.
+
+:func:`calibrate` learns scales the paper's way (section 4; paper-notes 6): the Rounding network on frames of a
+training clip, batch of one frame, plain SGD, L2 error on the softmax probabilities. Results are cached in the
+user cache (:func:`sigmadelta.data.cache_dir`), keyed by the model's weights, the clip's frames, λ and the
+settings, so the same calibration runs once.
+
+>>> import torch, sigmadelta, tempfile, os
+>>> from sigmadelta import scales
+>>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2)).eval()
+>>> net = sigmadelta.convert(model, torch.zeros(1, 4))
+>>> net.set_scales({"0": 8.0, "2": 4.0})
+>>> path = os.path.join(tempfile.mkdtemp(), "scales.json")
+>>> _ = scales.save_scales(path, net, model="toy")
+>>> scales.load_scales(path, net, model="toy")
+{'0': 8.0, '2': 4.0}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .errors import SigmaDeltaError
+from .net import SigmaDeltaNet
+from .optimize import optimize_scales_sweep
+
+__all__ = ["ScalesError", "SCALES_FORMAT", "CALIBRATION_DEFAULTS", "scales_dict", "save_scales", "load_scales",
+           "apply_scales", "net_digest", "Calibration", "calibrate", "calibrate_sweep", "calibration_cache_path"]
+
+SCALES_FORMAT = "sigmadelta-scales/1"
+
+# The paper's VGG-19 video settings (paper-notes 6 and 7.3); λ has no default: it depends on the model.
+CALIBRATION_DEFAULTS = dict(error="l2-softmax", lr=0.1, epochs=5, batch_size=1, noise="round", normalization="paper")
+
+
+class ScalesError(SigmaDeltaError, ValueError):
+    """A scales file that cannot be used: unreadable, of another format, for another model or other layers."""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# files
+
+
+def scales_dict(net: SigmaDeltaNet, model: str, meta: dict | None = None) -> dict:
+    """The JSON-ready content of a scales file for ``net``'s current scales."""
+    scales = {name: (float(k) if isinstance(k, float) else k.tolist()) for name, k in net.scales.items()}
+    return {"format": SCALES_FORMAT, "model": model, "layers": list(scales), "scales": scales, "meta": meta or {}}
+
+
+def _atomic_write_text(path: Path, text: str) -> Path:
+    from .data._cache import atomic_write  # the package's one atomic writer (temp file + os.replace)
+
+    return atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def save_scales(path: str | os.PathLike, net: SigmaDeltaNet, model: str, meta: dict | None = None) -> Path:
+    """Write ``net``'s scales to ``path`` as JSON, atomically.
+
+    Args:
+        path: the file to write (its folder is created).
+        net: the converted network.
+        model: the model's name (e.g. ``"efficientnet-lite0"``); loading checks it.
+        meta: anything JSON-serialisable to keep alongside (λ, training clip, settings, ...).
+
+    Returns:
+        The path written.
+    """
+    return _atomic_write_text(Path(path), json.dumps(scales_dict(net, model, meta), indent=1) + "\n")
+
+
+def read_scales_file(path: str | os.PathLike) -> dict:
+    """The parsed content of a scales file, format checked; see :func:`load_scales` for the checks against a net."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no scales file {path}")
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ScalesError(f"{path} is not a scales file (invalid JSON: {e})") from None
+    if not isinstance(content, dict) or content.get("format") != SCALES_FORMAT:
+        found = content.get("format") if isinstance(content, dict) else type(content).__name__
+        raise ScalesError(f"{path} is not a scales file of format {SCALES_FORMAT!r} (found {found!r})")
+    scales = content.get("scales")
+    if not isinstance(scales, dict) or not isinstance(content.get("model"), str):
+        raise ScalesError(f"{path}: a scales file needs 'model' (a name) and 'scales' (name -> k)")
+    for name, k in scales.items():
+        values = torch.as_tensor(k, dtype=torch.float64) if isinstance(k, (int, float, list)) else None
+        if values is None or not torch.isfinite(values).all() or (values <= 0).any():
+            raise ScalesError(f"{path}: scale {name!r} must be a finite number > 0 (or a list of them), got {k!r}")
+    return content
+
+
+def load_scales(path: str | os.PathLike, net: SigmaDeltaNet | None = None, model: str | None = None) -> dict:
+    """Read a scales file and check it against the network it is meant for.
+
+    Args:
+        path: a file written by :func:`save_scales`.
+        net: if given, the file's layers must be exactly ``net``'s quantizers, with fitting shapes.
+        model: if given, the file must be for this model name.
+
+    Returns:
+        Quantizer name -> ``k`` (a float, or a list for per-channel scales), ready for ``net.set_scales``.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ScalesError: not a scales file, or one for another model or other layers; the message says which.
+    """
+    content = read_scales_file(path)
+    scales = content["scales"]
+    if model is not None and content["model"] != model:
+        raise ScalesError(f"{path} holds scales for model {content['model']!r}, not {model!r}")
+    if net is not None:
+        expected = list(net.scales)
+        missing = [n for n in expected if n not in scales]
+        extra = [n for n in scales if n not in net.scales]
+        if missing or extra:
+            raise ScalesError(f"{path} (model {content['model']!r}) does not fit this network's layers: "
+                              f"{len(missing)} missing ({_first(missing)}), {len(extra)} unknown ({_first(extra)})")
+        for name, k in net.scales.items():
+            want = () if isinstance(k, float) else tuple(k.shape)
+            got = tuple(torch.as_tensor(scales[name]).shape)
+            if got != want and math.prod(got) != 1:
+                raise ScalesError(f"{path}: scale {name!r} has shape {got}, the network's has {want}")
+    return dict(scales)
+
+
+def apply_scales(net: SigmaDeltaNet, path: str | os.PathLike, model: str | None = None) -> dict:
+    """Load a scales file (checked as in :func:`load_scales`) into ``net``. Returns the file's ``meta``."""
+    scales = load_scales(path, net, model)
+    net.set_scales({name: torch.as_tensor(k, dtype=torch.float64) for name, k in scales.items()})
+    return read_scales_file(path).get("meta", {})
+
+
+def _first(items: list[str], n: int = 4) -> str:
+    return ", ".join(items[:n]) + (", ..." if len(items) > n else "") if items else "none"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# calibration with a cache
+
+
+def net_digest(net: SigmaDeltaNet) -> str:
+    """A short hash of a converted network's layers (names, weights, biases) and quantizer names."""
+    h = hashlib.blake2b(digest_size=8)
+    h.update(json.dumps(list(net.scales)).encode())
+    for name, layer in net.layers.items():
+        h.update(name.encode())
+        for t in (layer.weight, layer.bias):
+            if t is not None:
+                t = t.detach().contiguous()
+                h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+                h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def _frames_digest(frames: torch.Tensor) -> str:
+    h = hashlib.blake2b(digest_size=8)
+    t = frames.detach().contiguous()
+    h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+    h.update(t.view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def calibration_cache_path(model: str, net_hash: str, frames_hash: str, lam: float, settings: dict,
+                           init_hash: str = "") -> Path:
+    """Where :func:`calibrate` caches the scales learned for this model (weights), training frames, initial
+    scales, λ and settings."""
+    from .data import cache_dir
+
+    key = json.dumps(dict(net=net_hash, frames=frames_hash, init=init_hash, lam=float(lam), **settings),
+                     sort_keys=True)
+    digest = hashlib.blake2b(key.encode(), digest_size=8).hexdigest()
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in model)
+    return cache_dir() / "scales" / f"{safe}-lam{lam:.3g}-{digest}.json"
+
+
+@dataclass
+class Calibration:
+    """Scales learned for one λ.
+
+    Attributes:
+        lam: the trade-off λ.
+        scales: quantizer name -> ``k``.
+        path: the cache file holding them.
+        cached: whether they came from the cache (nothing was trained).
+        meta: what the file records: model, clip, λ, settings, the final evaluation on the training frames.
+    """
+
+    lam: float
+    scales: dict
+    path: Path
+    cached: bool
+    meta: dict = field(default_factory=dict)
+
+
+def calibrate_sweep(net: SigmaDeltaNet, frames: torch.Tensor, lams: Sequence[float], *, model: str,
+                    clip: str = "", cache: bool = True, progress: bool = True, num_threads: int | None = None,
+                    **settings) -> list[Calibration]:
+    """Learn scales for several λ on training frames (the paper's protocol), reusing cached results.
+
+    Training starts from ``net``'s current scales. λ values already in the cache are read back; the others are
+    trained together
+    (:func:`~sigmadelta.optimize_scales_sweep`: one SGD run per λ, batched) and saved to the cache. ``net`` keeps
+    its scales.
+
+    Args:
+        net: the converted network.
+        frames: training frames ``[N, ...]`` or a clip ``[T, 1, ...]`` (flattened to frames, in order).
+        lams: the trade-offs λ.
+        model: the model's name, stored with the scales (and part of the file name).
+        clip: a label of the training frames for the record (e.g. ``"carphone"``); the cache key uses their content.
+        cache: read and write the user cache; ``False`` always trains and writes nothing.
+        progress: show a progress bar while training.
+        num_threads: torch threads while training (``None``: torch's setting).
+        **settings: overrides of :data:`CALIBRATION_DEFAULTS` (``error``, ``lr``, ``epochs``, ``batch_size``,
+            ``noise``, ``normalization``).
+
+    Returns:
+        One :class:`Calibration` per λ, in the order given.
+    """
+    unknown = set(settings) - set(CALIBRATION_DEFAULTS)
+    if unknown:
+        raise TypeError(f"unknown calibration settings {sorted(unknown)}; choose from {sorted(CALIBRATION_DEFAULTS)}")
+    settings = {**CALIBRATION_DEFAULTS, **settings}
+    if frames.dim() == len(net.sample_shape) + 2:
+        frames = frames.flatten(0, 1)  # (T, B, ...) -> (T·B, ...)
+    net_hash, frames_hash = net_digest(net), _frames_digest(frames)
+    init = json.dumps(scales_dict(net, model)["scales"])  # training starts from the net's current scales
+    init_hash = hashlib.blake2b(init.encode(), digest_size=8).hexdigest()
+    paths = [calibration_cache_path(model, net_hash, frames_hash, lam, settings, init_hash) for lam in lams]
+    results: list[Calibration | None] = [None] * len(lams)
+    if cache:
+        for i, path in enumerate(paths):
+            try:
+                results[i] = Calibration(float(lams[i]), load_scales(path, net, model), path, True,
+                                         read_scales_file(path).get("meta", {}))
+            except (FileNotFoundError, ScalesError):
+                pass  # not cached yet (or a stale file): train it
+    todo = [i for i, r in enumerate(results) if r is None]
+    if todo:
+        histories = optimize_scales_sweep(net, frames, [float(lams[i]) for i in todo], eval_every=None,
+                                          eval_data=frames[:1], num_threads=num_threads, progress=progress,
+                                          **settings)
+        saved = net.scales
+        try:
+            for i, h in zip(todo, histories):
+                meta = dict(model=model, clip=clip, frames=int(len(frames)), frames_digest=frames_hash, lam=h.lam,
+                            init=h.evaluations[0].scales,
+                            **settings, first_frame_rel_error=h.final.rel_error,
+                            first_frame_rounding_ops=h.final.ops_per_sample)
+                net.set_scales(h.final.scales)
+                results[i] = Calibration(h.lam, dict(h.final.scales), paths[i], False, meta)
+                if cache:
+                    save_scales(paths[i], net, model, meta)
+        finally:
+            net.set_scales(saved)
+    return results  # type: ignore[return-value]
+
+
+def calibrate(net: SigmaDeltaNet, frames: torch.Tensor, lam: float, *, model: str, clip: str = "",
+              cache: bool = True, progress: bool = True, num_threads: int | None = None,
+              **settings) -> Calibration:
+    """Learn scales for one λ (see :func:`calibrate_sweep`), or read them from the cache, and set them in ``net``.
+
+    Defaults are the paper's VGG-19 video settings (:data:`CALIBRATION_DEFAULTS`): L2 error on the softmax
+    probabilities, SGD lr 0.1, 5 epochs, one frame per minibatch, straight-through rounding.
+    """
+    (result,) = calibrate_sweep(net, frames, [lam], model=model, clip=clip, cache=cache, progress=progress,
+                                num_threads=num_threads, **settings)
+    net.set_scales({name: torch.as_tensor(k, dtype=torch.float64) for name, k in result.scales.items()})
+    return result
+
+
+# λ per model, read off the trade-off curve of `sigmadelta reproduce video` (see its README); the paper's for VGG-19
+DEFAULT_LAMS = {"vgg19": 1e-11, "efficientnet-lite0": 2e-10}
+
+
+def default_lam(model: str) -> float:
+    """The default trade-off λ for a model: :data:`DEFAULT_LAMS`, else the paper's 1e-11."""
+    return DEFAULT_LAMS.get(model, 1e-11)

@@ -1,0 +1,377 @@
+"""Per-frame evaluation of a converted network on a video stream (the paper's Figures 5 and 6).
+
+:func:`evaluate_stream` runs a stream of frames, chunk by chunk in clip mode and never resetting, through the
+Sigma-Delta network and through the original network, and records for every frame:
+
+- the ops of the original (dense, constant), the Rounding and the Sigma-Delta networks, in total and per layer
+  (the Sigma-Delta run counts the Rounding network's ops too: its quantizers round the same values);
+- the energy of each (Horowitz 2014, int32 by default);
+- top-1 agreement (the Sigma-Delta network's argmax equals the original's) and top-5 agreement (it lies in the
+  original's top 5): accuracy is measured against the original network, not labels;
+- optionally (``feature_distances=True``) how much each layer's input changes from one frame to the next: the
+  L1 distance between adjacent frames' feature maps, each normalized to unit L1 norm, and their cosine
+  similarity. The feature maps are the quantizers' inputs (the post-nonlinearity activations that feed each
+  linear layer; the first is the image itself, "layer 0").
+
+It only uses the network's public API: a deep copy of the network in ``"original"`` mode gives the reference
+outputs and the feature maps (read from ``quantizer.record["x"]`` after each call), the network itself runs in
+``"sigma-delta"`` mode with op counting on.
+
+>>> import torch, sigmadelta
+>>> from sigmadelta.testing import residual_cnn, correlated_stream
+>>> net = sigmadelta.convert(residual_cnn(), torch.zeros(1, 3, 16, 16))
+>>> net.set_scales({name: 8.0 for name in net.scales})
+>>> frames = correlated_stream(12, (3, 16, 16), step_std=0.01)       # (T, B, 3, 16, 16)
+>>> ev = sigmadelta.video.evaluate_stream(net, frames, chunk=5, progress=False)
+>>> ev.frames, ev.ops["original"].shape, bool(ev.ops["sigma_delta"][1:].mean() < ev.ops["rounding"][1:].mean())
+(12, (12,), True)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .accounting import energy_per_op_pj
+from .net import SigmaDeltaNet
+
+__all__ = ["StreamEvaluation", "evaluate_stream", "chunks_of", "accumulate_dtype", "NETWORKS"]
+
+# network name -> op kind of OpCounts that gives its cost
+NETWORKS = {"original": "dense", "rounding": "rounding", "sigma_delta": "sigma_delta"}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# results
+
+
+@dataclass
+class StreamEvaluation:
+    """Per-frame results of one stream (plain data; ``B`` independent streams are averaged per frame).
+
+    Attributes:
+        frames: number of frames ``T``.
+        layers: linear layer names, in graph order.
+        ops: network (``"original"``, ``"rounding"``, ``"sigma_delta"``) -> ops per frame ``[T]``.
+        ops_per_layer: network -> layer -> ops per frame ``[T]``.
+        top1_agree: ``[T]`` fraction of streams whose Sigma-Delta argmax equals the original's (0 or 1 for B = 1).
+        top5_agree: ``[T]`` fraction of streams whose Sigma-Delta argmax is in the original's top 5.
+        original_top5: ``[T, B, 5]`` the original's five best classes, best first.
+        sigma_delta_top5: ``[T, B, 5]`` the Sigma-Delta network's five best classes.
+        max_abs_logit_diff: ``[T]`` max |Sigma-Delta output − original output| per frame.
+        feature_maps: quantizer names (one per feature map; the first is the input, "layer 0"), when computed.
+        l1_distance: ``[L, T]`` L1 distance between the frame's and the previous frame's feature maps, each
+            scaled to unit L1 norm (0: identical, 2: disjoint support); NaN at frame 0.
+        cosine_similarity: ``[L, T]`` cosine similarity of adjacent frames' feature maps; NaN at frame 0.
+        precision: energy table column used for :meth:`energy_nj`.
+    """
+
+    frames: int
+    layers: list[str]
+    ops: dict[str, np.ndarray]
+    ops_per_layer: dict[str, dict[str, np.ndarray]]
+    top1_agree: np.ndarray
+    top5_agree: np.ndarray
+    original_top5: np.ndarray
+    sigma_delta_top5: np.ndarray
+    max_abs_logit_diff: np.ndarray
+    feature_maps: list[str] = field(default_factory=list)
+    l1_distance: np.ndarray | None = None
+    cosine_similarity: np.ndarray | None = None
+    precision: str = "int32"
+
+    def energy_nj(self, network: str) -> np.ndarray:
+        """Energy per frame ``[T]`` in nJ of ``network`` (adds for the discretized ones; the original's ops are
+        half multiplies, half adds), from the Horowitz (2014) table at :attr:`precision`."""
+        return self.ops[network] * energy_per_op_pj(NETWORKS[network], self.precision) / 1000.0
+
+    def cumulative(self, values: np.ndarray) -> np.ndarray:
+        """Running mean over frames: ``out[t] = mean(values[:t + 1])``."""
+        values = np.asarray(values, dtype=np.float64)
+        return np.cumsum(values) / np.arange(1, len(values) + 1)
+
+    def summary(self, start: int = 0, stop: int | None = None) -> dict:
+        """Means over frames ``[start, stop)``: ops and energy per frame of each network, the reduction
+        (original ops / Sigma-Delta ops, also against the Rounding network) and the top-1/top-5 agreement."""
+        s = slice(start, self.frames if stop is None else stop)
+        ops = {n: float(v[s].mean()) for n, v in self.ops.items()}
+        return {
+            "frames": len(range(*s.indices(self.frames))),
+            "ops_original_per_frame": ops["original"],
+            "ops_rounding_per_frame": ops["rounding"],
+            "ops_sigma_delta_per_frame": ops["sigma_delta"],
+            "reduction": _ratio(ops["original"], ops["sigma_delta"]),
+            "reduction_rounding": _ratio(ops["original"], ops["rounding"]),
+            "sigma_delta_vs_rounding": _ratio(ops["sigma_delta"], ops["rounding"]),
+            "energy_nj_per_frame": {n: float(self.energy_nj(n)[s].mean()) for n in self.ops},
+            "top1_agreement": float(self.top1_agree[s].mean()),
+            "top5_agreement": float(self.top5_agree[s].mean()),
+        }
+
+    def layer_summary(self, start: int = 0, stop: int | None = None) -> dict[str, dict[str, float]]:
+        """Layer -> mean ops per frame of each network over ``[start, stop)``, and Sigma-Delta / Rounding."""
+        s = slice(start, self.frames if stop is None else stop)
+        out = {}
+        for layer in self.layers:
+            row = {n: float(self.ops_per_layer[n][layer][s].mean()) for n in self.ops_per_layer}
+            row["sigma_delta_vs_rounding"] = _ratio(row["sigma_delta"], row["rounding"])
+            out[layer] = row
+        return out
+
+    def frame_rows(self) -> list[dict]:
+        """One JSON-ready dict per frame: index, ops of the three networks, agreement."""
+        return [{"index": t, "ops": {n: float(v[t]) for n, v in self.ops.items()},
+                 "top1_agree": bool(self.top1_agree[t] >= 0.5) if self.top1_agree.ndim == 1 else None,
+                 "top5_agree": bool(self.top5_agree[t] >= 0.5) if self.top5_agree.ndim == 1 else None}
+                for t in range(self.frames)]
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b > 0 else math.inf
+
+
+# ---------------------------------------------------------------------------------------------------------
+# running
+
+
+def chunks_of(frames: torch.Tensor, chunk: int) -> Iterator[torch.Tensor]:
+    """Cut a clip ``[T, B, ...]`` into clips of at most ``chunk`` steps (views, no copy)."""
+    for i in range(0, len(frames), chunk):
+        yield frames[i:i + chunk]
+
+
+@contextlib.contextmanager
+def accumulate_dtype(net: SigmaDeltaNet, dtype: torch.dtype | None):
+    """Carry the delta paths of ``net`` in ``dtype`` for the duration (``None``: leave them as they are).
+
+    The converted network integrates increments in float64 (``Quantizer.accumulate_dtype``), which makes its
+    convolutions take PyTorch's slow float64 path (about 5-7x a float32 pass on CPU for EfficientNet-Lite0).
+    ``torch.float32`` runs them at float32 speed. The integers sent are exact either way; the sums then carry
+    float32 rounding (~1e-7 relative per step), which in a deep network, like the float32 dense passes
+    themselves, now and then moves a value across a rounding boundary.
+    """
+    if dtype is None:
+        yield
+        return
+    quantizers = list(net.quantizers.values())
+    saved = [q.__dict__.get("accumulate_dtype") for q in quantizers]
+    for q in quantizers:
+        q.accumulate_dtype = dtype
+    net.reset()  # state in the old dtype cannot be continued
+    try:
+        yield
+    finally:
+        for q, old in zip(quantizers, saved):
+            if old is None:
+                q.__dict__.pop("accumulate_dtype", None)
+            else:
+                q.accumulate_dtype = old
+        net.reset()
+
+
+class _FeatureDistances:
+    """Adjacent-frame distances of every quantizer's input, accumulated chunk by chunk."""
+
+    def __init__(self, net: SigmaDeltaNet):
+        self.quantizers = net.quantizers
+        self.last: dict[str, torch.Tensor] = {}  # quantizer -> last frame's normalized map (B, N)
+        self.l1: list[list[float]] = [[] for _ in self.quantizers]
+        self.cos: list[list[float]] = [[] for _ in self.quantizers]
+
+    @torch.no_grad()
+    def update(self, steps: int) -> None:
+        for i, (name, q) in enumerate(self.quantizers.items()):
+            x = q.record["x"].reshape(steps, -1, math.prod(q.record["x"].shape[1:])).double()  # (T, B, N)
+            norm = x.abs().sum(-1, keepdim=True)
+            unit = x / norm.clamp_min(1e-300)  # each frame's map scaled to unit L1 norm
+            prev = torch.cat([self.last[name].unsqueeze(0), unit[:-1]]) if name in self.last else None
+            if prev is None:  # the stream's first frame has no predecessor
+                l1 = torch.full((steps, x.shape[1]), math.nan, dtype=torch.float64)
+                cos = l1.clone()
+                if steps > 1:
+                    l1[1:] = (unit[1:] - unit[:-1]).abs().sum(-1)
+                    cos[1:] = torch.nn.functional.cosine_similarity(unit[1:], unit[:-1], dim=-1)
+            else:
+                l1 = (unit - prev).abs().sum(-1)
+                cos = torch.nn.functional.cosine_similarity(unit, prev, dim=-1)
+            self.last[name] = unit[-1].clone()
+            self.l1[i].extend(l1.mean(1).tolist())  # mean over the B streams
+            self.cos[i].extend(cos.mean(1).tolist())
+
+
+@torch.no_grad()
+def evaluate_stream(net: SigmaDeltaNet, frames: torch.Tensor | Iterable[torch.Tensor], *, chunk: int = 16,
+                    feature_distances: bool = False, accumulate: torch.dtype | None = None,
+                    precision: str = "int32", progress: bool = True, total: int | None = None,
+                    desc: str = "frames") -> StreamEvaluation:
+    """Run one stream through the Sigma-Delta network and the original, frame by frame, and record both.
+
+    The stream starts from zero state (the network is reset) and is never reset again: clips spliced one after
+    the other are one stream, as in the paper's test. ``net``'s scales are used as they are; its mode, backend
+    and counting are restored afterwards (which resets it).
+
+    Args:
+        net: a converted network whose output is ``[B, classes]`` (class scores or logits).
+        frames: a clip ``[T, B, ...]`` (run ``chunk`` steps at a time), or an iterable of clips ``[t, B, ...]``
+            (e.g. decoded and preprocessed lazily from a long video file).
+        chunk: steps per clip-mode call for a tensor ``frames``; bounds memory only, results do not depend on it.
+        feature_distances: also record the adjacent-frame distances of every layer's feature map (Figure 6).
+        accumulate: dtype for the delta paths (see :func:`accumulate_dtype`); ``None`` keeps the network's
+            float64 (exact) accumulation, ``torch.float32`` is several times faster.
+        precision: the energy table's column (``"int32"`` as in the paper, ``"int8"``, ``"fp16"``, ``"fp32"``).
+        progress: show a tqdm progress bar over frames.
+        total: frames expected (for the progress bar) when ``frames`` is an iterable.
+        desc: the progress bar's label.
+
+    Returns:
+        A :class:`StreamEvaluation`.
+    """
+    from tqdm.auto import tqdm
+
+    energy_per_op_pj("dense", precision)  # check the precision before running anything
+    if isinstance(frames, torch.Tensor):
+        total = len(frames)
+        frames = chunks_of(frames, chunk)
+    reference = copy.deepcopy(net)  # the original network: its own (stateless) copy, so `net` keeps its state
+    reference.set_backend("dense").set_mode("original")
+    reference.counting = False
+    saved = net.mode, net.counting
+    distances = _FeatureDistances(reference) if feature_distances else None
+    top_orig, top_sd, max_diff = [], [], []
+    bar = tqdm(total=total, disable=not progress, desc=desc, unit="frame")
+    try:
+        net.set_mode("sigma-delta")
+        net.counting = True
+        with accumulate_dtype(net, accumulate):
+            for clip in frames:
+                steps = clip.shape[0]
+                original = reference.run(clip)  # (t, B, classes)
+                if distances is not None:
+                    distances.update(steps)
+                out = net.run(clip)
+                k = min(5, original.shape[-1])
+                top_orig.append(original.topk(k, -1).indices)
+                top_sd.append(out.topk(k, -1).indices)
+                max_diff.append((out - original).abs().flatten(1).max(1).values)
+                bar.update(steps)
+            counts = net.op_counts()
+    finally:
+        bar.close()
+        net.set_mode(saved[0])
+        net.counting = saved[1]
+    if not top_orig:
+        raise ValueError("the stream holds no frame")
+    top_orig_t, top_sd_t = torch.cat(top_orig), torch.cat(top_sd)  # (T, B, k)
+    batch = counts.batch_size
+    ops_per_layer = {n: {layer: v / batch for layer, v in counts.per_layer_step(kind).items()}
+                     for n, kind in NETWORKS.items()}
+    ops = {n: counts.per_step(kind) / batch for n, kind in NETWORKS.items()}
+    best = top_sd_t[..., :1]  # (T, B, 1)
+    result = StreamEvaluation(
+        frames=int(counts.steps), layers=list(counts.layers), ops=ops, ops_per_layer=ops_per_layer,
+        top1_agree=(best[..., 0] == top_orig_t[..., 0]).double().mean(1).numpy(),
+        top5_agree=(best == top_orig_t).any(-1).double().mean(1).numpy(),
+        original_top5=top_orig_t.numpy(), sigma_delta_top5=top_sd_t.numpy(),
+        max_abs_logit_diff=torch.cat(max_diff).double().numpy(), precision=precision)
+    if distances is not None:
+        result.feature_maps = list(reference.quantizers)
+        result.l1_distance = np.array(distances.l1)
+        result.cosine_similarity = np.array(distances.cos)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------------
+# text and figure
+
+
+def format_summary(ev: StreamEvaluation, classes: list[str] | None = None, title: str = "",
+                   segments: dict[str, tuple[int, int]] | None = None) -> str:
+    """A one-screen summary: per segment (default: the whole stream) ops per frame of the three networks,
+    the reduction, energy and agreement; then the classes of a few frames."""
+    segments = segments or {"all frames": (0, ev.frames)}
+    lines = [title] if title else []
+    head = (f"{'':<22}{'original ops':>14}{'rounding ops':>14}{'sigma-delta ops':>17}{'reduction':>11}"
+            f"{'energy nJ (SD)':>16}{'top-1':>8}{'top-5':>8}")
+    lines += [head, "-" * len(head)]
+    for name, (a, b) in segments.items():
+        s = ev.summary(a, b)
+        label = f"{name} ({s['frames']})"
+        lines.append(f"{label:<22}{s['ops_original_per_frame']:>14.4g}"
+                     f"{s['ops_rounding_per_frame']:>14.4g}{s['ops_sigma_delta_per_frame']:>17.4g}"
+                     f"{s['reduction']:>10.2f}x{s['energy_nj_per_frame']['sigma_delta']:>16,.0f}"
+                     f"{s['top1_agreement']:>8.1%}{s['top5_agreement']:>8.1%}")
+    lines.append(f"(ops per frame; reduction = original / sigma-delta; energy int32, original "
+                 f"{ev.summary()['energy_nj_per_frame']['original']:,.0f} nJ/frame; agreement with the original)")
+    if classes is not None:
+        picks = sorted(set(np.linspace(0, ev.frames - 1, min(4, ev.frames)).round().astype(int).tolist()))
+        for t in picks:
+            o, s = ev.original_top5[t, 0, 0], ev.sigma_delta_top5[t, 0, 0]
+            mark = "=" if o == s else "≠"
+            lines.append(f"frame {t:>5}: original {_short(classes[o])!r} {mark} sigma-delta {_short(classes[s])!r}")
+    return "\n".join(lines)
+
+
+def _short(name: str) -> str:
+    return name.split(",")[0]
+
+
+def plot_stream(ev: StreamEvaluation, path, title: str = "", splice: int | None = None) -> None:
+    """A per-frame figure: ops of the three networks (log y) and cumulative top-1/top-5 disagreement.
+
+    Written atomically (a temporary file, then a rename).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .data._cache import atomic_write
+
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 6.5), sharex=True, gridspec_kw=dict(height_ratios=[2, 1]))
+    draw_ops(top, ev, splice)
+    draw_disagreement(bottom, ev, splice)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    from pathlib import Path
+
+    path = Path(path)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format=path.suffix.lstrip(".") or "png"))
+    plt.close(fig)
+
+
+COLORS = {"original": "tab:red", "rounding": "tab:blue", "sigma_delta": "tab:green"}
+LABELS = {"original": "original (dense)", "rounding": "rounding", "sigma_delta": "sigma-delta"}
+
+
+def draw_ops(ax, ev: StreamEvaluation, splice: int | None = None) -> None:
+    """Ops per frame of the three networks on a log axis."""
+    t = np.arange(ev.frames)
+    for n in ("original", "rounding", "sigma_delta"):
+        ax.plot(t, ev.ops[n], color=COLORS[n], lw=1.4, label=LABELS[n])
+    if splice is not None:
+        ax.axvline(splice - 0.5, color="black", lw=0.8, ls="--")
+    ax.set(yscale="log", ylabel="ops per frame (log)", title="Computation per frame")
+    ax.grid(True, which="both", alpha=0.25)
+    ax.legend(loc="upper right", fontsize=9)
+
+
+def draw_disagreement(ax, ev: StreamEvaluation, splice: int | None = None) -> None:
+    """Cumulative top-1 and top-5 disagreement with the original, in percent."""
+    t = np.arange(ev.frames)
+    ax.plot(t, 100 * (1 - ev.cumulative(ev.top1_agree)), color="tab:purple", lw=1.6,
+            label="top-1: sigma-delta argmax ≠ original argmax")
+    ax.plot(t, 100 * (1 - ev.cumulative(ev.top5_agree)), color="tab:orange", lw=1.6,
+            label="top-5: sigma-delta argmax ∉ original top 5")
+    if splice is not None:
+        ax.axvline(splice - 0.5, color="black", lw=0.8, ls="--")
+    ax.set(xlabel="frame", ylabel="cumulative disagreement (%)", ylim=(0, None),
+           title="Disagreement with the original network (cumulative mean)")
+    ax.grid(True, alpha=0.25)
+    ax.legend(loc="upper left", fontsize=9)
