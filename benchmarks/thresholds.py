@@ -1,6 +1,6 @@
 """Where the sparse path stops paying, per layer kind: the measurements behind ``DENSE_ABOVE``/``SPARSE_OVERHEAD``.
 
-    .venv/bin/python benchmarks/thresholds.py [--threads 1] [--frames 30]
+    .venv/bin/python benchmarks/thresholds.py [--threads 1] [--frames 30] [--kinds linear,pointwise,...]
 
 For one representative layer of each kind (fully connected, 1×1, k×k, depthwise and grouped convolution), a
 stream is fed in which a chosen fraction of the input rows (pixels; inputs of the fully connected layer) change
@@ -64,11 +64,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--frames", type=int, default=30)
+    parser.add_argument("--kinds", default=",".join(LAYERS), help="comma-separated layer kinds to measure")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     results = {}
-    for kind, (make, shape, macs) in LAYERS.items():
+    for kind in args.kinds.split(","):
+        make, shape, macs = LAYERS[kind]
         net = sigmadelta.convert(nn.Sequential(make()).eval(), torch.zeros(1, *shape))
         net.set_scales({name: 1.0 for name in net.scales})
         net.set_mode("sigma-delta").set_backend("sparse")
