@@ -2,6 +2,9 @@
 
     sigmadelta demo [--frames N] [--lam L] [--synthetic] [--json FILE]
     sigmadelta data [--json FILE]
+    sigmadelta run VIDEO --model NAME [--weights FILE] [--scales FILE | --calibrate CLIP] [--lam L] [--frames N]
+                   [--json FILE] [--plot FILE]
+    sigmadelta optimize --model NAME --calibrate CLIP [--lam L] -o scales.json
     sigmadelta reproduce {random-net,mnist,video} [--out DIR] [--quick]
     sigmadelta --help
 """
@@ -78,6 +81,127 @@ def _demo(args) -> int:
 
 
 # ---------------------------------------------------------------------------------------------------------
+# run and optimize: a pre-trained image model on any video
+
+
+def _fail_early(args) -> None:
+    """Check what can be checked before anything heavy loads: files exist, a scales file is for this model."""
+    from sigmadelta import models
+    from sigmadelta.data import CLIPS
+    from sigmadelta.scales import ScalesError, read_scales_file
+
+    if args.model not in models.names():
+        raise models.UnknownNameError(f"unknown model {args.model!r}; the known models are {models.names()}")
+    for attr, what in (("video", "video file"), ("weights", "weights file"), ("scales", "scales file")):
+        path = getattr(args, attr, None)
+        if path is not None and not Path(path).is_file():
+            raise FileNotFoundError(f"no {what} {path}")
+    clip = getattr(args, "calibrate", None)
+    if clip is not None and clip not in CLIPS and not Path(clip).is_file():
+        raise FileNotFoundError(f"--calibrate {clip!r} is neither a bundled clip ({', '.join(sorted(CLIPS))}) "
+                                "nor a video file")
+    if getattr(args, "scales", None) is not None:
+        found = read_scales_file(args.scales)["model"]
+        if found != args.model:
+            raise ScalesError(f"{args.scales} holds scales for model {found!r}, not {args.model!r}")
+    if getattr(args, "frames", None) is not None and args.frames < 1:
+        raise ValueError(f"--frames must be >= 1, got {args.frames}")
+    if getattr(args, "lam", None) is not None and not args.lam >= 0:
+        raise ValueError(f"--lam must be >= 0, got {args.lam}")
+
+
+def _image_net(args):
+    """The bundle and its converted network; refuses models that do not take RGB frames."""
+    import sigmadelta
+    from sigmadelta import models
+
+    bundle = models.get(args.model, weights=args.weights)
+    if len(bundle.input_shape) != 3 or bundle.input_shape[0] != 3:
+        raise ValueError(f"model {args.model!r} takes inputs {bundle.input_shape}, not RGB video frames; "
+                         "choose an image model (efficientnet-lite0, vgg19)")
+    return bundle, sigmadelta.convert(bundle.model, bundle.example_input())
+
+
+def _calibrate(args, bundle, net):
+    """Learn (or read from the cache) scales on a training clip; returns the Calibration."""
+    from sigmadelta import data
+    from sigmadelta.scales import calibrate, default_lam
+
+    lam = default_lam(args.model) if args.lam is None else args.lam
+    clip = args.calibrate or "carphone"
+    frames = data.load_clip(clip, bundle, max_frames=args.calibrate_frames)
+    print(f"scales: λ = {lam:g}, learned on {clip} ({len(frames)} frames; rounding network, batch 1, "
+          f"SGD lr {args.lr:g}, {args.epochs} epochs, L2 error on softmax probabilities), cached in the user cache")
+    result = calibrate(net, frames, lam, model=args.model, clip=str(clip), lr=args.lr, epochs=args.epochs)
+    print("  read from the cache: " if result.cached else "  saved to the cache: ", result.path, sep="")
+    return result
+
+
+def _run(args) -> int:
+    import time
+
+    import numpy as np
+    import torch
+
+    from sigmadelta import data, video
+    from sigmadelta.scales import apply_scales
+
+    _fail_early(args)
+    start = time.perf_counter()
+    bundle, net = _image_net(args)
+    if args.scales:
+        meta = apply_scales(net, args.scales, args.model)
+        source = {"scales_file": str(args.scales), "lam": meta.get("lam")}
+        print(f"scales: {args.scales}" + (f" (λ = {meta['lam']:g})" if "lam" in meta else ""))
+    else:
+        result = _calibrate(args, bundle, net)
+        source = {"calibrated_on": str(args.calibrate or "carphone"), "lam": result.lam, "cache_file": str(result.path)}
+
+    def chunks():  # decode and preprocess lazily: any length of video in bounded memory
+        pending = []
+        for frame in data.read_video(args.video, args.frames):
+            pending.append(frame)
+            if len(pending) == args.chunk:
+                yield bundle.preprocess(np.stack(pending)).unsqueeze(1)  # (t, 1, 3, H, W)
+                pending = []
+        if pending:
+            yield bundle.preprocess(np.stack(pending)).unsqueeze(1)
+
+    accumulate = None if args.exact else torch.float32
+    ev = video.evaluate_stream(net, chunks(), accumulate=accumulate, total=args.frames, desc=Path(args.video).name)
+    summary = ev.summary()
+    seconds = time.perf_counter() - start
+    report = {"model": args.model, "video": str(args.video), "scales": source,
+              "frames": ev.frame_rows(), "summary": {k: summary[k] for k in (
+                  "ops_original_per_frame", "ops_sigma_delta_per_frame", "reduction", "top1_agreement",
+                  "top5_agreement")} | {"ops_rounding_per_frame": summary["ops_rounding_per_frame"],
+                                        "energy_nj_per_frame_int32": summary["energy_nj_per_frame"],
+                                        "frames": ev.frames, "seconds": seconds}}
+    print(video.format_summary(ev, bundle.classes, title=f"{args.model} on {args.video}"))
+    print(f"({seconds:.0f} s)")
+    if args.json:
+        write_json(args.json, report)
+        print(f"wrote {args.json}")
+    if args.plot:
+        video.plot_stream(ev, args.plot, title=f"{args.model} on {Path(args.video).name}")
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def _optimize(args) -> int:
+    from sigmadelta.scales import save_scales
+
+    _fail_early(args)
+    bundle, net = _image_net(args)
+    result = _calibrate(args, bundle, net)
+    save_scales(args.output, net, args.model, result.meta)
+    print("  " + ", ".join(f"{name}: {k:.3g}" for name, k in list(net.scales.items())[:6])
+          + (f", ... ({len(net.scales)} scales)" if len(net.scales) > 6 else ""))
+    print(f"wrote {args.output}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------------
 # data and experiments
 
 
@@ -114,6 +238,18 @@ def _reproduce(args) -> int:
     return 0
 
 
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    """Options shared by `run` and `optimize`: the model, and how its scales are learned."""
+    p.add_argument("--model", required=True, help="a model name (efficientnet-lite0, vgg19, ...)")
+    p.add_argument("--weights", metavar="FILE", help="a state_dict file (required for vgg19)")
+    p.add_argument("--lam", type=float, metavar="L", help="trade-off λ when learning scales (default: the model's, "
+                                                          "from the trade-off curve; 1e-11 as in the paper for vgg19)")
+    p.add_argument("--calibrate-frames", type=int, metavar="N", help="learn on the first N frames of the clip only")
+    p.add_argument("--epochs", type=int, default=5, help="epochs when learning scales (default 5, as in the paper)")
+    p.add_argument("--lr", type=float, default=0.1, help="SGD learning rate on log-scales (default 0.1, as in the paper)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sigmadelta",
@@ -136,6 +272,28 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="list every dataset, clip and model, where it comes from, whether present")
     data.add_argument("--json", metavar="FILE", help="also write the list as JSON")
     data.set_defaults(func=_data)
+
+    run = sub.add_parser("run", help="a pre-trained image model on any video, as the original and the Sigma-Delta "
+                                     "network: ops per frame, reduction, top-1/top-5 agreement")
+    run.add_argument("video", help="a video file (mp4, avi, ...)")
+    _model_args(run)
+    which = run.add_mutually_exclusive_group()
+    which.add_argument("--scales", metavar="FILE", help="scales saved by `sigmadelta optimize`")
+    which.add_argument("--calibrate", metavar="CLIP", help="learn the scales on this bundled clip or video file "
+                                                           "(default: carphone; cached)")
+    run.add_argument("--frames", type=int, metavar="N", help="only the first N frames")
+    run.add_argument("--chunk", type=int, default=16, metavar="N", help="frames per clip-mode call (default 16)")
+    run.add_argument("--exact", action="store_true", help="integrate in float64 (the exact, several times slower "
+                                                          "simulation) instead of float32")
+    run.add_argument("--json", metavar="FILE", help="write per-frame results and the summary as JSON")
+    run.add_argument("--plot", metavar="FILE", help="write a per-frame figure (PNG)")
+    run.set_defaults(func=_run)
+
+    optimize = sub.add_parser("optimize", help="learn a model's scales on a clip (the paper's protocol) and save them")
+    _model_args(optimize)
+    optimize.add_argument("--calibrate", metavar="CLIP", required=True, help="a bundled clip name or a video file")
+    optimize.add_argument("-o", "--output", metavar="FILE", required=True, help="the scales file to write (JSON)")
+    optimize.set_defaults(func=_optimize)
 
     reproduce = sub.add_parser("reproduce", help="reproduce a figure of the paper: figures, tables, results.json")
     reproduce.add_argument("experiment", choices=sorted(EXPERIMENTS))
