@@ -117,6 +117,21 @@ def test_streaming_chaining_and_reset():
     _assert_matches(sparse.run(clip), ref, torch.float64)
 
 
+@pytest.mark.parametrize("policy", ["sparse", "dense"])
+def test_inference_mode_on_and_off(policy):
+    """A stream may go in and out of ``torch.inference_mode``: the engine's state stays writable."""
+    dense, sparse, shape = _nets("residual", torch.float64)
+    sparse._engine.set_dense_above(**POLICIES[policy])
+    clip = correlated_stream(9, shape, step_std=0.03, dtype=torch.float64, generator=torch.Generator().manual_seed(9))
+    ref = dense.run(clip)
+    with torch.inference_mode():
+        first = sparse.run(clip[:3])
+    middle = sparse.run(clip[3:6])
+    with torch.inference_mode():
+        last = sparse.run(clip[6:])
+    _assert_matches(torch.cat([first, middle, last]), ref, torch.float64)
+
+
 def test_op_counts_match_the_dense_path():
     dense, sparse, shape = _nets("residual", torch.float64)
     clip = correlated_stream(10, shape, step_std=0.03, dtype=torch.float64, generator=torch.Generator().manual_seed(4))

@@ -775,7 +775,8 @@ class SparseEngine:
         """Run ``clip`` ``[T, B, ...]`` frame by frame; returns ``[T, B, ...]``."""
         steps, batch = clip.shape[:2]
         if self.batch_size != batch:
-            self._build(batch)
+            with torch.inference_mode(False):  # plain tensors: the state must stay writable outside inference mode
+                self._build(batch)
         counting = bool(getattr(self.net, "counting", False))
         for q in self._quantizers:
             q.counting = counting
@@ -811,7 +812,8 @@ class SparseEngine:
             q.records.clear()
         counter = getattr(self.net, "_counter", None)
         if counter is not None:
-            counter.update(steps, batch)
+            with torch.inference_mode(False):  # the counter's fan-out plan uses autograd
+                counter.update(steps, batch)
 
     # --- planning ----------------------------------------------------------------------------------------
 
