@@ -275,6 +275,10 @@ class _Quantize(_Step):
             r_before = self.r_logical.clone()
         if dirty is None and not fresh:
             self.n_act = 0
+        elif not self.rowwise and self.max_active < 0:  # every consumer runs densely: only "changed or not?"
+            r = torch.round(x.buf * self.k)
+            self.n_act = 0 if torch.equal(r, self.r_last) else self.numel_rows
+            self.r_last.copy_(r)
         elif not self.rowwise:
             r = torch.round(x.buf * self.k)
             self.s_full = s = r - self.r_last  # (B, F): integers
