@@ -125,13 +125,15 @@ def _image_net(args):
 def _calibrate(args, bundle, net):
     """Learn (or read from the cache) scales on a training clip; returns the Calibration."""
     from sigmadelta import data
-    from sigmadelta.scales import calibrate, default_lam
+    from sigmadelta.scales import INIT_SCALE, calibrate, default_lam
 
     lam = default_lam(args.model) if args.lam is None else args.lam
     clip = args.calibrate or "carphone"
     frames = data.load_clip(clip, bundle, max_frames=args.calibrate_frames)
     print(f"scales: λ = {lam:g}, learned on {clip} ({len(frames)} frames; rounding network, batch 1, "
-          f"SGD lr {args.lr:g}, {args.epochs} epochs, L2 error on softmax probabilities), cached in the user cache")
+          f"SGD lr {args.lr:g}, {args.epochs} epochs, L2 error on softmax probabilities, from k = {INIT_SCALE:g}), "
+          "cached in the user cache")
+    net.set_scales({name: INIT_SCALE for name in net.scales})
     result = calibrate(net, frames, lam, model=args.model, clip=str(clip), lr=args.lr, epochs=args.epochs)
     print("  read from the cache: " if result.cached else "  saved to the cache: ", result.path, sep="")
     return result
@@ -247,7 +249,8 @@ def _model_args(p: argparse.ArgumentParser) -> None:
                                                           "from the trade-off curve; 1e-11 as in the paper for vgg19)")
     p.add_argument("--calibrate-frames", type=int, metavar="N", help="learn on the first N frames of the clip only")
     p.add_argument("--epochs", type=int, default=5, help="epochs when learning scales (default 5, as in the paper)")
-    p.add_argument("--lr", type=float, default=0.1, help="SGD learning rate on log-scales (default 0.1, as in the paper)")
+    p.add_argument("--lr", type=float, default=0.1,
+                   help="SGD learning rate on log-scales (default 0.1, as in the paper)")
 
 
 def build_parser() -> argparse.ArgumentParser:

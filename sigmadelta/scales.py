@@ -37,13 +37,18 @@ from .errors import SigmaDeltaError
 from .net import SigmaDeltaNet
 from .optimize import optimize_scales_sweep
 
-__all__ = ["ScalesError", "SCALES_FORMAT", "CALIBRATION_DEFAULTS", "scales_dict", "save_scales", "load_scales",
-           "apply_scales", "net_digest", "Calibration", "calibrate", "calibrate_sweep", "calibration_cache_path"]
+__all__ = ["ScalesError", "SCALES_FORMAT", "CALIBRATION_DEFAULTS", "INIT_SCALE", "DEFAULT_LAMS", "default_lam",
+           "scales_dict", "save_scales", "read_scales_file", "load_scales", "apply_scales", "net_digest",
+           "Calibration", "calibrate", "calibrate_sweep", "calibration_cache_path"]
 
 SCALES_FORMAT = "sigmadelta-scales/1"
 
 # The paper's VGG-19 video settings (paper-notes 6 and 7.3); λ has no default: it depends on the model.
 CALIBRATION_DEFAULTS = dict(error="l2-softmax", lr=0.1, epochs=5, batch_size=1, noise="round", normalization="paper")
+# Where learning starts for image models. The paper's k = 1 was for VGG-19 on 0-255 pixels (256 levels); inputs
+# normalized to about [-1, 1] get 3 levels at k = 1, no frame agrees with the original and the L2 error on
+# probabilities has no gradient left. k = 16 starts from a network that mostly agrees.
+INIT_SCALE = 16.0
 
 
 class ScalesError(SigmaDeltaError, ValueError):

@@ -18,11 +18,12 @@ outputs and the feature maps (read from ``quantizer.record["x"]`` after each cal
 ``"sigma-delta"`` mode with op counting on.
 
 >>> import torch, sigmadelta
+>>> from sigmadelta import video
 >>> from sigmadelta.testing import residual_cnn, correlated_stream
 >>> net = sigmadelta.convert(residual_cnn(), torch.zeros(1, 3, 16, 16))
 >>> net.set_scales({name: 8.0 for name in net.scales})
 >>> frames = correlated_stream(12, (3, 16, 16), step_std=0.01)       # (T, B, 3, 16, 16)
->>> ev = sigmadelta.video.evaluate_stream(net, frames, chunk=5, progress=False)
+>>> ev = video.evaluate_stream(net, frames, chunk=5, progress=False)
 >>> ev.frames, ev.ops["original"].shape, bool(ev.ops["sigma_delta"][1:].mean() < ev.ops["rounding"][1:].mean())
 (12, (12,), True)
 """

@@ -1,7 +1,7 @@
 """Figures 5 and 6 of O'Connor & Welling (2017) on a real pre-trained CNN and real clips: how much less a Sigma-Delta
 network computes on video than the original, how often it agrees with it, and what each layer costs.
 
-    .venv/bin/python -m experiments.oconnor2017.video [--out DIR] [--quick] [--model efficientnet-lite0] [--weights FILE]
+    .venv/bin/python -m experiments.oconnor2017.video [--out DIR] [--quick] [--model NAME] [--weights FILE]
     sigmadelta reproduce video [--out DIR] [--quick]
 
 Protocol (paper-notes 6 and 7.3): scales learned on a training clip (carphone, all 120 frames) as a Rounding
@@ -38,14 +38,13 @@ import torch
 
 import sigmadelta
 from sigmadelta import data, models
-from sigmadelta.scales import calibrate_sweep, default_lam
+from sigmadelta.scales import INIT_SCALE, calibrate_sweep, default_lam
 from sigmadelta.video import draw_disagreement, draw_ops, evaluate_stream
 
 # --- defaults (the paper's settings, except the initial scale: see the docstring)
 MODEL = "efficientnet-lite0"
 TRAIN_CLIP, TRAIN_FRAMES = "carphone", None  # None: all frames
 TEST_CLIPS = (("bigbuckbunny", 100), ("bikes", 100))  # static shot, then moving camera: 200 frames (paper: 201)
-INIT_SCALE = 16.0
 LR, EPOCHS, BATCH, ERROR = 0.1, 5, 1, "l2-softmax"
 LAMS = (3e-11, 1e-10, 2e-10, 5e-10, 1e-9, 3e-9)
 UNIFORM = (16.0, 32.0)  # naive uniform scales, for reference
@@ -113,7 +112,7 @@ def time_speed(net, bundle, frames: torch.Tensor) -> dict:
 
 
 def run(out_dir=OUT, quick: bool = False, model: str = MODEL, weights=None, progress: bool = True) -> dict:
-    """Run the experiment; write the figures, ``frames.csv``, ``results.json`` and ``results.md``; return the results."""
+    """Run the experiment; write the figures, ``frames.csv``, ``results.json`` and ``results.md``; return them."""
     lam0 = default_lam(model)
     cfg = dict(train_frames=TRAIN_FRAMES, test_frames=tuple(n for _, n in TEST_CLIPS), epochs=EPOCHS, lams=LAMS,
                uniform=UNIFORM, speed_frames=SPEED_FRAMES) | (QUICK if quick else {})
@@ -237,7 +236,8 @@ def report(results: dict, segments) -> str:
              + ", no reset at the splice." + (" **Quick run.**" if cfg["quick"] else ""), "",
              f"## Default λ = {d['lam']:g}", "",
              "| clip | original ops/frame | rounding ops/frame | sigma-delta ops/frame | reduction | reduction "
-             "(without frame 0) | SD / rounding | top-1 agreement | top-5 agreement |", "|---|---|---|---|---|---|---|---|---|"]
+             "(without frame 0) | SD / rounding | top-1 agreement | top-5 agreement |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for name, _, _ in segments:
         s, st = d["summary"][name], d["steady"][name]
         lines.append(f"| {name} | {s['ops_original_per_frame']:.4g} | {s['ops_rounding_per_frame']:.4g} | "
@@ -326,7 +326,8 @@ def plot_fig5(ev, stream, segments, bundle, path: Path, lam: float) -> None:
     for name, a, b in segments:
         s = ev.summary(max(a, 1), b)
         ax.text((a + b) / 2, 0.04, f"{name}: original / sigma-delta = {s['reduction']:.2f}x\n"
-                f"original / rounding = {s['reduction_rounding']:.2f}x", transform=ax.get_xaxis_transform(), ha="center",
+                f"original / rounding = {s['reduction_rounding']:.2f}x", transform=ax.get_xaxis_transform(),
+                ha="center",
                 fontsize=9, bbox=dict(fc="white", ec="0.7", alpha=0.9))
     ax.set_title(f"Computation per frame (ops; λ = {lam:g}); dashed: the splice, no reset")
     ax = fig.add_subplot(grid[2, :])
@@ -413,13 +414,15 @@ def plot_tradeoff(results: dict, segments, path: Path) -> None:
             ax.axvline(goal, color=c, ls=":", lw=1)
         ax.axvline(1.0, color="tab:red", lw=1.2, label="original (dense) cost")
         ax.axhline(100 * target, color="black", ls="--", lw=0.8, label=f"target {target:.0%}")
-        ax.set(xscale="log", xlabel="reduction: original ops / sigma-delta ops (log; dotted: paper's VGG-19, 11x and 4x)",
-               ylabel=f"{'top-1' if key.startswith('top1') else 'top-5'} agreement with the original (%)", ylim=(0, 101))
+        which = "top-1" if key.startswith("top1") else "top-5"
+        ax.set(xscale="log", ylim=(0, 101), ylabel=f"{which} agreement with the original (%)",
+               xlabel="reduction: original ops / sigma-delta ops (log; dotted: paper's VGG-19, 11x and 4x)")
         ax.grid(True, which="both", alpha=0.25)
         ax.legend(fontsize=7.5, loc="lower left")
     axes[0].set_title("Top-1 agreement against computation (labels: λ)")
     axes[1].set_title("Top-5 agreement against computation")
-    fig.suptitle(f"Trade-off over λ: {results['config']['model']}, scales learned on {results['config']['train_clip']}",
+    cfg = results["config"]
+    fig.suptitle(f"Trade-off over λ: {cfg['model']}, scales learned on {cfg['train_clip']}",
                  fontsize=12)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
