@@ -31,7 +31,8 @@ from sigmadelta.runtime.bench import benchmark
 def std_scales(net, clip: torch.Tensor, levels: float) -> dict[str, float]:
     """``k = levels / std(x)`` per quantizer, from the original network on ``clip``."""
     net.set_mode("original")
-    net.run(clip)
+    with torch.no_grad():
+        net.run(clip)
     scales = {name: levels / max(q.record["x"].std().item(), 1e-6) for name, q in net.quantizers.items()}
     net.reset()
     return scales

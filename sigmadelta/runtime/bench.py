@@ -96,7 +96,8 @@ def _measure(net, baseline, frames, threads, repeats, model, data, profile, dens
     net.set_mode(sigma_delta).set_backend("dense")
     net.counting = True
     # the dense simulation stacks a clip's frames into one batch: run it in chunks (state carries over)
-    reference = torch.cat([net.run(frames[i:i + chunk]) for i in range(0, steps, chunk)])
+    with torch.no_grad():  # else every chunk's autograd graph (all activations) stays alive in `reference`
+        reference = torch.cat([net.run(frames[i:i + chunk]) for i in range(0, steps, chunk)])
     counts = net.op_counts()
     dense_ops = counts.per_step("dense")[1:].sum()
     sd_ops = counts.per_step("sigma_delta")[1:].sum()
