@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 import sigmadelta
-from sigmadelta.runtime.sparse import DENSE_ABOVE
+from sigmadelta.runtime.sparse import DENSE_ABOVE, engine_of
 
 FRACTIONS = (0.01, 0.03, 0.1, 0.2, 0.3, 0.45, 0.6, 0.8, 1.0)
 
@@ -49,7 +49,7 @@ def stream(shape, fraction: float, frames: int, generator: torch.Generator) -> t
 
 def time_per_frame(net, clip: torch.Tensor) -> float:
     """Median time per frame of the quantizer and the layer (the steps whose work the decision changes)."""
-    engine = net._engine
+    engine = engine_of(net)
     net.reset()
     engine.profile = True
     net.run(clip)
@@ -75,7 +75,7 @@ def main() -> None:
         net.set_scales({name: 1.0 for name in net.scales})
         net.set_mode("sigma-delta").set_backend("sparse")
         net.counting = False
-        engine = net._engine
+        engine = engine_of(net)
         rows = []
         for fraction in FRACTIONS:
             clip = stream(shape, fraction, args.frames, torch.Generator().manual_seed(1))

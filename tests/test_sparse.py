@@ -14,7 +14,7 @@ from torch import nn
 import sigmadelta
 from sigmadelta.accounting import fanout_map
 from sigmadelta.runtime._indexmaps import conv_targets
-from sigmadelta.runtime.sparse import DENSE_ABOVE
+from sigmadelta.runtime.sparse import DENSE_ABOVE, engine_of
 from sigmadelta.testing import correlated_stream, mlp, residual_cnn, vgg_style_cnn
 
 ALL_SPARSE = dict.fromkeys(DENSE_ABOVE, 1.0)
@@ -83,12 +83,12 @@ def _assert_matches(out: torch.Tensor, ref: torch.Tensor, dtype: torch.dtype) ->
 def test_sparse_equals_dense_simulation(name, policy, dtype):
     dense, sparse, shape = _nets(name, dtype)
     if POLICIES[policy]:
-        sparse._engine.set_dense_above(**POLICIES[policy])
+        engine_of(sparse).set_dense_above(**POLICIES[policy])
     clip = correlated_stream(25, shape, batch=1, step_std=0.03, dtype=dtype, generator=torch.Generator().manual_seed(1))
     ref = dense.run(clip)
     out = sparse.run(clip)
     _assert_matches(out, ref, dtype)
-    paths = sparse._engine.paths()
+    paths = engine_of(sparse).paths()
     if policy == "sparse":  # every layer with an active input took the sparse path after the first frame
         assert all(p["dense"] == 1 for p in paths.values()), paths
         assert sum(p["sparse"] for p in paths.values()) > 0
@@ -99,7 +99,7 @@ def test_sparse_equals_dense_simulation(name, policy, dtype):
 @pytest.mark.parametrize("name", ["mlp", "residual", "odd"])
 def test_batch_of_streams_and_per_channel_scales(name):
     dense, sparse, shape = _nets(name, torch.float64, per_channel=True)
-    sparse._engine.set_dense_above(**ALL_SPARSE)
+    engine_of(sparse).set_dense_above(**ALL_SPARSE)
     clip = correlated_stream(12, shape, batch=3, step_std=0.03, dtype=torch.float64,
                              generator=torch.Generator().manual_seed(2))
     _assert_matches(sparse.run(clip), dense.run(clip), torch.float64)
@@ -107,7 +107,7 @@ def test_batch_of_streams_and_per_channel_scales(name):
 
 def test_streaming_chaining_and_reset():
     dense, sparse, shape = _nets("residual", torch.float64)
-    sparse._engine.set_dense_above(**ALL_SPARSE)
+    engine_of(sparse).set_dense_above(**ALL_SPARSE)
     clip = correlated_stream(16, shape, batch=2, step_std=0.03, dtype=torch.float64,
                              generator=torch.Generator().manual_seed(3))
     ref = dense.run(clip)
@@ -121,7 +121,7 @@ def test_streaming_chaining_and_reset():
 def test_inference_mode_on_and_off(policy):
     """A stream may go in and out of ``torch.inference_mode``: the engine's state stays writable."""
     dense, sparse, shape = _nets("residual", torch.float64)
-    sparse._engine.set_dense_above(**POLICIES[policy])
+    engine_of(sparse).set_dense_above(**POLICIES[policy])
     clip = correlated_stream(9, shape, step_std=0.03, dtype=torch.float64, generator=torch.Generator().manual_seed(9))
     ref = dense.run(clip)
     with torch.inference_mode():
@@ -167,7 +167,7 @@ def test_a_quiet_stream_does_no_work():
     dense, sparse, shape = _nets("residual", torch.float64)
     clip = correlated_stream(1, shape, dtype=torch.float64).expand(6, *([-1] * (len(shape) + 1))).clone()
     _assert_matches(sparse.run(clip), dense.run(clip), torch.float64)
-    assert all(p == {"sparse": 0, "dense": 1, "idle": 5} for p in sparse._engine.paths().values())
+    assert all(p == {"sparse": 0, "dense": 1, "idle": 5} for p in engine_of(sparse).paths().values())
 
 
 def test_first_frame_of_a_backend_switch_restarts_the_stream():
@@ -206,7 +206,7 @@ def test_conv_targets_reach_exactly_the_fanout(stride, padding, dilation, kernel
 def test_memory_within_twice_the_weights_for_an_mlp():
     dense, sparse, shape = _nets("mlp", torch.float32)
     sparse.run(correlated_stream(3, shape))
-    mem = sparse._engine.memory()
+    mem = engine_of(sparse).memory()
     assert mem["state_bytes"] + mem["plan_bytes"] <= 2 * mem["weight_bytes"]
 
 
@@ -250,4 +250,4 @@ def test_efficientnet_lite0_matches_the_simulation():
     ref = net.run(clip)
     net.set_backend("sparse")
     _assert_matches(net.run(clip), ref, torch.float64)
-    assert sum(p["sparse"] for p in net._engine.paths().values()) > 0
+    assert sum(p["sparse"] for p in engine_of(net).paths().values()) > 0

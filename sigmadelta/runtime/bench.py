@@ -27,6 +27,8 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from .sparse import engine_of
+
 __all__ = ["benchmark"]
 
 
@@ -123,7 +125,7 @@ def _measure(net, baseline, frames, threads, repeats, model, data, profile, dens
     dense_times, sparse_times, first_times = [], [], []
 
     net.set_mode(sigma_delta).set_backend("sparse")
-    engine = net._engine
+    engine = engine_of(net)
     if dense_above:
         engine.set_dense_above(**dense_above)
     out = net.run(frames)  # warm-up; builds the plan; also the output to compare

@@ -79,7 +79,7 @@ from torch import nn
 from ..modules import Quantizer, SigmaDeltaLinear
 from ._indexmaps import conv_targets, is_identity_conv, pad_rows
 
-__all__ = ["SparseEngine", "DENSE_ABOVE", "SPARSE_OVERHEAD"]
+__all__ = ["SparseEngine", "engine_of", "DENSE_ABOVE", "SPARSE_OVERHEAD"]
 
 ALL = "all"  # dirty marker: every row may have changed (``None``: nothing changed; else an int64 row index)
 
@@ -697,6 +697,15 @@ def _is_tensor_node(a, values: dict) -> bool:
 
 # ---------------------------------------------------------------------------------------------------------
 # the engine
+
+
+def engine_of(net) -> "SparseEngine":
+    """The sparse engine of ``net`` (building it with ``net.set_backend("sparse")`` if needed), for its tuning
+    and diagnostics: :meth:`SparseEngine.set_dense_above`, :meth:`~SparseEngine.paths`,
+    :meth:`~SparseEngine.activity`, :meth:`~SparseEngine.memory`, :attr:`~SparseEngine.profile`."""
+    if getattr(net, "_engine", None) is None:
+        net.set_backend("sparse")
+    return net._engine
 
 
 class SparseEngine:
