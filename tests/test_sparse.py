@@ -44,11 +44,27 @@ class Odd(nn.Module):
         return self.fc(F.relu(y).flatten(1))
 
 
+class Video3d(nn.Module):
+    """A 3-D convolution (stride, padding) and a depthwise one, then a 1×1×1 projection and a pooled head."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv3d(2, 4, 3, stride=(1, 2, 2), padding=1)
+        self.depthwise = nn.Conv3d(4, 4, 3, padding=1, groups=4)
+        self.project = nn.Conv3d(4, 3, 1)
+        self.fc = nn.Linear(3, 2)
+
+    def forward(self, x):  # x: (B, 2, 4, 6, 6)
+        y = torch.relu(self.depthwise(F.relu(self.conv(x))))
+        return self.fc(self.project(y).mean((2, 3, 4)))
+
+
 MODELS = {
     "mlp": (lambda: mlp((24, 40, 40, 6)), (24,), 6.0),
     "vgg": (lambda: vgg_style_cnn(3, (4, 8), size=8), (3, 8, 8), 6.0),
     "residual": (lambda: residual_cnn(channels=6, expand=2, blocks=2), (3, 10, 10), 6.0),
     "odd": (Odd, (4, 8, 8), 6.0),
+    "conv3d": (Video3d, (2, 4, 6, 6), 6.0),
 }
 
 
