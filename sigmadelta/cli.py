@@ -6,6 +6,7 @@
                    [--json FILE] [--plot FILE]
     sigmadelta optimize --model NAME --calibrate CLIP [--lam L] -o scales.json
     sigmadelta reproduce {random-net,mnist,video} [--out DIR] [--quick]
+    sigmadelta bench --model NAME --data CLIP_OR_DATASET [--frames N] [--threads N] [--json FILE]
     sigmadelta --help
 """
 
@@ -241,6 +242,47 @@ def _reproduce(args) -> int:
 
 
 
+def _bench(args) -> int:
+    import torch
+
+    import sigmadelta
+    from sigmadelta import data, models
+    from sigmadelta.runtime.bench import benchmark
+    from sigmadelta.scales import apply_scales
+
+    _fail_early(args)
+    bundle = models.get(args.model, weights=args.weights)
+    net = sigmadelta.convert(bundle.model, bundle.example_input())
+    if args.data in ("mnist", "temporal-mnist"):
+        if bundle.input_shape != (784,):
+            raise ValueError(f"--data {args.data} is for the MNIST MLPs, not {args.model!r}")
+        frames, _ = data.mnist_clip("test", temporal=args.data == "temporal-mnist", max_frames=args.frames)
+    else:
+        frames = data.load_clip(args.data, bundle, max_frames=args.frames)  # (T, 1, ...)
+    if args.scales:
+        apply_scales(net, args.scales, args.model)
+    elif bundle.input_shape == (784,):  # an MNIST MLP: learn its scales as the demo does (seconds)
+        train, _ = data.mnist_clip("train", temporal=False, max_frames=10_000)
+        lam = 1e-8 if args.lam is None else args.lam
+        print(f"scales: λ = {lam:g}, one epoch over 10,000 training images")
+        sigmadelta.optimize_scales(net, train[:, 0], lam, error="kl", epochs=1, batch_size=10, eval_every=None,
+                                   eval_data=train[:1000, 0], num_threads=1, progress=True)
+    else:
+        args.calibrate = None
+        _calibrate(args, bundle, net)
+    print(f"timing {args.model} on {args.data}: {len(frames)} frames, {args.threads} thread(s), "
+          f"{args.repeats} repeats, dense original vs sparse sigma-delta backend")
+    result = benchmark(net, frames, threads=args.threads, repeats=args.repeats, original=bundle.model,
+                       model=args.model, data=str(args.data))
+    print(f"dense {result['dense_ms_per_frame']:.2f} ms/frame, sigma-delta (sparse) "
+          f"{result['sigma_delta_ms_per_frame']:.2f} ms/frame: speed-up {result['speedup']:.2f}x; "
+          f"op reduction {result['op_reduction']:.1f}x; max |sparse - simulation| {result['max_abs_diff']:.2e}")
+    if args.json:
+        write_json(args.json, result)
+        print(f"wrote {args.json}")
+    return 0
+
+
 def _model_args(p: argparse.ArgumentParser) -> None:
     """Options shared by `run` and `optimize`: the model, and how its scales are learned."""
     p.add_argument("--model", required=True, help="a model name (efficientnet-lite0, vgg19, ...)")
@@ -297,6 +339,20 @@ def build_parser() -> argparse.ArgumentParser:
     optimize.add_argument("--calibrate", metavar="CLIP", required=True, help="a bundled clip name or a video file")
     optimize.add_argument("-o", "--output", metavar="FILE", required=True, help="the scales file to write (JSON)")
     optimize.set_defaults(func=_optimize)
+
+    bench = sub.add_parser("bench", help="wall-clock of the sparse sigma-delta backend against the dense original")
+    bench.add_argument("--model", required=True, help="mnist-mlp, mnist-mlp-wide, efficientnet-lite0, vgg19")
+    bench.add_argument("--data", required=True, metavar="CLIP_OR_DATASET",
+                       help="temporal-mnist or mnist (test split) for the MLPs; a bundled clip or a video file")
+    bench.add_argument("--frames", type=int, default=200, metavar="N", help="frames to time (default 200)")
+    bench.add_argument("--threads", type=int, default=1, metavar="N", help="torch threads, both sides (default 1)")
+    bench.add_argument("--repeats", type=int, default=5, help="timed passes per side; the median is kept")
+    bench.add_argument("--weights", metavar="FILE", help="a state_dict file (required for vgg19)")
+    bench.add_argument("--scales", metavar="FILE", help="scales saved by `sigmadelta optimize` (default: learned "
+                                                        "as the demo does for MLPs, cached calibration for images)")
+    bench.add_argument("--lam", type=float, metavar="L", help="trade-off λ when learning scales")
+    bench.add_argument("--json", metavar="FILE", help="write the result as JSON")
+    bench.set_defaults(func=_bench, calibrate_frames=None, epochs=5, lr=0.1)
 
     reproduce = sub.add_parser("reproduce", help="reproduce a figure of the paper: figures, tables, results.json")
     reproduce.add_argument("experiment", choices=sorted(EXPERIMENTS))

@@ -74,3 +74,21 @@ def test_layers_import_one_way():
                     imported = node.module.split(".")[0]
                     if imported in order and name != imported:
                         assert order.index(imported) < order.index(name), f"{f.name} imports {imported}"
+
+
+@pytest.mark.slow
+def test_bench_writes_the_documented_json(tmp_path):
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--model", "mnist-mlp", "--data", "temporal-mnist", "--frames", "40", "--repeats", "1",
+                 "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    for key in ("model", "data", "frames", "threads", "dense_ms_per_frame", "sigma_delta_ms_per_frame", "speedup",
+                "op_reduction", "max_abs_diff"):
+        assert key in result
+    # frames timed: the first frame of a stream is a full dense pass, reported on its own (first_frame_ms)
+    assert result["model"] == "mnist-mlp" and result["frames"] == 39 and result["op_reduction"] > 1
+
+
+def test_bench_refuses_a_dataset_for_the_wrong_model(capsys):
+    assert main(["bench", "--model", "efficientnet-lite0", "--data", "temporal-mnist"]) == 2
+    assert "for the MNIST MLPs" in capsys.readouterr().err
