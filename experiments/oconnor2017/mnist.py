@@ -261,6 +261,10 @@ def plot(rows: list[dict], path: Path) -> None:
             ax.plot([sparse[x_key]], [sparse["class_error"]], "o", color="tab:red", mfc="white", ms=8,
                     label="original, skipping zeros")
             ax.set(xscale="log", yscale="log", xlabel=x_label, title=f"{dataset} (test)")
+            plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")
+            for axis in (ax.xaxis, ax.yaxis):
+                axis.set_major_formatter(plain)
+            ax.yaxis.set_minor_formatter(plain)
             ax.grid(True, which="both", alpha=0.25)
     for ax in axes[::2]:
         ax.set_ylabel("class error % (log)")
