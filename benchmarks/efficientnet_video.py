@@ -3,9 +3,9 @@
     .venv/bin/python benchmarks/efficientnet_video.py --clip bigbuckbunny [--frames 132] [--start 0]
         [--threads 1] [--repeats 3] [--levels 16] [--scales scales.json]
 
-Prints one JSON object: :func:`sigmadelta.runtime.bench.benchmark`'s result plus, per frame of the clip, top-1
-and top-5 agreement of the sigma-delta network with the original, and the time of the original network run channels-last (its faster
-layout on CPU; the engine runs its dense convolutions channels-last too).
+Prints one JSON object: :func:`sigmadelta.runtime.bench.benchmark`'s result plus the top-1 and top-5 agreement of
+the sigma-delta network with the original over the clip's frames, and the time of the original network run
+channels-last (its faster layout on CPU; the engine runs its dense convolutions channels-last too).
 
 Scales: by default each quantizer gets ``k = levels / std(x)``, ``std(x)`` being the standard deviation of its
 input over the clip's first 4 frames in the original network: ``levels`` rounding steps per standard deviation

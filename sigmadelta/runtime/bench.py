@@ -52,19 +52,25 @@ def benchmark(net_or_model, frames: torch.Tensor, *, threads: int = 1, repeats: 
         dense_above: overrides of :data:`sigmadelta.runtime.sparse.DENSE_ABOVE` for this run.
 
     Returns:
-        A JSON-ready dict: ``model``, ``data``, ``frames`` (timed frames), ``threads``, ``dense_ms_per_frame``,
-        ``sigma_delta_ms_per_frame``, ``speedup`` (dense / sparse), ``op_reduction`` (dense ops / sigma-delta
-        additions over the timed frames, from the dense simulation's op counts: the limit the speed-up could
-        approach on hardware that pays per addition), ``op_reduction_muladd`` (the same with one multiply-add
-        per nonzero integer and connection, closer to what the engine does), ``max_abs_diff`` (sparse backend vs
-        dense simulation, all frames), ``rel_max_abs_diff`` (divided by the largest output magnitude),
-        ``argmax_agreement``, ``frames_beyond_1e-4`` (frames whose difference exceeds 1e-4 of the output scale: in
-        float32, a value within rounding error of a quantizer's half-integer threshold rounded the other way), ``first_frame_ms``, ``memory`` (engine state and plan bytes against the weights),
-        ``layer_paths`` (per layer, fraction of frames that ran sparse / dense / idle), ``layer_activity`` (per
-        layer, mean fraction of input rows with a nonzero integer; a busy layer's unmeasured frames count as
-        fully active), ``profile`` (per step, median µs per
-        frame, largest first, and totals per step kind), ``scales`` and ``speedup_paired`` (median over repeats
-        of the per-repeat ratio, steadier on a loaded machine).
+        A JSON-ready dict (the net is left in ``"sigma-delta"`` mode on the sparse backend):
+
+        - ``model``, ``data``, ``frames`` (timed frames), ``threads``;
+        - ``dense_ms_per_frame``, ``sigma_delta_ms_per_frame``, ``speedup`` (dense / sparse), ``speedup_paired``
+          (median over repeats of the per-repeat ratio, steadier on a loaded machine), ``first_frame_ms``;
+        - ``op_reduction``: dense ops / sigma-delta additions over the timed frames, from the dense simulation's
+          op counts (the limit the speed-up could approach on hardware that pays per addition);
+          ``op_reduction_muladd``: the same with one multiply-add per nonzero integer and connection, closer to
+          what the engine does;
+        - ``max_abs_diff`` (sparse backend vs dense simulation, all frames), ``rel_max_abs_diff`` (divided by the
+          largest output magnitude), ``argmax_agreement``, ``frames_beyond_1e-4`` (frames whose difference exceeds
+          1e-4 of the output scale: in float32, a value within rounding error of a quantizer's half-integer
+          threshold rounded the other way);
+        - ``memory``: engine state and plan bytes against the weights;
+        - ``layer_paths``: per layer, the fraction of frames that ran sparse / dense / idle; ``layer_activity``:
+          per layer, the mean fraction of input rows with a nonzero integer (a busy layer's unmeasured frames
+          count as fully active);
+        - ``profile``: per step, the median µs per frame, largest first, and totals per step kind;
+        - ``scales``.
     """
     from .. import convert
     from ..modules import SIGMA_DELTA

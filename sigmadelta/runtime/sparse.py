@@ -672,10 +672,9 @@ _OUT_BINARY = {operator.add: torch.add, torch.add: torch.add, operator.sub: torc
 
 def _out_fn(node: fx.Node, mod, kwargs: dict):
     """``f(x, out)`` writing into ``out`` for the commonest activations, so their dense path allocates nothing."""
-    relu = (mod is not None and type(mod) is nn.ReLU) or (node.op == "call_function" and node.target in (F.relu, torch.relu)
-                                                          and len(node.args) == 1)
-    relu6 = (mod is not None and type(mod) is nn.ReLU6) or (node.op == "call_function" and node.target is F.relu6
-                                                            and len(node.args) == 1)
+    plain_call = node.op == "call_function" and len(node.args) == 1
+    relu = (mod is not None and type(mod) is nn.ReLU) or (plain_call and node.target in (F.relu, torch.relu))
+    relu6 = (mod is not None and type(mod) is nn.ReLU6) or (plain_call and node.target is F.relu6)
     if relu:
         return lambda x, out: torch.clamp_min(x, 0, out=out)
     if relu6:
