@@ -96,7 +96,6 @@ _CONV = {"conv1d": F.conv1d, "conv2d": F.conv2d, "conv3d": F.conv3d}
 _LAST = {4: torch.channels_last, 5: torch.channels_last_3d}  # memory formats that store (N, C, *S) as rows
 
 
-
 # ---------------------------------------------------------------------------------------------------------
 # values
 
@@ -148,8 +147,7 @@ class _Value:
     def adopt(self, y: torch.Tensor) -> None:
         """Take a freshly computed channels-last ``y`` as the whole value without copying it (dense paths).
         The next in-place row update first copies it back into :attr:`storage` (:meth:`own`)."""
-        b, c = y.shape[:2]
-        self.buf, self.rows = y, y.movedim(1, -1).reshape(self.nrows, c)  # a view for channels-last y
+        self.buf, self.rows = y, y.movedim(1, -1).reshape(self.nrows, y.shape[1])  # a view for channels-last y
         self.dirty = ALL
 
     def own(self) -> None:
