@@ -158,6 +158,17 @@ def test_inference_mode_on_and_off(policy):
     _assert_matches(torch.cat([first, middle, last]), ref, torch.float64)
 
 
+def test_thresholds_may_change_mid_stream():
+    dense, sparse, shape = _nets("residual", torch.float64)
+    clip = correlated_stream(12, shape, step_std=0.03, dtype=torch.float64, generator=torch.Generator().manual_seed(10))
+    ref = dense.run(clip)
+    outs = []
+    for i, policy in enumerate([ALL_DENSE, ALL_SPARSE, ALL_DENSE, ALL_SPARSE]):
+        engine_of(sparse).set_dense_above(**policy)
+        outs.append(sparse.run(clip[3 * i: 3 * i + 3]))
+    _assert_matches(torch.cat(outs), ref, torch.float64)
+
+
 def test_op_counts_match_the_dense_path():
     dense, sparse, shape = _nets("residual", torch.float64)
     clip = correlated_stream(10, shape, step_std=0.03, dtype=torch.float64, generator=torch.Generator().manual_seed(4))

@@ -755,6 +755,7 @@ class SparseEngine:
         for q in self._quantizers:
             q.max_active = max((s.max_active for s in self.steps if isinstance(s, (_Linear, _Conv)) and s.q is q),
                                default=float("inf"))
+            q.busy, q.countdown = False, 0  # measure again on the next frame
 
     # --- state -------------------------------------------------------------------------------------------
 
