@@ -58,6 +58,11 @@ Numerics
   scale, the same size as the simulation's own float32 rounding-vs-sigma-delta difference (which would be
   exactly zero in exact arithmetic) and as the float32-vs-float64 difference of the simulation itself.
 
+Scales are read every frame (cached until a scale changes). Changing scales in the middle of a stream without
+``net.reset()`` is not the same network in the two backends: the simulation keeps the sum of past increments made
+with the old scales, the sparse backend's dense recomputes (``W r_t / k``) use only the new ones. Reset after
+:meth:`~sigmadelta.SigmaDeltaNet.set_scales`.
+
 The engine keeps op counting working: with ``net.counting`` on, it fills each quantizer's ``record`` as the
 dense path does and updates the net's op counter (a dense copy of every quantizer's input per frame; turn
 counting off to time the engine). Gradients do not flow through the sparse backend.
