@@ -59,9 +59,10 @@ def energy_per_op_pj(kind: str, precision: str = "int32") -> float:
 
 def fanout_map(layer: SigmaDeltaLinear, sample_shape: tuple[int, ...]) -> torch.Tensor:
     """Exact fan-out of every input unit of ``layer`` for one sample, shape ``sample_shape``, float64."""
-    ones = torch.ones((1, *sample_shape), dtype=torch.float64, requires_grad=True)
-    with torch.enable_grad():
-        out = layer.linear(ones, torch.ones_like(layer.weight, dtype=torch.float64))
+    # autograd even when the caller runs under torch.inference_mode() or no_grad: the plan is built once
+    with torch.inference_mode(False), torch.enable_grad():
+        ones = torch.ones((1, *sample_shape), dtype=torch.float64, requires_grad=True)
+        out = layer.linear(ones, torch.ones((layer.weight.shape), dtype=torch.float64))
         (grad,) = torch.autograd.grad(out.sum(), ones)
     return grad[0].detach()
 

@@ -66,9 +66,14 @@ class StatefulMixin:
             return torch.zeros_like(like[0])
         return state
 
+    def _stage(self, state: torch.Tensor) -> None:
+        # a copy: the new state is the last frame of a tensor that flows on through the graph, and an in-place op
+        # downstream (nn.ReLU(inplace=True) on a bias-free layer's output, say) must not change it
+        self._pending = state.detach().clone()
+
     def commit(self) -> None:
         if self._pending is not None:
-            setattr(self, self._state_name, self._pending.detach())
+            setattr(self, self._state_name, self._pending)
             self._pending = None
 
     def discard(self) -> None:
@@ -131,12 +136,14 @@ class Quantizer(StatefulMixin, nn.Module):
         clip = x.unflatten(0, (self.steps, -1))  # (T, B, ...)
         acc = self.accumulate_dtype
         if mode == TEMPORAL_DIFFERENCE:
-            d, self._pending = temporal_difference(clip.to(acc), self._state_or_zeros(clip).to(acc))
+            d, last = temporal_difference(clip.to(acc), self._state_or_zeros(clip).to(acc))
+            self._stage(last)
             return d.flatten(0, 1)
 
         # sigma-delta: round in the model's dtype (bit-identical to the rounding network), difference in acc
         r = self._round(k * clip).to(acc)
-        s, self._pending = temporal_difference(r, self._state_or_zeros(r))
+        s, last = temporal_difference(r, self._state_or_zeros(r))
+        self._stage(last)
         self.record["r"] = r.flatten(0, 1).detach()
         self.record["s"] = s.flatten(0, 1).detach()
         return s.flatten(0, 1) / k.to(acc)
@@ -194,7 +201,8 @@ class SigmaDeltaLinear(StatefulMixin, nn.Module):
             return self.linear(m, self.weight, self.bias)
         acc = m.dtype  # the quantizer sends increments in accumulate_dtype
         increments = self.linear(m, self.weight.to(acc)).unflatten(0, (self.steps, -1))  # (T, B, out...)
-        u, self._pending = integrate(increments, self._state_or_zeros(increments))
+        u, total = integrate(increments, self._state_or_zeros(increments))
+        self._stage(total)
         if self.bias is not None:
             # bias is (C_out,); outputs are (T, B, C_out, *spatial) for convs and (T, B, ..., C_out) for linear
             spatial = int(self.kind[-2]) if self.kind.startswith("conv") else 0

@@ -110,7 +110,10 @@ class SigmaDeltaNet(nn.Module):
                 for name, q in self._quantizers.items()}
 
     def set_scales(self, scales: Mapping[str, float | torch.Tensor]) -> None:
-        """Set scales by quantizer name; names not given keep their scale. Checks everything before changing any."""
+        """Set scales by quantizer name; names not given keep their scale. Checks everything before changing any.
+
+        Resets state and op counts: a stream's integrated state holds increments quantized with the old scales.
+        """
         updates = {}
         for name, k in scales.items():
             if name not in self._quantizers:
@@ -125,6 +128,7 @@ class SigmaDeltaNet(nn.Module):
         with torch.no_grad():
             for name, log_k in updates.items():
                 self._quantizers[name].log_scale.copy_(log_k)
+        self.reset()
 
     def scale_parameters(self):
         """The learnable log-scales κ (``k = exp(κ)``), in graph order: what scale optimisation trains."""

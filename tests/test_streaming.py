@@ -86,3 +86,26 @@ def test_batch_size_can_change_after_reset(net):
 def test_unknown_mode(net):
     with pytest.raises(ValueError, match="unknown mode 'delta'"):
         net.set_mode("delta")
+
+
+def test_in_place_ops_downstream_do_not_touch_state():
+    model = torch.nn.Sequential(torch.nn.Linear(6, 5, bias=False), torch.nn.ReLU(inplace=True),
+                                torch.nn.Linear(5, 3, bias=False)).double().eval()
+    net = sigmadelta.convert(model, torch.zeros(1, 6, dtype=torch.float64)).set_mode("temporal-difference")
+    clip = correlated_stream(20, (6,), dtype=torch.float64, low=-1.0)
+    with torch.no_grad():
+        expected = model(clip.flatten(0, 1)).unflatten(0, (20, 1))
+        got = torch.stack([net(frame) for frame in clip])
+    assert (got - expected).abs().max().item() <= 1e-9
+
+
+def test_counting_under_inference_mode(net):
+    with torch.inference_mode():
+        net.run(correlated_stream(3, SHAPE, dtype=torch.float64))
+    assert net.op_counts().steps == 3
+
+
+def test_set_scales_restarts_the_stream(net):
+    net.run(correlated_stream(3, SHAPE, dtype=torch.float64))
+    net.set_scales({next(iter(net.scales)): 2.0})
+    assert net.op_counts().steps == 0
