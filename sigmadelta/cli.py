@@ -243,7 +243,6 @@ def _reproduce(args) -> int:
 
 
 def _bench(args) -> int:
-    import torch
 
     import sigmadelta
     from sigmadelta import data, models

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .functional import integrate, round_ste, sigma_delta_encode, temporal_difference
+from .functional import integrate, round_ste, temporal_difference
 
 __all__ = ["MODES", "Quantizer", "SigmaDeltaLinear", "StatefulMixin"]
 

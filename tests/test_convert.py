@@ -1,6 +1,5 @@
 """Conversion: what the graph rewrite inserts, what it folds, and what it refuses (with a clear error)."""
 
-import warnings
 
 import pytest
 import torch

@@ -7,7 +7,6 @@ Tolerances, by kind:
 - lossy (rounding with k = 1e6 vs original): relative error <= 1e-4.
 """
 
-import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
