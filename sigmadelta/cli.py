@@ -243,7 +243,6 @@ def _reproduce(args) -> int:
 
 
 def _bench(args) -> int:
-
     import sigmadelta
     from sigmadelta import data, models
     from sigmadelta.runtime.bench import benchmark
