@@ -309,7 +309,7 @@ def plot_fig5(ev, stream, segments, bundle, path: Path, lam: float) -> None:
     classes = bundle.classes
     n_thumbs = 6
     fig = plt.figure(figsize=(15, 15))
-    grid = fig.add_gridspec(4, n_thumbs, height_ratios=[0.95, 1.3, 0.9, 1.3], hspace=0.4)
+    grid = fig.add_gridspec(4, n_thumbs, height_ratios=[0.8, 1.3, 0.9, 1.3], hspace=0.4, top=0.93)
     per_clip = [np.linspace(a, b - 1, n_thumbs // len(segments)).round().astype(int) for _, a, b in segments]
     picks = np.concatenate(per_clip)[:n_thumbs]
     for i, t in enumerate(picks):
