@@ -170,8 +170,9 @@ def _run(args) -> int:
         if pending:
             yield bundle.preprocess(np.stack(pending)).unsqueeze(1)
 
-    accumulate = None if args.exact else torch.float32
-    ev = video.evaluate_stream(net, chunks(), accumulate=accumulate, total=args.frames, desc=Path(args.video).name)
+    if args.exact:
+        net.set_delta_dtype(torch.float64)
+    ev = video.evaluate_stream(net, chunks(), total=args.frames, desc=Path(args.video).name)
     summary = ev.summary()
     seconds = time.perf_counter() - start
     report = {"model": args.model, "video": str(args.video), "scales": source,
@@ -326,8 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                            "(default: carphone; cached)")
     run.add_argument("--frames", type=int, metavar="N", help="only the first N frames")
     run.add_argument("--chunk", type=int, default=16, metavar="N", help="frames per clip-mode call (default 16)")
-    run.add_argument("--exact", action="store_true", help="integrate in float64 (the exact, several times slower "
-                                                          "simulation) instead of float32")
+    run.add_argument("--exact", action="store_true", help="compute the increments in float64 (closest to exact "
+                                                          "arithmetic, several times slower) instead of float32")
     run.add_argument("--json", metavar="FILE", help="write per-frame results and the summary as JSON")
     run.add_argument("--plot", metavar="FILE", help="write a per-frame figure (PNG)")
     run.set_defaults(func=_run)

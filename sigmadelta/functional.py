@@ -49,27 +49,41 @@ def temporal_difference(x: torch.Tensor, last: torch.Tensor) -> tuple[torch.Tens
     Returns:
         ``(y, x[-1])``: the differences ``[T, ...]`` and the new state.
     """
-    y = torch.diff(x, dim=0, prepend=last.unsqueeze(0))
+    if torch.is_grad_enabled() and (x.requires_grad or last.requires_grad):
+        return torch.diff(x, dim=0, prepend=last.unsqueeze(0)), x[-1]
+    y = torch.empty_like(x)  # the same subtractions without autograd, in one pass and no concatenated copy
+    torch.sub(x[1:], x[:-1], out=y[1:])
+    torch.sub(x[0], last, out=y[0])
     return y, x[-1]
 
 
-def integrate(deltas: torch.Tensor, total: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def integrate(deltas: torch.Tensor, total: torch.Tensor,
+              offset: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Integration Σ over the leading time axis: the inverse of :func:`temporal_difference`.
 
     .. math:: y_t = y_{t-1} + x_t, \\qquad y_0 := \\text{total}
 
-    The state is prepended before the cumulative sum so that additions happen in exactly the order of a
-    frame-by-frame loop (``torch.cumsum`` on the CPU sums sequentially): clip and streaming results agree.
+    When ``total`` has the dtype of ``deltas``, the state is prepended before the cumulative sum so that
+    additions happen in exactly the order of a frame-by-frame loop (``torch.cumsum`` on the CPU sums
+    sequentially): clip and streaming results agree. When ``total`` is wider (a float64 running sum of float32
+    increments), the ``T`` increments are summed in their own dtype and added to the running sum: outputs carry
+    the rounding error of the narrow dtype, but the wide state does not drift over long streams.
 
     Args:
         deltas: ``[T, ...]`` increments.
         total: ``[...]`` the running sum before ``deltas[0]``.
+        offset: added to every output but not to the state (a layer's bias); broadcasts against ``[...]``.
 
     Returns:
-        ``(y, y[-1])``: the running sums ``[T, ...]`` and the new state.
+        ``(y + offset, new_total)``: the running sums ``[T, ...]`` in the dtype of ``deltas``, and the new
+        state ``y[-1]`` in the dtype of ``total``.
     """
-    y = torch.cat([total.unsqueeze(0), deltas]).cumsum(0)[1:]
-    return y, y[-1]
+    if total.dtype == deltas.dtype:
+        y = torch.cat([total.unsqueeze(0), deltas]).cumsum(0)[1:]
+        return (y if offset is None else y + offset), y[-1]
+    partial = deltas.cumsum(0)  # (T, ...): Σ of this call's increments, in their dtype
+    start = total.to(deltas.dtype) if offset is None else total.to(deltas.dtype) + offset  # one frame, cheap
+    return partial + start, total + partial[-1].to(total.dtype)
 
 
 def herding_quantize(x: torch.Tensor, phi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

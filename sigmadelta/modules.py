@@ -52,18 +52,18 @@ class StatefulMixin:
 
     mode: str = ORIGINAL
     steps: int = 1  # T of the current call; the batch is T·B frames, time-major
-    accumulate_dtype: torch.dtype = torch.float64
+    delta_dtype: torch.dtype | None = None  # dtype of the increments; None: the model's (set by SigmaDeltaNet)
 
     def _init_state(self, name: str) -> None:
         self._state_name = name
         self.register_buffer(name, None, persistent=False)
         self._pending: torch.Tensor | None = None
 
-    def _state_or_zeros(self, like: torch.Tensor) -> torch.Tensor:
+    def _state_or_zeros(self, like: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
         """The committed state, or zeros shaped like one frame of ``like`` (``[T, B, ...]``) at stream start."""
         state = getattr(self, self._state_name)
         if state is None:
-            return torch.zeros_like(like[0])
+            return torch.zeros_like(like[0], dtype=dtype)
         return state
 
     def _stage(self, state: torch.Tensor) -> None:
@@ -97,7 +97,8 @@ class Quantizer(StatefulMixin, nn.Module):
     The sigma-delta integers ``s_t = r_t − r_{t−1}`` are those of the herding quantizer
     ``Q(Δ(k x))`` (:func:`sigmadelta.functional.sigma_delta_encode`), so ``Σ_τ s_τ = round(k x_t)`` exactly.
     ``r`` is computed in the model's dtype, as in the rounding network, so both networks round the same
-    values; increments are then carried in :attr:`accumulate_dtype` (float64).
+    values; the differences are taken in :attr:`delta_dtype` (the model's dtype unless set wider). The integers
+    ``r`` and ``s`` are exact in float32 while ``|r| < 2**24``.
 
     After each call :attr:`record` holds the tensors the op counter reads: ``x`` (the real input), ``r``
     (rounding and sigma-delta modes) and ``s`` (sigma-delta mode), each ``[T·B, ...]``.
@@ -119,8 +120,11 @@ class Quantizer(StatefulMixin, nn.Module):
         return self.log_scale.exp()
 
     def _round(self, scaled: torch.Tensor) -> torch.Tensor:
+        """Round ``scaled``, a temporary ``k·x`` that nothing else holds."""
+        if not torch.is_grad_enabled():
+            return scaled.round_()  # in place: spares a large allocation per call
         # Straight-through rounding only when a gradient is wanted: it is not bit-exact (see round_ste).
-        return round_ste(scaled) if torch.is_grad_enabled() and self.log_scale.requires_grad else torch.round(scaled)
+        return round_ste(scaled) if self.log_scale.requires_grad else torch.round(scaled)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (T·B, ...)
         mode = self.mode
@@ -134,19 +138,19 @@ class Quantizer(StatefulMixin, nn.Module):
             return r / k
 
         clip = x.unflatten(0, (self.steps, -1))  # (T, B, ...)
-        acc = self.accumulate_dtype
+        dt = self.delta_dtype or x.dtype
         if mode == TEMPORAL_DIFFERENCE:
-            d, last = temporal_difference(clip.to(acc), self._state_or_zeros(clip).to(acc))
+            d, last = temporal_difference(clip.to(dt), self._state_or_zeros(clip, dt))
             self._stage(last)
             return d.flatten(0, 1)
 
-        # sigma-delta: round in the model's dtype (bit-identical to the rounding network), difference in acc
-        r = self._round(k * clip).to(acc)
-        s, last = temporal_difference(r, self._state_or_zeros(r))
+        # sigma-delta: round in the model's dtype (bit-identical to the rounding network), difference in dt
+        r = self._round(k * clip)
+        s, last = temporal_difference(r.to(dt), self._state_or_zeros(r, dt))
         self._stage(last)
         self.record["r"] = r.flatten(0, 1).detach()
         self.record["s"] = s.flatten(0, 1).detach()
-        return s.flatten(0, 1) / k.to(acc)
+        return s.flatten(0, 1) / k.to(dt)
 
     def extra_repr(self) -> str:
         return f"name={self.name!r}, scale_shape={tuple(self.log_scale.shape)}"
@@ -163,9 +167,11 @@ class SigmaDeltaLinear(StatefulMixin, nn.Module):
         u_t = W m_t + b \\quad\\text{(original, rounding)}, \\qquad
         u_t = \\sum_{\\tau \\le t} W m_\\tau + b \\quad\\text{(temporal-difference, sigma-delta)}
 
-    The bias is added once, after integration, never once per increment. The running sum is kept in
-    :attr:`accumulate_dtype` (float64), and ``W m`` is computed in it too, so that over long streams the
-    sigma-delta output stays within ~1e-9 of the rounding network's (paper-notes, section 4).
+    The bias is added once, after integration, never once per increment. ``W m`` is computed in the dtype of
+    the increments ``m`` (:attr:`delta_dtype`); the running sum carried from call to call is kept in
+    :attr:`state_dtype` (float64), so that it does not drift over long streams (see
+    :func:`~sigmadelta.functional.integrate`). In a float64 model the sigma-delta output stays within ~1e-9 of
+    the rounding network's over 10,000 steps (paper-notes, section 4).
 
     Args:
         name: the layer's name (module path in the original model).
@@ -174,6 +180,8 @@ class SigmaDeltaLinear(StatefulMixin, nn.Module):
         bias: the bias or ``None``.
         conv_args: ``stride``, ``padding``, ``dilation``, ``groups`` for convolutions.
     """
+
+    state_dtype: torch.dtype = torch.float64
 
     def __init__(
         self,
@@ -191,7 +199,7 @@ class SigmaDeltaLinear(StatefulMixin, nn.Module):
         self.conv_args = dict(conv_args or {})
         self.weight = nn.Parameter(weight.detach().clone(), requires_grad=False)
         self.bias = None if bias is None else nn.Parameter(bias.detach().clone(), requires_grad=False)
-        self._init_state("total")  # Σ W m up to the previous step, [B, out...], accumulate_dtype
+        self._init_state("total")  # Σ W m up to the previous step, [B, out...], state_dtype
 
     def linear(self, m: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         return _LINEAR_FUNCTIONS[self.kind](m, weight, bias, **self.conv_args)
@@ -199,14 +207,15 @@ class SigmaDeltaLinear(StatefulMixin, nn.Module):
     def forward(self, m: torch.Tensor) -> torch.Tensor:  # m: (T·B, in...)
         if self.mode not in STATEFUL_MODES:
             return self.linear(m, self.weight, self.bias)
-        acc = m.dtype  # the quantizer sends increments in accumulate_dtype
-        increments = self.linear(m, self.weight.to(acc)).unflatten(0, (self.steps, -1))  # (T, B, out...)
-        u, total = integrate(increments, self._state_or_zeros(increments))
-        self._stage(total)
+        dt = m.dtype  # the quantizer sends increments in its delta_dtype
+        increments = self.linear(m, self.weight.to(dt)).unflatten(0, (self.steps, -1))  # (T, B, out...)
+        bias = None
         if self.bias is not None:
             # bias is (C_out,); outputs are (T, B, C_out, *spatial) for convs and (T, B, ..., C_out) for linear
             spatial = int(self.kind[-2]) if self.kind.startswith("conv") else 0
-            u = u + self.bias.to(acc).reshape(-1, *([1] * spatial))
+            bias = self.bias.to(dt).reshape(-1, *([1] * spatial))
+        u, total = integrate(increments, self._state_or_zeros(increments, self.state_dtype), offset=bias)
+        self._stage(total)
         return u.flatten(0, 1).to(self.weight.dtype)
 
     def extra_repr(self) -> str:

@@ -68,10 +68,11 @@ class SigmaDeltaNet(nn.Module):
     - :meth:`reset` returns every state to zero and clears the op counts. Changing the mode resets.
 
     In float64 the temporal-difference network equals the original and the sigma-delta network the rounding
-    network to ~1e-9 over long streams. In float32 the delta paths still integrate in float64, but the dense
-    paths compute in float32: outputs agree to float32 precision, except that a value within float32 noise of a
-    rounding boundary occasionally rounds the other way, so a few units differ by one quantization step ``1/k``.
-    Convert a float64 model where exact equality matters.
+    network to ~1e-9 over long streams. In float32 the delta paths compute their increments in float32 and keep
+    the running sums in float64 (no drift): outputs agree to float32 precision, except that a value within
+    float32 noise of a rounding boundary occasionally rounds the other way, so a few units differ by one
+    quantization step ``1/k``. :meth:`set_delta_dtype` computes the increments of a float32 model in float64
+    (closer to exact, several times slower on CPU); convert a float64 model where exact equality matters.
     """
 
     def __init__(self, result):
@@ -86,6 +87,7 @@ class SigmaDeltaNet(nn.Module):
         self._stateful = [m for m in self.graph_module.modules() if isinstance(m, (Quantizer, SigmaDeltaLinear))]
         self.counting = True  # count ops on every call; turn off for speed when counts are not wanted
         self.mode = ORIGINAL
+        self.delta_dtype: torch.dtype = self.dtype
         self.backend = "dense"
         self._engine = None  # the sparse engine, when backend == "sparse"
         self._batch_size: int | None = None
@@ -150,6 +152,23 @@ class SigmaDeltaNet(nn.Module):
         self.reset()
         return self
 
+    def set_delta_dtype(self, dtype: torch.dtype | None) -> "SigmaDeltaNet":
+        """The dtype in which the temporal-difference and sigma-delta paths compute their increments (the
+        differences and ``W m``): ``None`` for the model's own dtype (the default, and the fastest), or a wider
+        one (``torch.float64`` for a float32 model) for the closest simulation of exact arithmetic. Running sums
+        carried from call to call are float64 either way. Resets state and op counts. Returns the network.
+        """
+        dtype = self.dtype if dtype is None else dtype
+        if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point) or (
+                torch.finfo(dtype).bits < torch.finfo(self.dtype).bits):
+            raise ValueError(f"delta dtype must be a floating-point dtype at least as wide as the model's "
+                             f"{self.dtype}, got {dtype}")
+        self.delta_dtype = dtype
+        for q in self._quantizers.values():
+            q.delta_dtype = dtype
+        self.reset()
+        return self
+
     def set_backend(self, backend: str) -> "SigmaDeltaNet":
         """How the sigma-delta mode executes: ``"dense"`` (the exact simulation, the reference) or ``"sparse"``
         (:mod:`sigmadelta.runtime.sparse`: work follows the nonzero quantized deltas). Other modes always run
@@ -164,6 +183,12 @@ class SigmaDeltaNet(nn.Module):
         self.backend = backend
         self.reset()
         return self
+
+    @property
+    def engine(self):
+        """The sparse engine (:class:`sigmadelta.runtime.sparse.SparseEngine`) once ``set_backend("sparse")``
+        built it, else ``None``: its tuning and diagnostics (paths taken, activity, memory, profile)."""
+        return self._engine
 
     def reset(self) -> None:
         """Return every state to zero (the start of a new stream) and clear the op counts."""
@@ -216,6 +241,8 @@ class SigmaDeltaNet(nn.Module):
         if self.backend == "sparse" and self.mode == SIGMA_DELTA:
             out = self._engine.run(clip)  # [T, B, ...]; the engine validates nothing: _check did
             self._batch_size = batch
+            if self.counting:  # the engine left the quantizers' records as the dense path does
+                self._counter.update(steps, batch)
             return out
         for m in self._stateful:
             m.steps = steps

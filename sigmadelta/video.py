@@ -30,7 +30,6 @@ outputs and the feature maps (read from ``quantizer.record["x"]`` after each cal
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 from collections.abc import Iterable, Iterator
@@ -42,7 +41,7 @@ import torch
 from .accounting import energy_per_op_pj
 from .net import SigmaDeltaNet
 
-__all__ = ["StreamEvaluation", "evaluate_stream", "chunks_of", "accumulate_dtype", "NETWORKS"]
+__all__ = ["StreamEvaluation", "evaluate_stream", "chunks_of", "NETWORKS"]
 
 # network name -> op kind of OpCounts that gives its cost
 NETWORKS = {"original": "dense", "rounding": "rounding", "sigma_delta": "sigma_delta"}
@@ -147,35 +146,6 @@ def chunks_of(frames: torch.Tensor, chunk: int) -> Iterator[torch.Tensor]:
         yield frames[i:i + chunk]
 
 
-@contextlib.contextmanager
-def accumulate_dtype(net: SigmaDeltaNet, dtype: torch.dtype | None):
-    """Carry the delta paths of ``net`` in ``dtype`` for the duration (``None``: leave them as they are).
-
-    The converted network integrates increments in float64 (``Quantizer.accumulate_dtype``), which makes its
-    convolutions take PyTorch's slow float64 path (about 5-7x a float32 pass on CPU for EfficientNet-Lite0).
-    ``torch.float32`` runs them at float32 speed. The integers sent are exact either way; the sums then carry
-    float32 rounding (~1e-7 relative per step), which in a deep network, like the float32 dense passes
-    themselves, now and then moves a value across a rounding boundary.
-    """
-    if dtype is None:
-        yield
-        return
-    quantizers = list(net.quantizers.values())
-    saved = [q.__dict__.get("accumulate_dtype") for q in quantizers]
-    for q in quantizers:
-        q.accumulate_dtype = dtype
-    net.reset()  # state in the old dtype cannot be continued
-    try:
-        yield
-    finally:
-        for q, old in zip(quantizers, saved):
-            if old is None:
-                q.__dict__.pop("accumulate_dtype", None)
-            else:
-                q.accumulate_dtype = old
-        net.reset()
-
-
 class _FeatureDistances:
     """Adjacent-frame distances of every quantizer's input, accumulated chunk by chunk."""
 
@@ -208,14 +178,14 @@ class _FeatureDistances:
 
 @torch.no_grad()
 def evaluate_stream(net: SigmaDeltaNet, frames: torch.Tensor | Iterable[torch.Tensor], *, chunk: int = 16,
-                    feature_distances: bool = False, accumulate: torch.dtype | None = None,
-                    precision: str = "int32", progress: bool = True, total: int | None = None,
-                    desc: str = "frames") -> StreamEvaluation:
+                    feature_distances: bool = False, precision: str = "int32", progress: bool = True,
+                    total: int | None = None, desc: str = "frames") -> StreamEvaluation:
     """Run one stream through the Sigma-Delta network and the original, frame by frame, and record both.
 
     The stream starts from zero state (the network is reset) and is never reset again: clips spliced one after
-    the other are one stream, as in the paper's test. ``net``'s scales are used as they are; its mode, backend
-    and counting are restored afterwards (which resets it).
+    the other are one stream, as in the paper's test. ``net``'s scales, backend and delta dtype
+    (:meth:`~sigmadelta.SigmaDeltaNet.set_delta_dtype`) are used as they are; its mode and counting are restored
+    afterwards (which resets it).
 
     Args:
         net: a converted network whose output is ``[B, classes]`` (class scores or logits).
@@ -223,8 +193,6 @@ def evaluate_stream(net: SigmaDeltaNet, frames: torch.Tensor | Iterable[torch.Te
             (e.g. decoded and preprocessed lazily from a long video file).
         chunk: steps per clip-mode call for a tensor ``frames``; bounds memory only, results do not depend on it.
         feature_distances: also record the adjacent-frame distances of every layer's feature map (Figure 6).
-        accumulate: dtype for the delta paths (see :func:`accumulate_dtype`); ``None`` keeps the network's
-            float64 (exact) accumulation, ``torch.float32`` is several times faster.
         precision: the energy table's column (``"int32"`` as in the paper, ``"int8"``, ``"fp16"``, ``"fp32"``).
         progress: show a tqdm progress bar over frames.
         total: frames expected (for the progress bar) when ``frames`` is an iterable.
@@ -249,19 +217,18 @@ def evaluate_stream(net: SigmaDeltaNet, frames: torch.Tensor | Iterable[torch.Te
     try:
         net.set_mode("sigma-delta")
         net.counting = True
-        with accumulate_dtype(net, accumulate):
-            for clip in frames:
-                steps = clip.shape[0]
-                original = reference.run(clip)  # (t, B, classes)
-                if distances is not None:
-                    distances.update(steps)
-                out = net.run(clip)
-                k = min(5, original.shape[-1])
-                top_orig.append(original.topk(k, -1).indices)
-                top_sd.append(out.topk(k, -1).indices)
-                max_diff.append((out - original).abs().flatten(1).max(1).values)
-                bar.update(steps)
-            counts = net.op_counts()
+        for clip in frames:
+            steps = clip.shape[0]
+            original = reference.run(clip)  # (t, B, classes)
+            if distances is not None:
+                distances.update(steps)
+            out = net.run(clip)
+            k = min(5, original.shape[-1])
+            top_orig.append(original.topk(k, -1).indices)
+            top_sd.append(out.topk(k, -1).indices)
+            max_diff.append((out - original).abs().flatten(1).max(1).values)
+            bar.update(steps)
+        counts = net.op_counts()
     finally:
         bar.close()
         net.set_mode(saved[0])

@@ -28,10 +28,15 @@ def test_sparse_and_quantized_counts_of_a_linear_layer_by_hand():
     net = sigmadelta.convert(layer.eval(), torch.zeros(1, 4))
     net.set_scales({next(iter(net.scales)): 2.0})
     net.set_mode("sigma-delta")
-    net(torch.tensor([[0.0, 0.3, -1.0, 0.0]]))  # k x = [0, 0.6, -2, 0] → r = [0, 1, -2, 0]
-    net(torch.tensor([[0.0, 0.3, 0.0, 0.0]]))  # r = [0, 1, 0, 0] → s = [0, 0, 2, 0]
+    frames = torch.tensor([[[0.0, 0.3, -1.0, 0.0]],  # k x = [0, 0.6, -2, 0] → r = [0, 1, -2, 0]
+                           [[0.0, 0.3, 0.0, 0.0]]])  # r = [0, 1, 0, 0] → s = [0, 0, 2, 0]
+    for frame in frames:
+        net(frame)
     c = net.op_counts()
-    assert c.per_step("sparse").tolist() == [(2 * 2 - 1) * 3, (2 * 1 - 1) * 3]
+    with pytest.raises(KeyError, match="original or temporal-difference mode"):
+        c.per_step("sparse")  # a quantized network's activations are not the original's
+    net.set_mode("original").run(frames)
+    assert net.op_counts().per_step("sparse").tolist() == [(2 * 2 - 1) * 3, (2 * 1 - 1) * 3]
     assert c.per_step("rounding").tolist() == [3 * 3, 1 * 3]
     assert c.per_step("rounding_muladd").tolist() == [2 * 2 * 3, 2 * 1 * 3]
     assert c.per_step("sigma_delta").tolist() == [3 * 3, 2 * 3]
@@ -79,7 +84,9 @@ def test_convolution_counts_equal_brute_force(kwargs):
     s = torch.diff(r, dim=0, prepend=torch.zeros_like(r[:1]))
     assert c.per_step("rounding").tolist() == (r.abs() * fan).sum((1, 2, 3, 4)).tolist()
     assert c.per_step("sigma_delta").tolist() == (s.abs() * fan).sum((1, 2, 3, 4)).tolist()
-    assert c.per_step("sparse").tolist() == (2 * (clip != 0).double() * fan).sum((1, 2, 3, 4)).tolist()
+    net.set_mode("original").run(clip)
+    sparse = net.op_counts().per_step("sparse")
+    assert sparse.tolist() == (2 * (clip != 0).double() * fan).sum((1, 2, 3, 4)).tolist()
     out = conv(clip[0])
     macs = out[0].numel() * conv.weight[0].numel()
     assert c.per_step("dense").tolist() == [2.0 * macs * 2] * 3  # 2 ops per MAC, 2 streams

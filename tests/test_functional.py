@@ -43,3 +43,29 @@ def test_round_ste_rounds_forward_and_passes_gradient():
     assert y.tolist() == [0.0, 2.0, -2.0]  # half to even
     y.sum().backward()
     assert x.grad.tolist() == [1.0, 1.0, 1.0]
+
+
+def test_temporal_difference_without_autograd_equals_the_differentiable_path():
+    torch.manual_seed(0)
+    x, last = torch.randn(5, 2, 3), torch.randn(2, 3)
+    fast, fast_last = temporal_difference(x, last)  # no tensor requires grad: the one-pass path
+    slow, _ = temporal_difference(x.clone().requires_grad_(), last)
+    assert torch.equal(fast, slow.detach()) and torch.equal(fast_last, x[-1])
+    assert slow.requires_grad  # and the differentiable path still carries the graph
+
+
+def test_integrate_float32_increments_into_a_float64_state():
+    torch.manual_seed(0)
+    deltas = torch.randn(16, 4)  # float32
+    total = torch.randn(4, dtype=torch.float64) * 1e3
+    bias = torch.randn(4)
+    y, new_total = integrate(deltas, total, offset=bias)
+    exact = total + deltas.double().cumsum(0)  # (16, 4)
+    assert y.dtype == torch.float32 and new_total.dtype == torch.float64
+    # outputs: float32 rounding only (values ~1e3, float32 spacing there ~6e-5); the bias is not in the state
+    assert (y.double() - (exact + bias.double())).abs().max().item() <= 16 * 1e-4
+    assert (new_total - exact[-1]).abs().max().item() <= 16 * 1e-6  # float32 sums of 16 unit-size increments
+    # equal dtypes: the frame-by-frame order, and offset added to the outputs only
+    y64, total64 = integrate(deltas.double(), total, offset=bias.double())
+    assert torch.equal(total64, integrate(deltas.double(), total)[1])
+    assert torch.equal(y64, integrate(deltas.double(), total)[0] + bias.double())

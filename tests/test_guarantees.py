@@ -7,6 +7,7 @@ Tolerances, by kind:
 - lossy (rounding with k = 1e6 vs original): relative error <= 1e-4.
 """
 
+import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
@@ -87,6 +88,47 @@ def test_huge_scale_rounding_reproduces_original():
     with torch.no_grad():
         expected, got = model(x), net(x)
     assert ((got - expected).norm() / expected.norm()).item() <= 1e-4
+
+
+def test_float32_sigma_delta_does_not_drift_over_5000_steps():
+    """Float32 increments, float64 running sums: one layer (no rounding flips upstream), clips of 16 steps."""
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(64, 32).eval()
+    sd, rnd = (sigmadelta.convert(layer, torch.zeros(1, 64)) for _ in range(2))
+    for net, mode in ((sd, "sigma-delta"), (rnd, "rounding")):
+        net.set_scales({name: 8.0 for name in net.scales})
+        net.set_mode(mode)
+    clip = correlated_stream(5000, (64,), step_std=0.05, generator=torch.Generator().manual_seed(3))  # float32
+    with torch.no_grad():
+        got = torch.cat([sd.run(clip[i:i + 16]) for i in range(0, 5000, 16)])
+        expected = rnd.run(clip)
+    scale = expected.abs().max().item()
+    # float32 noise only (~1e-7 relative per increment, a random walk over 5000 steps); drift would grow ~ T
+    assert (got - expected).abs().max().item() <= 1e-5 * scale
+    assert all(lin.total.dtype == F64 for lin in sd.layers.values())
+
+
+def test_delta_dtype_float64_for_a_float32_model():
+    model, shape = make("vgg", 1, 4)
+    model = model.float()
+    net = sigmadelta.convert(model, torch.zeros(1, *shape))
+    net.set_scales({name: 4.0 for name in net.scales})
+    clip = correlated_stream(12, shape, batch=2, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        net.set_mode("sigma-delta")
+        fast = net.run(clip)
+        net.run(clip[:1])
+        assert net.set_delta_dtype(F64) is net and net.op_counts().steps == 0  # resets: old state is float32
+        exact = net.run(clip)
+        assert net.quantizers[next(iter(net.quantizers))].record["s"].dtype == F64
+        assert exact.dtype == torch.float32
+        torch.testing.assert_close(fast, exact, rtol=1e-4, atol=1e-4)
+        net.set_delta_dtype(None)
+        assert torch.equal(net.run(clip), fast)
+    for bad in (torch.float16, torch.int64, "float64"):
+        with pytest.raises(ValueError, match="delta dtype"):
+            net.set_delta_dtype(bad)
+    assert net.delta_dtype == torch.float32
 
 
 def test_original_mode_matches_model_in_float32():

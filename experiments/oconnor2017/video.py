@@ -16,9 +16,9 @@ and the L2 error on probabilities has no gradient left to climb back.
 
 λ is swept (all values trained at once) to draw the trade-off curve; the default λ is the model's
 (:func:`sigmadelta.scales.default_lam`), read off that curve. Uniform scales (k the same everywhere) are evaluated
-for reference. The Sigma-Delta network integrates in float32 here (several times faster than the exact float64
-simulation; both differ from the Rounding network only by rare rounding-boundary flips); the speed section times
-both against a dense PyTorch pass.
+for reference. The Sigma-Delta network computes its increments in float32 here, the model's dtype (several times
+faster than in float64; both differ from the Rounding network only by rare rounding-boundary flips); the speed
+section times both against a dense PyTorch pass.
 
 Writes ``video_fig5.png``, ``video_fig6.png``, ``video_tradeoff.png``, ``frames.csv`` (per frame, default λ),
 ``results.json`` and ``results.md`` to the output folder.
@@ -80,8 +80,7 @@ def point(ev, segments, label: str, lam, scales=None) -> dict:
 
 def time_speed(net, bundle, frames: torch.Tensor) -> dict:
     """Seconds for ``frames`` ``[T, 1, ...]``: a dense PyTorch pass (inference_mode) against the Sigma-Delta
-    simulation in clip mode with op counting on, exact (float64) and float32, same threads."""
-    from sigmadelta.video import accumulate_dtype
+    simulation in clip mode with op counting on, increments in float64 and in float32, same threads."""
 
     def best_of(fn, repeats):
         times = []
@@ -100,9 +99,10 @@ def time_speed(net, bundle, frames: torch.Tensor) -> dict:
         net.set_mode("original")
         original = best_of(lambda: (net.reset(), net.run(frames)), 1)
         net.set_mode("sigma-delta")
+        fast = best_of(lambda: (net.reset(), net.run(frames)), 1)
+        net.set_delta_dtype(torch.float64)
         exact = best_of(lambda: (net.reset(), net.run(frames)), 1)
-        with accumulate_dtype(net, torch.float32):
-            fast = best_of(lambda: (net.reset(), net.run(frames)), 1)
+        net.set_delta_dtype(None)
     net.set_mode(saved[0])
     net.counting = saved[1]
     n = len(frames)
@@ -141,7 +141,7 @@ def run(out_dir=OUT, quick: bool = False, model: str = MODEL, weights=None, prog
     curve, default_ev = [], None
     for cal in calibrations:
         net.set_scales(cal.scales)
-        ev = evaluate_stream(net, stream, chunk=CHUNK, accumulate=torch.float32, progress=progress,
+        ev = evaluate_stream(net, stream, chunk=CHUNK, progress=progress,
                              feature_distances=cal.lam == lam0, desc=f"λ = {cal.lam:g}")
         curve.append(point(ev, segments, f"λ = {cal.lam:g}", cal.lam, cal.scales))
         if cal.lam == lam0:
@@ -150,7 +150,7 @@ def run(out_dir=OUT, quick: bool = False, model: str = MODEL, weights=None, prog
     uniform = []
     for k in cfg["uniform"]:
         net.set_scales({name: k for name in net.scales})
-        ev = evaluate_stream(net, stream, chunk=CHUNK, accumulate=torch.float32, progress=progress,
+        ev = evaluate_stream(net, stream, chunk=CHUNK, progress=progress,
                              desc=f"uniform k = {k:g}")
         uniform.append(point(ev, segments, f"uniform k = {k:g}", None, k))
     timings["evaluate"] = time.perf_counter() - t
@@ -171,7 +171,7 @@ def run(out_dir=OUT, quick: bool = False, model: str = MODEL, weights=None, prog
                     train_frames=len(train), test=[dict(clip=n, start=a, stop=b) for n, a, b in segments],
                     init_scale=INIT_SCALE, lr=LR, epochs=cfg["epochs"], batch_size=BATCH, error=ERROR,
                     normalization="paper", lams=lams, default_lam=lam0, uniform=cfg["uniform"],
-                    accumulate="float32", quick=quick, threads=torch.get_num_threads(), torch=torch.__version__),
+                    delta_dtype="float32", quick=quick, threads=torch.get_num_threads(), torch=torch.__version__),
         default=dict(lam=lam0, scales=default_scales, summary=summary, steady=steady, layers=layers,
                      first_frame_ops=dict(original=float(ev.ops["original"][0]), rounding=float(ev.ops["rounding"][0]),
                                           sigma_delta=float(ev.ops["sigma_delta"][0]))),

@@ -705,9 +705,9 @@ def engine_of(net) -> "SparseEngine":
     """The sparse engine of ``net`` (building it with ``net.set_backend("sparse")`` if needed), for its tuning
     and diagnostics: :meth:`SparseEngine.set_dense_above`, :meth:`~SparseEngine.paths`,
     :meth:`~SparseEngine.activity`, :meth:`~SparseEngine.memory`, :attr:`~SparseEngine.profile`."""
-    if getattr(net, "_engine", None) is None:
+    if net.engine is None:
         net.set_backend("sparse")
-    return net._engine
+    return net.engine
 
 
 class SparseEngine:
@@ -818,7 +818,7 @@ class SparseEngine:
                 out = torch.empty((steps, *y.shape), dtype=y.dtype)
             out[t].copy_(y)
         if counting:
-            self._count(steps, batch)
+            self._publish_records()
         return out
 
     def _frame(self) -> None:
@@ -833,15 +833,12 @@ class SparseEngine:
             step.run(fresh)
             timings[step.name].append(time.perf_counter() - start)
 
-    def _count(self, steps: int, batch: int) -> None:
-        """Hand the frames' quantizer records to the net's op counter, as the dense path does."""
+    def _publish_records(self) -> None:
+        """Put the frames' records in each quantizer's ``record``, as the dense path leaves them, for the net's
+        op counter."""
         for q in self._quantizers:
             q.q.record = {key: torch.cat(chunks) for key, chunks in q.records.items()}
             q.records.clear()
-        counter = getattr(self.net, "_counter", None)
-        if counter is not None:
-            with torch.inference_mode(False):  # the counter's fan-out plan uses autograd
-                counter.update(steps, batch)
 
     # --- planning ----------------------------------------------------------------------------------------
 
