@@ -5,8 +5,9 @@
 
 Per repetition, in this order and on the same frames ``[T, 1, ...]`` (one clip-mode call of ``T`` steps, from a reset
 state): the original model on the ``T`` frames as one batch under ``torch.inference_mode`` (the dense reference),
-then the converted network as the Sigma-Delta network with op counting on and off, the Rounding network, and the
-Sigma-Delta network with its increments in float64 (``set_delta_dtype(torch.float64)``). Ratios are taken within
+then the converted network as the Sigma-Delta network with its increments in float64 (the default), in float32
+(``set_delta_dtype(torch.float32)``, what ``sigmadelta run`` and the video experiment use), the same without op
+counting, and the Rounding network. Ratios are taken within
 each repetition (the machine is shared and noisy) and the median over repetitions is printed, with the median
 milliseconds per frame of each. One warm-up repetition is not counted. Prints one JSON object.
 
@@ -47,7 +48,7 @@ def measure(model_name: str, clip: str, frames: int, threads: int, repeats: int,
                   clip="carphone")
     batch = clip_frames[:, 0]  # (T, 3, H, W): the dense pass sees the frames as one batch
 
-    def run(mode: str, counting: bool = True, delta_dtype=None):
+    def run(mode: str, delta_dtype: torch.dtype, counting: bool = True):
         def go():
             net.set_mode(mode).set_delta_dtype(delta_dtype)  # both reset: every run starts a stream
             net.counting = counting
@@ -55,10 +56,10 @@ def measure(model_name: str, clip: str, frames: int, threads: int, repeats: int,
         return go
 
     variants = {
-        "sigma_delta": run("sigma-delta"),
-        "sigma_delta_no_counting": run("sigma-delta", counting=False),
-        "rounding": run("rounding"),
-        "sigma_delta_float64_increments": run("sigma-delta", delta_dtype=torch.float64),
+        "sigma_delta_float64_increments": run("sigma-delta", torch.float64),
+        "sigma_delta_float32_increments": run("sigma-delta", net.dtype),
+        "sigma_delta_float32_increments_no_counting": run("sigma-delta", net.dtype, counting=False),
+        "rounding": run("rounding", net.dtype),
     }
     times: dict[str, list[float]] = {"dense": [], **{k: [] for k in variants}}
     with torch.inference_mode():

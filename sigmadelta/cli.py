@@ -170,8 +170,7 @@ def _run(args) -> int:
         if pending:
             yield bundle.preprocess(np.stack(pending)).unsqueeze(1)
 
-    if args.exact:
-        net.set_delta_dtype(torch.float64)
+    net.set_delta_dtype(torch.float64 if args.exact else net.dtype)  # the model's dtype: about 2x faster
     ev = video.evaluate_stream(net, chunks(), total=args.frames, desc=Path(args.video).name)
     summary = ev.summary()
     seconds = time.perf_counter() - start

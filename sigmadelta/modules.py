@@ -52,7 +52,7 @@ class StatefulMixin:
 
     mode: str = ORIGINAL
     steps: int = 1  # T of the current call; the batch is T·B frames, time-major
-    delta_dtype: torch.dtype | None = None  # dtype of the increments; None: the model's (set by SigmaDeltaNet)
+    delta_dtype: torch.dtype = torch.float64  # dtype of the increments (SigmaDeltaNet.set_delta_dtype)
 
     def _init_state(self, name: str) -> None:
         self._state_name = name
@@ -97,8 +97,8 @@ class Quantizer(StatefulMixin, nn.Module):
     The sigma-delta integers ``s_t = r_t − r_{t−1}`` are those of the herding quantizer
     ``Q(Δ(k x))`` (:func:`sigmadelta.functional.sigma_delta_encode`), so ``Σ_τ s_τ = round(k x_t)`` exactly.
     ``r`` is computed in the model's dtype, as in the rounding network, so both networks round the same
-    values; the differences are taken in :attr:`delta_dtype` (the model's dtype unless set wider). The integers
-    ``r`` and ``s`` are exact in float32 while ``|r| < 2**24``.
+    values; the differences are taken in :attr:`delta_dtype` (float64 unless set to the model's dtype). The
+    integers ``r`` and ``s`` are exact in float32 while ``|r| < 2**24``.
 
     After each call :attr:`record` holds the tensors the op counter reads: ``x`` (the real input), ``r``
     (rounding and sigma-delta modes) and ``s`` (sigma-delta mode), each ``[T·B, ...]``.
@@ -138,7 +138,7 @@ class Quantizer(StatefulMixin, nn.Module):
             return r / k
 
         clip = x.unflatten(0, (self.steps, -1))  # (T, B, ...)
-        dt = self.delta_dtype or x.dtype
+        dt = self.delta_dtype
         if mode == TEMPORAL_DIFFERENCE:
             d, last = temporal_difference(clip.to(dt), self._state_or_zeros(clip, dt))
             self._stage(last)

@@ -95,6 +95,7 @@ def test_float32_sigma_delta_does_not_drift_over_5000_steps():
     torch.manual_seed(0)
     layer = torch.nn.Linear(64, 32).eval()
     sd, rnd = (sigmadelta.convert(layer, torch.zeros(1, 64)) for _ in range(2))
+    sd.set_delta_dtype(torch.float32)
     for net, mode in ((sd, "sigma-delta"), (rnd, "rounding")):
         net.set_scales({name: 8.0 for name in net.scales})
         net.set_mode(mode)
@@ -108,27 +109,29 @@ def test_float32_sigma_delta_does_not_drift_over_5000_steps():
     assert all(lin.total.dtype == F64 for lin in sd.layers.values())
 
 
-def test_delta_dtype_float64_for_a_float32_model():
+def test_float32_increments_for_a_float32_model():
     model, shape = make("vgg", 1, 4)
     model = model.float()
     net = sigmadelta.convert(model, torch.zeros(1, *shape))
     net.set_scales({name: 4.0 for name in net.scales})
     clip = correlated_stream(12, shape, batch=2, generator=torch.Generator().manual_seed(4))
+    assert net.delta_dtype == F64  # the default
     with torch.no_grad():
         net.set_mode("sigma-delta")
-        fast = net.run(clip)
-        net.run(clip[:1])
-        assert net.set_delta_dtype(F64) is net and net.op_counts().steps == 0  # resets: old state is float32
         exact = net.run(clip)
         assert net.quantizers[next(iter(net.quantizers))].record["s"].dtype == F64
-        assert exact.dtype == torch.float32
+        net.run(clip[:1])
+        assert net.set_delta_dtype(torch.float32) is net and net.op_counts().steps == 0  # resets: state is float64
+        fast = net.run(clip)
+        assert net.quantizers[next(iter(net.quantizers))].record["s"].dtype == torch.float32
+        assert exact.dtype == fast.dtype == torch.float32
         torch.testing.assert_close(fast, exact, rtol=1e-4, atol=1e-4)
-        net.set_delta_dtype(None)
-        assert torch.equal(net.run(clip), fast)
-    for bad in (torch.float16, torch.int64, "float64"):
+        net.set_delta_dtype(F64)
+        assert torch.equal(net.run(clip), exact)
+    for bad in (torch.float16, torch.int64, "float64", None):
         with pytest.raises(ValueError, match="delta dtype"):
             net.set_delta_dtype(bad)
-    assert net.delta_dtype == torch.float32
+    assert net.delta_dtype == F64
 
 
 def test_original_mode_matches_model_in_float32():

@@ -48,8 +48,9 @@ Numerics
 --------
 - float64 models: everything in float64; results equal the dense simulation to ~1e-15 over long streams
   (tests: ≤ 1e-9).
-- float32 models: products ``W s`` in float32 (the simulation forms them in float64). Fully connected
-  layers accumulate in float64; convolutions accumulate ``u`` in float32 between dense recomputes. Values agree
+- float32 models: products ``W s`` in float32, as in the simulation (unless its ``set_delta_dtype`` asks for
+  float64). Fully connected layers accumulate in float64; convolutions accumulate ``u`` in float32 between
+  dense recomputes. Values agree
   with the simulation to float32 precision, but a value that lands within float32 rounding of a quantizer's
   half-integer threshold can round the other way: a ±1 in one integer, which later layers carry on. On small
   networks and short streams this is rare (tests: ``rtol=1e-4, atol=1e-5·max|out|``, identical argmax); on the
