@@ -186,6 +186,15 @@ class OpCounter:
         self.steps = 0
         self.batch_size = 0
         self._chunks: dict[str, dict[str, list[torch.Tensor]]] = {}
+        self._scratch = torch.empty(0)
+
+    def _scratch_like(self, v: torch.Tensor) -> torch.Tensor:
+        """A reused buffer shaped like ``v``: a fresh tensor of a feature map's size per count would cost page
+        faults (the CPU allocator does not cache) on the order of the count itself."""
+        if (self._scratch.dtype != v.dtype or self._scratch.numel() < v.numel()
+                or self._scratch.is_inference() != torch.is_inference_mode_enabled()):
+            self._scratch = torch.empty(v.numel(), dtype=v.dtype)
+        return self._scratch[:v.numel()].view(v.shape)
 
     def _plan_for(self, name: str, sample_shape: tuple[int, ...]) -> _Plan:
         plan = self._plans.get(name)
@@ -211,7 +220,7 @@ class OpCounter:
                     per_step["sparse"] = 2 * plan.weighted(nonzero, steps)
             for kind, key in (("rounding", "r"), ("sigma_delta", "s")):
                 if key in record:
-                    magnitude = record[key].abs()  # integers
+                    magnitude = torch.abs(record[key], out=self._scratch_like(record[key]))  # integers
                     per_step[kind] = plan.weighted(magnitude, steps)
                     per_step[f"{kind}_muladd"] = 2 * plan.weighted(magnitude.clamp_(max=1), steps)
             chunks = self._chunks.setdefault(name, {})

@@ -21,6 +21,7 @@ __all__ = [
     "round_ste",
     "temporal_difference",
     "integrate",
+    "running_sum",
     "herding_quantize",
     "sigma_delta_encode",
 ]
@@ -49,7 +50,7 @@ def temporal_difference(x: torch.Tensor, last: torch.Tensor) -> tuple[torch.Tens
     Returns:
         ``(y, x[-1])``: the differences ``[T, ...]`` and the new state.
     """
-    if torch.is_grad_enabled() and (x.requires_grad or last.requires_grad):
+    if _records_grad(x, last):
         return torch.diff(x, dim=0, prepend=last.unsqueeze(0)), x[-1]
     y = torch.empty_like(x)  # the same subtractions without autograd, in one pass and no concatenated copy
     torch.sub(x[1:], x[:-1], out=y[1:])
@@ -57,33 +58,70 @@ def temporal_difference(x: torch.Tensor, last: torch.Tensor) -> tuple[torch.Tens
     return y, x[-1]
 
 
-def integrate(deltas: torch.Tensor, total: torch.Tensor,
-              offset: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def integrate(deltas: torch.Tensor, total: torch.Tensor, offset: torch.Tensor | None = None, *,
+              overwrite: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Integration Σ over the leading time axis: the inverse of :func:`temporal_difference`.
 
     .. math:: y_t = y_{t-1} + x_t, \\qquad y_0 := \\text{total}
 
-    When ``total`` has the dtype of ``deltas``, the state is prepended before the cumulative sum so that
-    additions happen in exactly the order of a frame-by-frame loop (``torch.cumsum`` on the CPU sums
-    sequentially): clip and streaming results agree. When ``total`` is wider (a float64 running sum of float32
-    increments), the ``T`` increments are summed in their own dtype and added to the running sum: outputs carry
-    the rounding error of the narrow dtype, but the wide state does not drift over long streams.
+    When ``total`` has the dtype of ``deltas``, the sums are those of a frame-by-frame loop (bit for bit in
+    float64, see :func:`running_sum`), so clip and streaming results agree. When ``total`` is wider (a float64
+    running sum of float32 increments), the ``T`` increments are summed in their own dtype and added to the
+    running sum: outputs carry the rounding error of the narrow dtype, but the wide state does not drift over
+    long streams.
 
     Args:
         deltas: ``[T, ...]`` increments.
         total: ``[...]`` the running sum before ``deltas[0]``.
         offset: added to every output but not to the state (a layer's bias); broadcasts against ``[...]``.
+        overwrite: the result may be written into ``deltas`` (a temporary the caller no longer needs; ignored
+            when autograd records), which spares two allocations of its size.
 
     Returns:
         ``(y + offset, new_total)``: the running sums ``[T, ...]`` in the dtype of ``deltas``, and the new
         state ``y[-1]`` in the dtype of ``total``.
     """
+    in_place = overwrite and not _records_grad(deltas, total, offset)
+    out = deltas if in_place else None
     if total.dtype == deltas.dtype:
-        y = torch.cat([total.unsqueeze(0), deltas]).cumsum(0)[1:]
-        return (y if offset is None else y + offset), y[-1]
-    partial = deltas.cumsum(0)  # (T, ...): Σ of this call's increments, in their dtype
-    start = total.to(deltas.dtype) if offset is None else total.to(deltas.dtype) + offset  # one frame, cheap
-    return partial + start, total + partial[-1].to(total.dtype)
+        y = running_sum(deltas, total, out=out)
+        new_total = y[-1].clone() if in_place else y[-1]  # y changes below when the offset is added in place
+        start = None
+    else:
+        y = running_sum(deltas, out=out)  # (T, ...): Σ of this call's increments, in their dtype
+        new_total = total + y[-1].to(total.dtype)
+        start = total.to(deltas.dtype)  # one frame, cheap
+    start = offset if start is None else start if offset is None else start + offset
+    if start is not None:
+        y = y.add_(start) if in_place else y + start
+    return y, new_total
+
+
+def running_sum(x: torch.Tensor, start: torch.Tensor | None = None, *,
+                out: torch.Tensor | None = None) -> torch.Tensor:
+    """Cumulative sum over dim 0: ``y_0 = start + x_0``, ``y_t = y_{t-1} + x_t`` (``start`` omitted: ``y_0 = x_0``).
+
+    Large frames (4096 values or more) without autograd go through one add per step, in the order of a
+    frame-by-frame loop, bit for bit: ``torch.cumsum`` is slow over the leading axis of large frames (as slow as a
+    convolution on EfficientNet's feature maps). Small frames use ``torch.cumsum``, which on the CPU adds in the
+    same order in float64 and, for float32, accumulates in float64 and rounds each output once. ``out`` (which
+    may be ``x`` itself) receives the result.
+    """
+    if x.numel() // max(len(x), 1) < 4096 or _records_grad(x, start):
+        y = x.cumsum(0) if start is None else torch.cat([start.unsqueeze(0), x]).cumsum(0)[1:]
+        return y if out is None else out.copy_(y)
+    y = torch.empty_like(x) if out is None else out
+    if start is not None:
+        torch.add(start, x[0], out=y[0])
+    elif y is not x:
+        y[0].copy_(x[0])
+    for t in range(1, len(x)):
+        torch.add(y[t - 1], x[t], out=y[t])
+    return y
+
+
+def _records_grad(*tensors: torch.Tensor | None) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
 def herding_quantize(x: torch.Tensor, phi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

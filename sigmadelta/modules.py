@@ -214,7 +214,8 @@ class SigmaDeltaLinear(StatefulMixin, nn.Module):
             # bias is (C_out,); outputs are (T, B, C_out, *spatial) for convs and (T, B, ..., C_out) for linear
             spatial = int(self.kind[-2]) if self.kind.startswith("conv") else 0
             bias = self.bias.to(dt).reshape(-1, *([1] * spatial))
-        u, total = integrate(increments, self._state_or_zeros(increments, self.state_dtype), offset=bias)
+        u, total = integrate(increments, self._state_or_zeros(increments, self.state_dtype), offset=bias,
+                             overwrite=True)  # the increments are a temporary of this call
         self._stage(total)
         return u.flatten(0, 1).to(self.weight.dtype)
 

@@ -4,7 +4,14 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sigmadelta.functional import herding_quantize, integrate, round_ste, sigma_delta_encode, temporal_difference
+from sigmadelta.functional import (
+    herding_quantize,
+    integrate,
+    round_ste,
+    running_sum,
+    sigma_delta_encode,
+    temporal_difference,
+)
 
 # dyadic values (multiples of 1/64) keep every sum exact in float64, so the comparisons below can be exact
 dyadic = st.integers(-640, 640).map(lambda n: n / 64)
@@ -69,3 +76,30 @@ def test_integrate_float32_increments_into_a_float64_state():
     y64, total64 = integrate(deltas.double(), total, offset=bias.double())
     assert torch.equal(total64, integrate(deltas.double(), total)[1])
     assert torch.equal(y64, integrate(deltas.double(), total)[0] + bias.double())
+
+
+def test_running_sum_adds_in_frame_order():
+    torch.manual_seed(0)
+    for frame, dtype in (((3,), torch.float64), ((64, 80), torch.float64), ((64, 80), torch.float32)):
+        x, start = torch.randn(7, *frame, dtype=dtype), torch.randn(*frame, dtype=dtype)
+        loop = [start + x[0]]
+        for t in range(1, 7):
+            loop.append(loop[-1] + x[t])
+        assert torch.equal(running_sum(x, start), torch.stack(loop)), (frame, dtype)
+        assert torch.equal(running_sum(x), torch.cat([torch.zeros_like(x[:1]), x]).cumsum(0)[1:] if dtype ==
+                           torch.float64 else running_sum(x, torch.zeros_like(start)))
+    # small float32 frames take torch.cumsum, which sums in float64 and rounds each output once
+    x, start = torch.randn(7, 3), torch.randn(3)
+    torch.testing.assert_close(running_sum(x, start), (start.double() + x.double().cumsum(0)).float(),
+                               rtol=0, atol=0)
+
+
+def test_integrate_overwriting_its_input_gives_the_same_result():
+    torch.manual_seed(0)
+    for dtype in (torch.float64, torch.float32):
+        for frame in ((3,), (64, 80)):
+            deltas, total = torch.randn(5, *frame, dtype=dtype), torch.randn(*frame, dtype=torch.float64)
+            bias = torch.randn(*frame, dtype=dtype)
+            y, new_total = integrate(deltas, total, bias)
+            y2, new_total2 = integrate(deltas.clone(), total, bias, overwrite=True)
+            assert torch.equal(y, y2) and torch.equal(new_total, new_total2), (dtype, frame)
