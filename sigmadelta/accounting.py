@@ -76,18 +76,18 @@ class _Plan:
     dense: float  # ops of one sample through the dense original layer
     n_out: int  # FC only: outputs per row
     is_linear: bool
-    _flat: dict = field(default_factory=dict)  # dtype -> fanout flattened to (N,) in that dtype
+    _flat: dict = field(default_factory=dict)  # (dtype, device) -> fanout flattened to (N,)
 
     def weighted(self, v: torch.Tensor, steps: int) -> torch.Tensor:
         """Σ over streams and units of ``v · fanout``, per step: ``v`` is ``[T·B, sample...]``; returns ``[T]``
-        float64. One matrix-vector product in float64 for float64 records, float32 otherwise: exact while each
-        frame's sum stays below 2**24 in float32, within ~1e-7 relative beyond."""
+        float64 on the CPU. One matrix-vector product on ``v``'s device, in float64 for float64 records and float32
+        otherwise: exact while each frame's sum stays below 2**24 in float32, within ~1e-7 relative beyond."""
         dtype = torch.float64 if v.dtype == torch.float64 else torch.float32
-        fanout = self._flat.get(dtype)
+        fanout = self._flat.get((dtype, v.device))
         if fanout is None:
-            fanout = self._flat[dtype] = self.fanout.reshape(-1).to(dtype)
+            fanout = self._flat[dtype, v.device] = self.fanout.reshape(-1).to(v.device, dtype)
         per_frame = torch.mv(v.reshape(-1, fanout.numel()).to(dtype), fanout)  # (T·B,)
-        return per_frame.to(torch.float64).reshape(steps, -1).sum(1)
+        return per_frame.to("cpu", torch.float64).reshape(steps, -1).sum(1)
 
 
 def _plan(layer: SigmaDeltaLinear, sample_shape: tuple[int, ...]) -> _Plan:
@@ -97,7 +97,8 @@ def _plan(layer: SigmaDeltaLinear, sample_shape: tuple[int, ...]) -> _Plan:
         rows = math.prod(sample_shape[:-1])
         return _Plan(fanout, float(rows * (2 * n_in - 1) * n_out), n_out, True)
     with torch.no_grad():
-        out_shape = layer.linear(torch.zeros((1, *sample_shape), dtype=layer.weight.dtype), layer.weight).shape
+        example = torch.zeros((1, *sample_shape), dtype=layer.weight.dtype, device=layer.weight.device)
+        out_shape = layer.linear(example, layer.weight).shape
     macs = math.prod(out_shape[1:]) * math.prod(layer.weight.shape[1:])  # each output: C_in/groups · kernel MACs
     return _Plan(fanout, float(2 * macs), 0, False)
 
@@ -191,9 +192,9 @@ class OpCounter:
     def _scratch_like(self, v: torch.Tensor) -> torch.Tensor:
         """A reused buffer shaped like ``v``: a fresh tensor of a feature map's size per count would cost page
         faults (the CPU allocator does not cache) on the order of the count itself."""
-        if (self._scratch.dtype != v.dtype or self._scratch.numel() < v.numel()
+        if (self._scratch.dtype != v.dtype or self._scratch.device != v.device or self._scratch.numel() < v.numel()
                 or self._scratch.is_inference() != torch.is_inference_mode_enabled()):
-            self._scratch = torch.empty(v.numel(), dtype=v.dtype)
+            self._scratch = torch.empty(v.numel(), dtype=v.dtype, device=v.device)
         return self._scratch[:v.numel()].view(v.shape)
 
     def _plan_for(self, name: str, sample_shape: tuple[int, ...]) -> _Plan:
@@ -215,7 +216,7 @@ class OpCounter:
                 nonzero = x.abs().sign_()
                 if plan.is_linear:
                     nnz_rows = nonzero.reshape(steps, -1, x.shape[-1]).sum(-1, dtype=torch.float64)  # (T, B·rows)
-                    per_step["sparse"] = ((2 * nnz_rows - 1).clamp(min=0) * plan.n_out).sum(1)
+                    per_step["sparse"] = ((2 * nnz_rows - 1).clamp(min=0) * plan.n_out).sum(1).cpu()
                 else:
                     per_step["sparse"] = 2 * plan.weighted(nonzero, steps)
             for kind, key in (("rounding", "r"), ("sigma_delta", "s")):
