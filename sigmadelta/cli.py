@@ -327,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--frames", type=int, metavar="N", help="only the first N frames")
     run.add_argument("--chunk", type=int, default=16, metavar="N", help="frames per clip-mode call (default 16)")
     run.add_argument("--exact", action="store_true", help="compute the increments in float64 (closest to exact "
-                                                          "arithmetic, several times slower) instead of float32")
+                                                          "arithmetic, 2-3x slower on CNNs) instead of float32")
     run.add_argument("--json", metavar="FILE", help="write per-frame results and the summary as JSON")
     run.add_argument("--plot", metavar="FILE", help="write a per-frame figure (PNG)")
     run.set_defaults(func=_run)
