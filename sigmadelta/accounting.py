@@ -14,6 +14,10 @@ rounding            Σ_i |s_i| · fanout_i with s = round(k x): additions only
 rounding_muladd     2 · Σ_{s_i ≠ 0} fanout_i: one multiply-add per nonzero input and connection
 sigma_delta         Σ_i |s_i| · fanout_i with s = Q(Δ(k x)): additions only
 sigma_delta_muladd  2 · Σ_{s_i ≠ 0} fanout_i for the sigma-delta integers
+sigma_delta_hybrid  min(sigma_delta, dense) per layer and step: each layer, each frame, does whichever is
+                    cheaper, the additions of its sigma-delta integers or the dense layer on the rounded
+                    input (W·round(k x)/k, which is also the sigma-delta state: outputs stay the same). The
+                    choice can be made before computing, from the integers. The sparse engine's fallback.
 ==================  ===================================================================================
 
 ``fanout_i`` is exact: the number of outputs input unit ``i`` reaches, fewer at a convolution's borders, with
@@ -33,9 +37,11 @@ import torch
 
 from .modules import Quantizer, SigmaDeltaLinear
 
-__all__ = ["KINDS", "ENERGY_PJ", "OpCounts", "OpCounter", "fanout_map", "energy_per_op_pj"]
+__all__ = ["KINDS", "HYBRID", "ENERGY_PJ", "OpCounts", "OpCounter", "fanout_map", "energy_per_op_pj",
+           "hybrid_energy_pj"]
 
-KINDS = ("dense", "sparse", "rounding", "rounding_muladd", "sigma_delta", "sigma_delta_muladd")
+HYBRID = "sigma_delta_hybrid"
+KINDS = ("dense", "sparse", "rounding", "rounding_muladd", "sigma_delta", "sigma_delta_muladd", HYBRID)
 ADD_ONLY = ("rounding", "sigma_delta")
 
 # Horowitz (2014), 45 nm, pJ per operation
@@ -54,8 +60,18 @@ def energy_per_op_pj(kind: str, precision: str = "int32") -> float:
         raise ValueError(f"unknown precision {precision!r}; choose from {sorted(ENERGY_PJ)}")
     if kind not in KINDS:
         raise ValueError(f"unknown op kind {kind!r}; choose from {KINDS}")
+    if kind == HYBRID:
+        raise ValueError(f"{HYBRID!r} mixes additions and multiply-adds: use hybrid_energy_pj or "
+                         "OpCounts.energy_nj")
     table = ENERGY_PJ[precision]
     return table["add"] if kind in ADD_ONLY else (table["add"] + table["mult"]) / 2
+
+
+def hybrid_energy_pj(sigma_delta: np.ndarray, dense: np.ndarray, precision: str = "int32") -> np.ndarray:
+    """Energy of :data:`HYBRID` for one layer, elementwise over steps: additions where the sigma-delta path is
+    taken (``sigma_delta <= dense``), the original's multiply-add mix where the dense path is."""
+    add, mixed = energy_per_op_pj("sigma_delta", precision), energy_per_op_pj("dense", precision)
+    return np.where(sigma_delta <= dense, sigma_delta * add, dense * mixed)
 
 
 def fanout_map(layer: SigmaDeltaLinear, sample_shape: tuple[int, ...]) -> torch.Tensor:
@@ -159,6 +175,10 @@ class OpCounts:
 
     def energy_nj(self, kind: str, precision: str = "int32", per_sample: bool = False) -> float:
         """Energy of the counted ops in nJ (Horowitz 2014 table; int32, as in the paper, by default)."""
+        if kind == HYBRID:
+            sd, dense = self._get("sigma_delta"), self._get("dense")
+            pj = float(sum(hybrid_energy_pj(sd[layer], dense[layer], precision).sum() for layer in sd))
+            return pj / 1000.0 / (max(self.steps * self.batch_size, 1) if per_sample else 1)
         ops = self.per_sample(kind) if per_sample else self.total(kind)
         return ops * energy_per_op_pj(kind, precision) / 1000.0
 
@@ -233,4 +253,6 @@ class OpCounter:
     def counts(self) -> OpCounts:
         kinds = [k for k in KINDS if all(k in c for c in self._chunks.values())] if self._chunks else []
         counts = {k: {name: torch.cat(c[k]).numpy() for name, c in self._chunks.items()} for k in kinds}
+        if "sigma_delta" in counts:
+            counts[HYBRID] = {name: np.minimum(sd, counts["dense"][name]) for name, sd in counts["sigma_delta"].items()}
         return OpCounts(self.steps, self.batch_size, counts)

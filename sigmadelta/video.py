@@ -38,13 +38,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .accounting import energy_per_op_pj
+from .accounting import HYBRID, energy_per_op_pj, hybrid_energy_pj
 from .net import SigmaDeltaNet
 
 __all__ = ["StreamEvaluation", "evaluate_stream", "chunks_of", "NETWORKS"]
 
 # network name -> op kind of OpCounts that gives its cost
-NETWORKS = {"original": "dense", "rounding": "rounding", "sigma_delta": "sigma_delta"}
+NETWORKS = {"original": "dense", "rounding": "rounding", "sigma_delta": "sigma_delta", "sigma_delta_hybrid": HYBRID}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -58,7 +58,9 @@ class StreamEvaluation:
     Attributes:
         frames: number of frames ``T``.
         layers: linear layer names, in graph order.
-        ops: network (``"original"``, ``"rounding"``, ``"sigma_delta"``) -> ops per frame ``[T]``.
+        ops: network (``"original"``, ``"rounding"``, ``"sigma_delta"``, ``"sigma_delta_hybrid"``: per layer and
+            frame the cheaper of sigma-delta and dense, see :data:`~sigmadelta.accounting.HYBRID`) -> ops per
+            frame ``[T]``.
         ops_per_layer: network -> layer -> ops per frame ``[T]``.
         top1_agree: ``[T]`` fraction of streams whose Sigma-Delta argmax equals the original's (0 or 1 for B = 1).
         top5_agree: ``[T]`` fraction of streams whose Sigma-Delta argmax is in the original's top 5.
@@ -88,7 +90,11 @@ class StreamEvaluation:
 
     def energy_nj(self, network: str) -> np.ndarray:
         """Energy per frame ``[T]`` in nJ of ``network`` (adds for the discretized ones; the original's ops are
-        half multiplies, half adds), from the Horowitz (2014) table at :attr:`precision`."""
+        half multiplies, half adds; the hybrid per layer as the path it takes), from the Horowitz (2014) table
+        at :attr:`precision`."""
+        if network == "sigma_delta_hybrid":
+            sd, dense = self.ops_per_layer["sigma_delta"], self.ops_per_layer["original"]
+            return sum(hybrid_energy_pj(sd[layer], dense[layer], self.precision) for layer in self.layers) / 1000.0
         return self.ops[network] * energy_per_op_pj(NETWORKS[network], self.precision) / 1000.0
 
     def cumulative(self, values: np.ndarray) -> np.ndarray:
@@ -98,7 +104,8 @@ class StreamEvaluation:
 
     def summary(self, start: int = 0, stop: int | None = None) -> dict:
         """Means over frames ``[start, stop)``: ops and energy per frame of each network, the reduction
-        (original ops / Sigma-Delta ops, also against the Rounding network) and the top-1/top-5 agreement."""
+        (original ops / Sigma-Delta ops; also for the Rounding network and the hybrid) and the top-1/top-5
+        agreement."""
         s = slice(start, self.frames if stop is None else stop)
         ops = {n: float(v[s].mean()) for n, v in self.ops.items()}
         return {
@@ -106,8 +113,10 @@ class StreamEvaluation:
             "ops_original_per_frame": ops["original"],
             "ops_rounding_per_frame": ops["rounding"],
             "ops_sigma_delta_per_frame": ops["sigma_delta"],
+            "ops_sigma_delta_hybrid_per_frame": ops["sigma_delta_hybrid"],
             "reduction": _ratio(ops["original"], ops["sigma_delta"]),
             "reduction_rounding": _ratio(ops["original"], ops["rounding"]),
+            "reduction_hybrid": _ratio(ops["original"], ops["sigma_delta_hybrid"]),
             "sigma_delta_vs_rounding": _ratio(ops["sigma_delta"], ops["rounding"]),
             "energy_nj_per_frame": {n: float(self.energy_nj(n)[s].mean()) for n in self.ops},
             "top1_agreement": float(self.top1_agree[s].mean()),
@@ -265,16 +274,18 @@ def format_summary(ev: StreamEvaluation, classes: list[str] | None = None, title
     segments = segments or {"all frames": (0, ev.frames)}
     lines = [title] if title else []
     head = (f"{'':<22}{'original ops':>14}{'rounding ops':>14}{'sigma-delta ops':>17}{'reduction':>11}"
-            f"{'energy nJ (SD)':>16}{'top-1':>8}{'top-5':>8}")
+            f"{'hybrid':>9}{'energy nJ (SD)':>16}{'top-1':>8}{'top-5':>8}")
     lines += [head, "-" * len(head)]
     for name, (a, b) in segments.items():
         s = ev.summary(a, b)
         label = f"{name} ({s['frames']})"
         lines.append(f"{label:<22}{s['ops_original_per_frame']:>14.4g}"
                      f"{s['ops_rounding_per_frame']:>14.4g}{s['ops_sigma_delta_per_frame']:>17.4g}"
-                     f"{s['reduction']:>10.2f}x{s['energy_nj_per_frame']['sigma_delta']:>16,.0f}"
+                     f"{s['reduction']:>10.2f}x{s['reduction_hybrid']:>8.2f}x"
+                     f"{s['energy_nj_per_frame']['sigma_delta']:>16,.0f}"
                      f"{s['top1_agreement']:>8.1%}{s['top5_agreement']:>8.1%}")
-    lines.append(f"(ops per frame; reduction = original / sigma-delta; energy int32, original "
+    lines.append(f"(ops per frame; reduction = original / sigma-delta; hybrid: the same when each layer falls "
+                 f"back to dense on frames where that is cheaper; energy int32, original "
                  f"{ev.summary()['energy_nj_per_frame']['original']:,.0f} nJ/frame; agreement with the original)")
     if classes is not None:
         picks = sorted(set(np.linspace(0, ev.frames - 1, min(4, ev.frames)).round().astype(int).tolist()))
@@ -314,15 +325,16 @@ def plot_stream(ev: StreamEvaluation, path, title: str = "", splice: int | None 
     plt.close(fig)
 
 
-COLORS = {"original": "tab:red", "rounding": "tab:blue", "sigma_delta": "tab:green"}
-LABELS = {"original": "original (dense)", "rounding": "rounding", "sigma_delta": "sigma-delta"}
+COLORS = {"original": "tab:red", "rounding": "tab:blue", "sigma_delta": "tab:green", "sigma_delta_hybrid": "tab:olive"}
+LABELS = {"original": "original (dense)", "rounding": "rounding", "sigma_delta": "sigma-delta",
+          "sigma_delta_hybrid": "sigma-delta, dense where cheaper"}
 
 
 def draw_ops(ax, ev: StreamEvaluation, splice: int | None = None) -> None:
-    """Ops per frame of the three networks on a log axis."""
+    """Ops per frame of the three networks, and of the hybrid (dotted), on a log axis."""
     t = np.arange(ev.frames)
-    for n in ("original", "rounding", "sigma_delta"):
-        ax.plot(t, ev.ops[n], color=COLORS[n], lw=1.4, label=LABELS[n])
+    for n in ("original", "rounding", "sigma_delta", "sigma_delta_hybrid"):
+        ax.plot(t, ev.ops[n], color=COLORS[n], lw=1.4, label=LABELS[n], ls=":" if n == "sigma_delta_hybrid" else "-")
     if splice is not None:
         ax.axvline(splice - 0.5, color="black", lw=0.8, ls="--")
     ax.set(yscale="log", ylabel="ops per frame (log)", title="Computation per frame")

@@ -108,3 +108,21 @@ def test_counts_reset_and_per_layer_steps():
         net.op_counts().total("sigma_delta")
     net.reset()
     assert net.op_counts().steps == 0
+
+
+def test_hybrid_is_the_cheaper_of_sigma_delta_and_dense_per_layer_and_step():
+    layer = nn.Linear(4, 3)
+    net = sigmadelta.convert(layer.eval(), torch.zeros(1, 4))
+    net.set_scales({next(iter(net.scales)): 2.0})
+    net.set_mode("sigma-delta")
+    # step 0: r = [0, 1, -2, 0] → 3·3 = 9 additions < 21 dense ops; step 1: k x = [8, 8, 8, 8] → s = [8, 7, 10, 8]:
+    # 33·3 = 99 additions > 21
+    net.run(torch.tensor([[[0.0, 0.3, -1.0, 0.0]], [[4.0, 4.0, 4.0, 4.0]]]))
+    c = net.op_counts()
+    dense = (2 * 4 - 1) * 3
+    assert c.per_step("sigma_delta").tolist() == [9, 99]
+    assert c.per_step("sigma_delta_hybrid").tolist() == [9, dense]
+    assert c.energy_nj("sigma_delta_hybrid") == pytest.approx((9 * 0.1 + dense * 1.6) / 1000)
+    assert c.energy_nj("sigma_delta_hybrid", per_sample=True) == pytest.approx((9 * 0.1 + dense * 1.6) / 2000)
+    with pytest.raises(ValueError, match="mixes additions"):
+        energy_per_op_pj("sigma_delta_hybrid")

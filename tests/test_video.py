@@ -122,9 +122,26 @@ def test_summary_energy_and_cumulative_means(net, frames):
     np.testing.assert_allclose(ev.cumulative([1, 0, 1, 1]), [1, 0.5, 2 / 3, 0.75])
     rows = ev.frame_rows()
     assert len(rows) == len(frames) and set(rows[0]) == {"index", "ops", "top1_agree", "top5_agree"}
-    assert set(rows[0]["ops"]) == {"original", "rounding", "sigma_delta"}
+    assert set(rows[0]["ops"]) == {"original", "rounding", "sigma_delta", "sigma_delta_hybrid"}
     text = video.format_summary(ev, [f"class {i}" for i in range(10)], title="toy")
-    assert "reduction" in text and "class" in text
+    assert "reduction" in text and "hybrid" in text and "class" in text
+
+
+def test_hybrid_takes_the_cheaper_path_per_layer_and_frame(net, frames):
+    net.set_scales({name: 64.0 for name in net.scales})  # fine scales: some layers cost more than dense
+    ev = video.evaluate_stream(net, frames, progress=False)
+    sd, dense, hybrid = (ev.ops_per_layer[n] for n in ("sigma_delta", "original", "sigma_delta_hybrid"))
+    assert any((sd[layer] > dense[layer]).any() for layer in ev.layers)  # the fallback is exercised
+    assert any((sd[layer] < dense[layer]).any() for layer in ev.layers)
+    for layer in ev.layers:
+        np.testing.assert_array_equal(hybrid[layer], np.minimum(sd[layer], dense[layer]))
+    assert (ev.ops["sigma_delta_hybrid"] <= np.minimum(ev.ops["sigma_delta"], ev.ops["original"])).all()
+    s = ev.summary()
+    assert s["reduction_hybrid"] >= max(1.0, s["reduction"])
+    # energy: additions (0.1 pJ) where sigma-delta is taken, the original's 1.6 pJ per op where dense is
+    expected = sum(np.where(sd[layer] <= dense[layer], 0.1e-3 * sd[layer], 1.6e-3 * dense[layer])
+                   for layer in ev.layers).mean()
+    assert s["energy_nj_per_frame"]["sigma_delta_hybrid"] == pytest.approx(expected)
 
 
 def test_plot_stream_writes_a_png(net, frames, tmp_path):
