@@ -91,7 +91,8 @@ def integrate(deltas: torch.Tensor, total: torch.Tensor, offset: torch.Tensor | 
         y = running_sum(deltas, out=out)  # (T, ...): Σ of this call's increments, in their dtype
         new_total = total + y[-1].to(total.dtype)
         start = total.to(deltas.dtype)  # one frame, cheap
-    start = offset if start is None else start if offset is None else start + offset
+    if offset is not None:
+        start = offset if start is None else start + offset
     if start is not None:
         y = y.add_(start) if in_place else y + start
     return y, new_total
