@@ -36,9 +36,14 @@ __all__ = [
 
 
 def __getattr__(name: str):
+    import importlib
+
     # `sigmadelta.data` and `sigmadelta.models` load on first use: their readers (zarr, PyAV) are heavy
     if name in ("data", "models"):
-        import importlib
-
         return importlib.import_module(f".{name}", __name__)
+    if name == "video":  # the old name of sigmadelta.evaluation
+        import warnings
+
+        warnings.warn("sigmadelta.video is now sigmadelta.evaluation", DeprecationWarning, stacklevel=2)
+        return importlib.import_module(".evaluation", __name__)
     raise AttributeError(f"module 'sigmadelta' has no attribute {name!r}")

@@ -19,6 +19,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from sigmadelta.paper import EXPERIMENTS  # the names only: the experiments load on demand
+
 __all__ = ["main"]
 
 
@@ -146,7 +148,8 @@ def _run(args) -> int:
     import numpy as np
     import torch
 
-    from sigmadelta import data, video
+    from sigmadelta import data
+    from sigmadelta import evaluation as video
     from sigmadelta.scales import apply_scales
 
     _fail_early(args)
@@ -221,25 +224,14 @@ def _data(args) -> int:
     return 0
 
 
-EXPERIMENTS = {"random-net": "experiments.oconnor2017.random_net", "mnist": "experiments.oconnor2017.mnist",
-               "video": "experiments.oconnor2017.video"}
-
-
 def _reproduce(args) -> int:
     import importlib
 
-    try:
-        experiment = importlib.import_module(EXPERIMENTS[args.experiment])
-    except ModuleNotFoundError as e:
-        if not (e.name or "").startswith("experiments"):
-            raise
-        print(f"sigmadelta reproduce: the experiments are not installed ({e}); run it from a source checkout "
-              "installed with `make install` or `pip install -e .`", file=sys.stderr)
-        return 2
+
+    experiment = importlib.import_module(f"sigmadelta.paper.{EXPERIMENTS[args.experiment]}")
     argv = (["--out", str(args.out)] if args.out else []) + (["--quick"] if args.quick else [])
     experiment.main(argv)
     return 0
-
 
 
 def _bench(args) -> int:

@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 
-from experiments.oconnor2017 import random_net
+from sigmadelta.paper import random_net
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ import torch
 
 import sigmadelta
 from sigmadelta import scales as sc
-from sigmadelta import video
+from sigmadelta import evaluation as video
 from sigmadelta.cli import main
 from sigmadelta.testing import correlated_stream, residual_cnn
 
@@ -41,7 +41,7 @@ def cache(tmp_path, monkeypatch):
 
 
 # ---------------------------------------------------------------------------------------------------------
-# sigmadelta.video
+# sigmadelta.evaluation
 
 
 def test_per_frame_counts_match_op_counts_and_agreement_matches_the_outputs(net, frames):

@@ -1,7 +1,7 @@
 """Figure 2 of O'Connor & Welling (2017): learned scales of a badly scaled random network reach the Pareto front
 of 1000 random scale settings.
 
-    .venv/bin/python -m experiments.oconnor2017.random_net [--out DIR] [--quick] [--seed 0]
+    .venv/bin/python -m sigmadelta.paper.random_net [--out DIR] [--quick] [--seed 0]
 
 A 100-100-100-100 ReLU network (no biases, ReLU after every layer, output included), weights N(0, 2/n_in)
 times [0.5, 8, 0.25] per layer, 100 inputs x ~ N(0, I). Baseline: 1000 scale triples |N(3, 4²)| (mean 3, standard
@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 import sigmadelta
+from sigmadelta.paper import default_out
 from sigmadelta.optimize import optimize_scales_sweep
 
 # --- defaults (the paper's settings)
@@ -36,7 +37,7 @@ LAMS = tuple(10.0 ** e for e in range(-7, -1))  # 1e-7 … 1e-2
 LR, EPOCHS, BATCH = 0.003, 200, 10
 MARGIN = 0.05  # a random point "beats" a learned one if it is better by more than 5% in both error and additions
 QUICK = dict(n_random=300, epochs=60, eval_every=3)
-OUT = Path(__file__).parent / "results" / "random_net"
+OUT = default_out("random_net")
 
 
 def random_network(seed: int = 0) -> tuple[torch.nn.Sequential, torch.Tensor]:

@@ -18,7 +18,7 @@ outputs and the feature maps (read from ``quantizer.record["x"]`` after each cal
 ``"sigma-delta"`` mode with op counting on.
 
 >>> import torch, sigmadelta
->>> from sigmadelta import video
+>>> from sigmadelta import evaluation as video
 >>> from sigmadelta.testing import residual_cnn, correlated_stream
 >>> net = sigmadelta.convert(residual_cnn(), torch.zeros(1, 3, 16, 16))
 >>> net.set_scales({name: 8.0 for name in net.scales})

@@ -1,7 +1,7 @@
 """Figures 5 and 6 of O'Connor & Welling (2017) on a real pre-trained CNN and real clips: how much less a Sigma-Delta
 network computes on video than the original, how often it agrees with it, and what each layer costs.
 
-    .venv/bin/python -m experiments.oconnor2017.video [--out DIR] [--quick] [--model NAME] [--weights FILE]
+    .venv/bin/python -m sigmadelta.paper.imagenet_video [--out DIR] [--quick] [--model NAME] [--weights FILE]
     sigmadelta reproduce video [--out DIR] [--quick]
 
 Protocol (paper-notes 6 and 7.3): scales learned on a training clip (carphone, all 120 frames) as a Rounding
@@ -37,9 +37,10 @@ import numpy as np
 import torch
 
 import sigmadelta
+from sigmadelta.paper import default_out
 from sigmadelta import data, models
 from sigmadelta.scales import INIT_SCALE, calibrate_sweep, default_lam
-from sigmadelta.video import draw_disagreement, draw_ops, evaluate_stream
+from sigmadelta.evaluation import draw_disagreement, draw_ops, evaluate_stream
 
 # --- defaults (the paper's settings, except the initial scale: see the docstring)
 MODEL = "efficientnet-lite0"
@@ -52,7 +53,7 @@ SPEED_FRAMES = 16
 CHUNK = 20  # frames per clip-mode call (memory only)
 QUICK = dict(train_frames=6, test_frames=(8, 8), epochs=1, lams=None, uniform=(16.0,), speed_frames=4)
 TARGET = dict(static=11.0, moving=4.0, top1=0.90, top5=0.98)  # the paper's VGG-19 reductions, the agreement aimed at
-OUT = Path(__file__).parent / "results" / "video"
+OUT = default_out("video")
 
 
 def load_stream(bundle, clips) -> tuple[torch.Tensor, list[tuple[str, int, int]]]:

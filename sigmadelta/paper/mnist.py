@@ -1,7 +1,7 @@
 """Figure 4 and Appendix E of O'Connor & Welling (2017): the pre-trained MNIST MLP as Rounding and Sigma-Delta
 networks on MNIST and Temporal-MNIST, unoptimized (k = 1) and with scales learned for 10 values of λ.
 
-    .venv/bin/python -m experiments.oconnor2017.mnist [--out DIR] [--quick]
+    .venv/bin/python -m sigmadelta.paper.mnist [--out DIR] [--quick]
     sigmadelta reproduce mnist [--out DIR] [--quick]
 
 Settings (paper-notes 6 and 7.2): the package's pre-trained 784-200-200-10 ReLU MLP; scales learned on the
@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 import sigmadelta
+from sigmadelta.paper import default_out
 from sigmadelta.data import mnist_clip
 from sigmadelta.optimize import optimize_scales_sweep
 
@@ -42,7 +43,7 @@ FINETUNE_EPOCHS, FINETUNE_LR_PER_CHANNEL = 5, 0.01  # per-channel gradients are 
 QUICK = dict(lams=(1e-9, 1e-7, 1e-6), epochs=2, train_scales_on=5_000, eval_train=5_000, eval_test=2_000,
              beyond_lams=(1e-7,), finetune_epochs=1)
 CHUNK = 2_000  # time steps per clip-mode call: bounds memory only, state carries over
-OUT = Path(__file__).parent / "results" / "mnist"
+OUT = default_out("mnist")
 
 
 @torch.no_grad()

@@ -1,0 +1,24 @@
+"""The paper's experiments (O'Connor & Welling, ICLR 2017), one module per figure, on the public API only.
+
+Each module has ``run(out_dir, quick=..., ...)`` and ``main(argv)``; ``sigmadelta reproduce NAME`` calls
+``main``. They import nothing of the package but what a user can (``sigmadelta``, ``sigmadelta.data``,
+``sigmadelta.models`` and the public names of their modules), and nothing in the package imports them but the CLI.
+
+Results go to ``--out``; by default to ``experiments/oconnor2017/results/NAME`` of the source checkout the package
+was installed from (where the committed results live), else to ``sigmadelta-results/NAME`` in the current folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["EXPERIMENTS", "default_out"]
+
+# `sigmadelta reproduce NAME` -> module of this package
+EXPERIMENTS = {"random-net": "random_net", "mnist": "mnist", "video": "imagenet_video"}
+
+
+def default_out(name: str) -> Path:
+    """The default output folder of experiment ``name`` (a results folder name, e.g. ``"video"``)."""
+    checkout = Path(__file__).resolve().parents[2] / "experiments" / "oconnor2017" / "results"
+    return (checkout if checkout.is_dir() else Path("sigmadelta-results")) / name
