@@ -1,0 +1,493 @@
+"""Fine-tune a converted network's weights and scales for the Sigma-Delta cost (beyond the paper).
+
+The paper learns only the scales of a fixed network and names training the weights as future work. Here the
+converted network (BatchNorm folded) is trained, weights and log-scales together, so that its Rounding network
+(equal to its Sigma-Delta network, paper-notes 4) matches the **original** model's outputs while its
+Sigma-Delta cost on consecutive frames is penalised. Per step, over ``B`` windows of ``T`` consecutive frames:
+
+.. math::
+
+    L = \\frac{1}{TB} \\sum_{t,b} \\mathrm{KL}\\big(p(y_{t,b}) \\,\\|\\, p(\\hat y_{t,b})\\big)
+        + λ_s \\, \\frac{1}{(T-1)B} \\sum_l \\sum_{t \\ge 2} \\sum_{b,i} k_l\\,|x_{l,t,b,i} - x_{l,t-1,b,i}|
+          \\, \\mathrm{fanout}_{l,i}
+
+``y`` is the original network's output (computed once, before training: the teacher never changes), ``ŷ`` the
+Rounding network's with straight-through rounding ``s = kx + stopgrad(round(kx) − kx)`` (the quantizer's own
+STE: the gradient reaches both the scales and, through ``x``, every earlier weight), ``x_l`` the input of
+quantizer ``l`` and ``λ_s`` λ ramped linearly from 0 over the first ``lam_warmup`` of the steps. The cost is
+the surrogate of the Sigma-Delta additions per frame (``cost="rounded"``: ``|Δ round_ste(k x)|`` instead), and,
+unlike :func:`~sigmadelta.optimize_scales`, it is *not* local: its gradient also moves the weights, which is
+the point (activations that change little from frame to frame). λ is per frame, independent of the batch.
+
+Why KL(original ‖ network) (forward KL, the distillation loss): it weighs every class by the original's
+probability, so the runner-up classes that decide top-5 agreement keep their gradient; L2 on probabilities
+(``error="l2-softmax"``, the paper's VGG loss) vanishes where the original is confident.
+
+Data-parallel: under ``torchrun`` (``torch.distributed`` initialised, :func:`init_distributed`), every process
+draws the same global batch and trains on its share; the network is wrapped in DDP, which averages gradients,
+so the run equals one process with the same global batch (to float rounding).
+
+>>> import torch, sigmadelta
+>>> from sigmadelta.finetune import FinetuneConfig, finetune
+>>> model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3)).eval()
+>>> net = sigmadelta.convert(model, torch.zeros(1, 6))
+>>> clip = torch.rand(20, 2, 6).cumsum(0) / 20       # (T, B, features): slowly drifting
+>>> result = finetune(net, clip, 1e-3, FinetuneConfig(steps=5, window=4, batch=2), progress=False)
+>>> len(result.record["loss"])
+5
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from .accounting import fanout_map
+from .errors import SigmaDeltaError
+from .functional import round_ste
+from .net import SigmaDeltaNet
+
+__all__ = ["FinetuneConfig", "FinetuneResult", "FinetuneError", "finetune", "save_checkpoint", "load_checkpoint",
+           "apply_checkpoint", "init_distributed", "SCHEMES", "CHECKPOINT_FORMAT"]
+
+CHECKPOINT_FORMAT = "sigmadelta-finetune/1"
+SCHEMES = ("rounding",)  # the paper's Sigma-Delta quantizer; further schemes plug in here
+ERRORS = ("kl", "l2-softmax")
+COSTS = ("scaled", "rounded")
+LR_DECAYS = ("constant", "cosine")
+
+
+class FinetuneError(SigmaDeltaError, ValueError):
+    """Bad fine-tuning input (config, data, checkpoint), with what and where."""
+
+
+@dataclass
+class FinetuneConfig:
+    """Every setting of one fine-tuning run; validated on creation, saved with the result.
+
+    Attributes:
+        steps: optimizer steps.
+        window: ``T``, consecutive frames per training window (≥ 2: the cost needs a pair).
+        batch: ``B``, windows per step (the *global* batch, split over processes under torchrun).
+        lr_weights: Adam learning rate of the weights (and biases); 0 trains the scales only.
+        lr_scales: Adam learning rate of the log-scales κ; 0 keeps the scales.
+        error: distillation loss: ``"kl"`` (KL(original ‖ network) on softmaxes) or ``"l2-softmax"``.
+        temperature: softmax temperature of the distillation loss (KL scaled by ``τ²``).
+        scheme: the quantizer scheme trained for; ``"rounding"`` is the paper's Sigma-Delta.
+        cost: the cost surrogate: ``"scaled"`` (``k|Δx|``) or ``"rounded"`` (``|Δ round_ste(kx)|``).
+        lam_warmup: fraction of the steps over which λ ramps linearly from 0 to its value.
+        lr_decay: ``"constant"`` or ``"cosine"`` (to 0 at the last step).
+        train_biases: train the biases along with the weights.
+        grad_clip: clip the gradient's global norm to this (0: off).
+        seed: seeds the window sampler (the only randomness).
+        checkpoint_every: steps between checkpoints when a checkpoint path is given.
+        version: the format of this config.
+    """
+
+    steps: int = 1000
+    window: int = 8
+    batch: int = 4
+    lr_weights: float = 1e-5
+    lr_scales: float = 1e-2
+    error: str = "kl"
+    temperature: float = 1.0
+    scheme: str = "rounding"
+    cost: str = "scaled"
+    lam_warmup: float = 0.1
+    lr_decay: str = "cosine"
+    train_biases: bool = True
+    grad_clip: float = 0.0
+    seed: int = 0
+    checkpoint_every: int = 100
+    version: int = 1
+
+    def __post_init__(self):
+        problems = []
+        for name, choices in (("error", ERRORS), ("scheme", SCHEMES), ("cost", COSTS), ("lr_decay", LR_DECAYS)):
+            if getattr(self, name) not in choices:
+                problems.append(f"{name}={getattr(self, name)!r} (choose from {choices})")
+        for name, ok in (("steps", self.steps >= 0), ("window", self.window >= 2), ("batch", self.batch >= 1),
+                         ("checkpoint_every", self.checkpoint_every >= 1), ("seed", self.seed >= 0)):
+            if not (isinstance(getattr(self, name), int) and ok):
+                problems.append(f"{name}={getattr(self, name)!r}")
+        for name in ("lr_weights", "lr_scales", "grad_clip", "temperature", "lam_warmup"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+                problems.append(f"{name}={v!r}")
+        if not (self.temperature > 0 and self.lam_warmup <= 1):
+            problems.append(f"need temperature > 0 and lam_warmup <= 1 (got {self.temperature}, {self.lam_warmup})")
+        if self.version != 1:
+            problems.append(f"version={self.version!r} (this library reads version 1)")
+        if problems:
+            raise FinetuneError("FinetuneConfig: bad " + "; ".join(problems))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FinetuneConfig":
+        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise FinetuneError(f"FinetuneConfig: unknown settings {sorted(unknown)}")
+        return cls(**d)
+
+
+@dataclass
+class FinetuneResult:
+    """What a run did. ``record`` holds per step: ``loss``, ``error`` (distillation), ``cost`` (surrogate
+    additions per frame), ``lam`` (λ after warm-up); and ``seconds``, ``world_size``."""
+
+    config: FinetuneConfig
+    lam: float
+    record: dict = field(default_factory=dict)
+    steps_done: int = 0
+
+
+# ---------------------------------------------------------------------------------------------------------
+# distributed
+
+
+def init_distributed() -> tuple[int, int]:
+    """Join the process group torchrun set up (``WORLD_SIZE`` > 1): gloo on the CPU, NCCL on GPUs.
+
+    Returns ``(rank, world_size)``; ``(0, 1)`` outside torchrun.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0, 1
+    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _world() -> tuple[int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+# ---------------------------------------------------------------------------------------------------------
+# data: clips, windows and the teacher
+
+
+def _clips(net: SigmaDeltaNet, frames, window: int) -> list[torch.Tensor]:
+    """``frames`` as a list of clips ``[T_i, B_i, ...]``, each checked against the net and the window."""
+    clips = [frames] if isinstance(frames, torch.Tensor) else list(frames)
+    if not clips:
+        raise FinetuneError("finetune: no training clips")
+    for i, c in enumerate(clips):
+        want = f"[T, B, {', '.join(map(str, net.sample_shape))}] {net.dtype}"
+        if not isinstance(c, torch.Tensor) or c.dim() != 2 + len(net.sample_shape) or \
+                tuple(c.shape[2:]) != net.sample_shape or c.dtype != net.dtype:
+            got = f"{tuple(c.shape)} {c.dtype}" if isinstance(c, torch.Tensor) else type(c).__name__
+            raise FinetuneError(f"finetune: training clip {i} is {got}; expected {want}")
+        if len(c) < window:
+            raise FinetuneError(f"finetune: training clip {i} has {len(c)} frames, fewer than window={window}")
+    return clips
+
+
+@torch.no_grad()
+def _teacher(net: SigmaDeltaNet, clips: list[torch.Tensor], chunk: int = 64) -> list[torch.Tensor]:
+    """The original network's outputs ``[T_i, B_i, classes]`` for every clip (the net, unmodified, as original)."""
+    mode = net.mode
+    net.set_mode("original")
+    try:
+        outs = []
+        for c in clips:
+            flat = c.flatten(0, 1)
+            outs.append(torch.cat([net.graph_module(flat[i:i + chunk]) for i in range(0, len(flat), chunk)])
+                        .unflatten(0, c.shape[:2]))
+        return outs
+    finally:
+        net.set_mode(mode)
+
+
+def _windows(clips: list[torch.Tensor], cfg: FinetuneConfig, step: int) -> list[tuple[int, int, int]]:
+    """The global batch of step ``step``: ``cfg.batch`` windows ``(clip, stream, first frame)``, uniform over
+    all windows of all clips, drawn from a generator seeded by (seed, step): resuming redraws the same ones."""
+    sizes = torch.tensor([(len(c) - cfg.window + 1) * c.shape[1] for c in clips])
+    ends = sizes.cumsum(0)
+    g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+    picks = torch.randint(int(ends[-1]), (cfg.batch,), generator=g)
+    out = []
+    for p in picks.tolist():
+        i = int(torch.searchsorted(ends, p, right=True))
+        local = p - (int(ends[i - 1]) if i else 0)
+        out.append((i, local % clips[i].shape[1], local // clips[i].shape[1]))
+    return out
+
+
+def _gather(clips, teacher, picks, window: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frames ``[T, b, ...]`` and teacher outputs ``[T, b, classes]`` of the picked windows."""
+    x = torch.stack([clips[i][t:t + window, b] for i, b, t in picks], 1)
+    y = torch.stack([teacher[i][t:t + window, b] for i, b, t in picks], 1)
+    return x, y
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the loss
+
+
+def _distill(out: torch.Tensor, target: torch.Tensor, cfg: FinetuneConfig) -> torch.Tensor:
+    """Mean per frame of the distillation loss; ``out``, ``target``: ``[N, classes]`` logits."""
+    tau = cfg.temperature
+    if cfg.error == "kl":
+        log_p, log_q = (target / tau).log_softmax(-1), (out / tau).log_softmax(-1)
+        return (log_p.exp() * (log_p - log_q)).sum(-1).mean() * tau ** 2
+    return ((out.softmax(-1) - target.softmax(-1)) ** 2).sum(-1).mean()
+
+
+class _Taps:
+    """Forward pre-hooks on every quantizer: its input, with autograd history, for the cost term."""
+
+    def __init__(self, net: SigmaDeltaNet):
+        self.inputs: dict[str, torch.Tensor] = {}
+        self.handles = [q.register_forward_pre_hook(self._hook(name)) for name, q in net.quantizers.items()]
+
+    def _hook(self, name: str):
+        def hook(module, args):
+            self.inputs[name] = args[0]
+        return hook
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
+def _fanouts(net: SigmaDeltaNet, probe: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Quantizer -> fan-out of each input unit (summed over the layers it feeds), ``[*sample]``."""
+    taps = _Taps(net)
+    try:
+        with torch.no_grad():
+            net.graph_module(probe)
+        shapes = {q: tuple(x.shape[1:]) for q, x in taps.inputs.items()}
+    finally:
+        taps.remove()
+    fan = {q: torch.zeros(s, dtype=torch.float64) for q, s in shapes.items()}
+    for layer, q in net.layer_inputs.items():
+        fan[q] += fanout_map(net.layers[layer], shapes[q])
+    return {q: f.to(net.dtype) for q, f in fan.items()}
+
+
+def _cost(net: SigmaDeltaNet, taps: _Taps, fanout: dict, window: int, cfg: FinetuneConfig) -> torch.Tensor:
+    """Surrogate Sigma-Delta additions per frame: ``Σ_l Σ_i k_l |Δx_{l,i}| fanout_{l,i}``, mean over the
+    ``(T − 1)·b`` frame pairs of the windows."""
+    total = 0.0
+    for q, mod in net.quantizers.items():
+        x = taps.inputs[q].unflatten(0, (window, -1))  # (T, b, ...)
+        k = mod.log_scale.exp().to(x.dtype)
+        dx = (k * x).diff(dim=0) if cfg.cost == "scaled" else round_ste(k * x).diff(dim=0)
+        total = total + (dx.abs() * fanout[q]).sum() / (dx.shape[0] * dx.shape[1])
+    return total
+
+
+# ---------------------------------------------------------------------------------------------------------
+# checkpoints
+
+
+def _state(net: SigmaDeltaNet) -> dict:
+    return dict(layers=list(net.layers), quantizers=list(net.quantizers),
+                weights={n: m.weight.detach().clone() for n, m in net.layers.items()},
+                biases={n: m.bias.detach().clone() for n, m in net.layers.items() if m.bias is not None},
+                log_scales={n: q.log_scale.detach().clone() for n, q in net.quantizers.items()})
+
+
+def save_checkpoint(path, net: SigmaDeltaNet, result: FinetuneResult, model: str = "", optimizer=None) -> Path:
+    """Write ``net``'s weights and scales with the run's model name, config, λ and record, atomically.
+
+    Loadable with ``torch.load(path, weights_only=True)``: tensors, numbers, strings, lists and dicts only.
+    """
+    from .data._cache import atomic_write  # the package's one atomic writer (temp file + os.replace)
+
+    content = dict(format=CHECKPOINT_FORMAT, model=model, lam=float(result.lam), config=result.config.to_dict(),
+                   record=result.record, steps_done=int(result.steps_done), **_state(net),
+                   optimizer=None if optimizer is None else optimizer.state_dict())
+    return atomic_write(Path(path), lambda tmp: torch.save(content, tmp))
+
+
+def load_checkpoint(path) -> dict:
+    """Read a checkpoint (``weights_only``), format checked. ``["model"]`` names the model it is for."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint file {path}")
+    try:
+        content = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as e:  # a zip/pickle error, or a pickle that needs more than weights_only allows
+        raise FinetuneError(f"{path} is not a fine-tuning checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(content, dict) or content.get("format") != CHECKPOINT_FORMAT:
+        found = content.get("format") if isinstance(content, dict) else type(content).__name__
+        raise FinetuneError(f"{path} is not a checkpoint of format {CHECKPOINT_FORMAT!r} (found {found!r})")
+    return content
+
+
+def apply_checkpoint(net: SigmaDeltaNet, checkpoint, model: str | None = None) -> dict:
+    """Load a checkpoint's weights, biases and scales into ``net`` (checked before anything changes).
+
+    Args:
+        net: the converted network of the checkpoint's model.
+        checkpoint: a path, or the dict :func:`load_checkpoint` returned.
+        model: if given, the checkpoint must be for this model name.
+
+    Returns:
+        The checkpoint's content.
+    """
+    ck = load_checkpoint(checkpoint) if not isinstance(checkpoint, dict) else checkpoint
+    where = "checkpoint" if isinstance(checkpoint, dict) else str(checkpoint)
+    if model is not None and ck["model"] != model:
+        raise FinetuneError(f"{where} is for model {ck['model']!r}, not {model!r}")
+    if ck["layers"] != list(net.layers) or ck["quantizers"] != list(net.quantizers):
+        raise FinetuneError(f"{where} (model {ck['model']!r}) does not fit this network: its layers "
+                            f"{ck['layers'][:3]}... vs the network's {list(net.layers)[:3]}...")
+    for name, m in net.layers.items():
+        for what, t, have in (("weight", ck["weights"][name], m.weight), ("bias", ck["biases"].get(name), m.bias)):
+            if (t is None) != (have is None) or (t is not None and t.shape != have.shape):
+                raise FinetuneError(f"{where}: layer {name!r} {what} does not fit the network's")
+    for name, q in net.quantizers.items():
+        if ck["log_scales"][name].shape != q.log_scale.shape:
+            raise FinetuneError(f"{where}: scale {name!r} has shape {tuple(ck['log_scales'][name].shape)}, "
+                                f"the network's {tuple(q.log_scale.shape)}")
+    with torch.no_grad():
+        for name, m in net.layers.items():
+            m.weight.copy_(ck["weights"][name])
+            if m.bias is not None:
+                m.bias.copy_(ck["biases"][name])
+        for name, q in net.quantizers.items():
+            q.log_scale.copy_(ck["log_scales"][name])
+    net.reset()
+    return ck
+
+
+# ---------------------------------------------------------------------------------------------------------
+# training
+
+
+def _parameters(net: SigmaDeltaNet, cfg: FinetuneConfig) -> tuple[list, list]:
+    weights = [m.weight for m in net.layers.values()]
+    if cfg.train_biases:
+        weights += [m.bias for m in net.layers.values() if m.bias is not None]
+    return weights, net.scale_parameters()
+
+
+def _factors(cfg: FinetuneConfig, step: int) -> tuple[float, float]:
+    """(λ factor, learning-rate factor) at ``step``: the λ warm-up and the learning-rate decay."""
+    warm = cfg.lam_warmup * cfg.steps
+    lam_f = 1.0 if warm <= 0 else min(1.0, step / warm)
+    lr_f = 1.0 if cfg.lr_decay == "constant" else 0.5 * (1 + math.cos(math.pi * step / max(cfg.steps, 1)))
+    return lam_f, lr_f
+
+
+def _resume(path, net, cfg, lam, optimizer, model) -> FinetuneResult | None:
+    if path is None or not Path(path).is_file():
+        return None
+    ck = apply_checkpoint(net, path)
+    saved = FinetuneConfig.from_dict(ck["config"])
+    if dataclasses.replace(saved, checkpoint_every=cfg.checkpoint_every) != cfg or ck["lam"] != lam or \
+            ck["model"] != model:
+        raise FinetuneError(f"checkpoint {path} is of another run (model {ck['model']!r}, λ {ck['lam']}, "
+                            f"{saved}); remove it or pass another path")
+    if ck["optimizer"] is not None:
+        optimizer.load_state_dict(ck["optimizer"])
+    return FinetuneResult(cfg, lam, ck["record"], ck["steps_done"])
+
+
+def finetune(net: SigmaDeltaNet, frames, lam: float, config: FinetuneConfig | None = None, *, model: str = "",
+             checkpoint=None, progress: bool = True) -> FinetuneResult:
+    """Train ``net``'s weights and scales for the Sigma-Delta cost, distilling from its original network.
+
+    ``net`` must hold the original model's weights when called (they are the teacher); it keeps the trained
+    weights and scales. Training starts from its current scales (learn them first, e.g. with
+    :func:`sigmadelta.scales.calibrate`). See the module docstring for the objective.
+
+    Args:
+        net: a converted network (any mode; restored afterwards, which resets state).
+        frames: a clip ``[T, B, ...]`` (``B`` streams) or a list of clips; windows never cross clips.
+        lam: λ ≥ 0, per frame.
+        config: a :class:`FinetuneConfig` (default settings if ``None``).
+        model: the model's name, stored in checkpoints.
+        checkpoint: a path: saved every ``config.checkpoint_every`` steps and at the end (process 0), and
+            resumed from if it exists (same model, λ and config, else an error).
+        progress: show a progress bar.
+
+    Returns:
+        The :class:`FinetuneResult`.
+    """
+    cfg = FinetuneConfig() if config is None else config
+    if not isinstance(cfg, FinetuneConfig):
+        raise FinetuneError(f"config must be a FinetuneConfig, got {type(cfg).__name__}")
+    if not (isinstance(lam, (int, float)) and math.isfinite(lam) and lam >= 0):
+        raise FinetuneError(f"finetune: λ must be finite and >= 0, got {lam!r}")
+    rank, world = _world()
+    if cfg.batch % world:
+        raise FinetuneError(f"finetune: batch={cfg.batch} does not split over {world} processes")
+    clips = _clips(net, frames, cfg.window)
+    teacher = _teacher(net, clips)  # before any checkpoint changes the weights
+    saved = net.mode, net.counting, {id(p): p.requires_grad for p in net.graph_module.parameters()}
+    weights, scales = _parameters(net, cfg)
+    for p in weights + scales:  # κ always records a gradient: the quantizer's STE rounding keys on it
+        p.requires_grad_(True)
+    optimizer = torch.optim.Adam([dict(params=weights, lr=cfg.lr_weights), dict(params=scales, lr=cfg.lr_scales)])
+    base_lrs = [cfg.lr_weights, cfg.lr_scales]
+    result = _resume(checkpoint, net, cfg, float(lam), optimizer, model) or \
+        FinetuneResult(cfg, float(lam), dict(loss=[], error=[], cost=[], lam=[], seconds=0.0, world_size=world))
+    net.set_mode("rounding")
+    fanout = _fanouts(net, clips[0][0, :1])
+    module = net.graph_module
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        module = DistributedDataParallel(net.graph_module, broadcast_buffers=False)
+    taps = _Taps(net)
+    bar = tqdm(total=cfg.steps, initial=result.steps_done, disable=not progress or rank != 0,
+               desc=f"finetune λ={lam:g}")
+    start = time.perf_counter() - result.record["seconds"]
+    try:
+        for step in range(result.steps_done, cfg.steps):
+            lam_f, lr_f = _factors(cfg, step)
+            for group, lr in zip(optimizer.param_groups, base_lrs):
+                group["lr"] = lr * lr_f
+            share = cfg.batch // world
+            picks = _windows(clips, cfg, step)[rank * share:(rank + 1) * share]
+            x, y = _gather(clips, teacher, picks, cfg.window)  # (T, b, ...), (T, b, classes)
+            out = module(x.flatten(0, 1))
+            error = _distill(out, y.flatten(0, 1), cfg)
+            cost = _cost(net, taps, fanout, cfg.window, cfg)
+            loss = error + lam * lam_f * cost
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(weights + scales, cfg.grad_clip)
+            optimizer.step()
+            taps.inputs.clear()
+            if not all(torch.isfinite(p).all() for p in weights + scales):
+                raise FloatingPointError(f"finetune: parameters diverged at step {step}; lower the learning rates")
+            rec = result.record
+            for key, v in (("loss", loss), ("error", error), ("cost", cost), ("lam", lam * lam_f)):
+                rec[key].append(float(v.detach()) if isinstance(v, torch.Tensor) else float(v))
+            result.steps_done = step + 1
+            rec["seconds"] = time.perf_counter() - start
+            bar.update()
+            bar.set_postfix(error=f"{rec['error'][-1]:.3g}", kops=f"{rec['cost'][-1] / 1e3:.4g}", refresh=False)
+            if checkpoint is not None and rank == 0 and (step + 1) % cfg.checkpoint_every == 0:
+                save_checkpoint(checkpoint, net, result, model, optimizer)
+    finally:
+        bar.close()
+        taps.remove()
+        for p in net.graph_module.parameters():
+            p.requires_grad_(saved[2][id(p)])
+            p.grad = None
+        net.counting = saved[1]
+        net.set_mode(saved[0])
+    if checkpoint is not None and rank == 0:
+        save_checkpoint(checkpoint, net, result, model, optimizer)
+    return result
