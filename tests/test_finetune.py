@@ -1,0 +1,250 @@
+"""Fine-tuning for the Sigma-Delta cost: config, training, determinism, checkpoints, resume, DDP, synthetic clips.
+
+    OMP_NUM_THREADS=1 .venv/bin/python -m pytest -q tests/test_finetune.py
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+import sigmadelta
+from sigmadelta import finetune as ft
+from sigmadelta.finetune import FinetuneConfig, FinetuneError, apply_checkpoint, finetune, load_checkpoint
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
+def tiny(dtype=torch.float32, seed=0):
+    """A small MLP, converted with scales k = 8, and a slowly drifting 2-stream clip of 60 steps."""
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 24), torch.nn.ReLU(), torch.nn.Linear(24, 4)).to(dtype).eval()
+    net = sigmadelta.convert(model, torch.zeros(1, 6, dtype=dtype))
+    net.set_scales({n: 8.0 for n in net.scales})
+    g = torch.Generator().manual_seed(seed + 1)
+    clip = (torch.randn(60, 2, 6, generator=g, dtype=dtype) * 0.15).cumsum(0)
+    return model, net, clip
+
+
+def sd_ops_and_agreement(net, model, clip):
+    net.set_mode("sigma-delta")
+    with torch.no_grad():
+        out = net.run(clip)
+        ref = model(clip.flatten(0, 1)).unflatten(0, clip.shape[:2])
+    ops = net.op_counts().per_sample("sigma_delta")
+    net.set_mode("original")
+    return ops, (out.argmax(-1) == ref.argmax(-1)).float().mean().item()
+
+
+CFG = dict(steps=40, window=6, batch=4, lr_weights=3e-3, lr_scales=3e-2, checkpoint_every=10)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# config
+
+
+@pytest.mark.parametrize("bad", [dict(window=1), dict(batch=0), dict(lr_weights=-1.0), dict(error="mse"),
+                                 dict(scheme="hysteresis"), dict(cost="l0"), dict(steps=2.5),
+                                 dict(temperature=0.0), dict(version=2), dict(lam_warmup=1.5)])
+def test_config_refuses_bad_settings_naming_them(bad):
+    with pytest.raises(FinetuneError, match=next(iter(bad))):
+        FinetuneConfig(**bad)
+
+
+def test_config_round_trips_and_refuses_unknown_keys():
+    cfg = FinetuneConfig(steps=7, cost="rounded", temperature=2.0)
+    assert FinetuneConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(FinetuneError, match="unknown settings"):
+        FinetuneConfig.from_dict(cfg.to_dict() | {"learning_rate": 1})
+
+
+def test_bad_input_is_refused_before_training():
+    _, net, clip = tiny()
+    with pytest.raises(FinetuneError, match="clip 0 is .*expected"):
+        finetune(net, clip[..., :5], 1e-3, FinetuneConfig(**CFG), progress=False)
+    with pytest.raises(FinetuneError, match="fewer than window"):
+        finetune(net, [clip, clip[:3]], 1e-3, FinetuneConfig(**CFG), progress=False)
+    with pytest.raises(FinetuneError, match="λ"):
+        finetune(net, clip, float("nan"), FinetuneConfig(**CFG), progress=False)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# training
+
+
+def test_finetuning_cuts_sigma_delta_ops_on_held_out_frames_and_keeps_the_original_intact():
+    model, net, clip = tiny()
+    train, held_out = clip[:40], clip[40:]
+    before_w = {n: m.weight.clone() for n, m in net.layers.items()}
+    ops0, agree0 = sd_ops_and_agreement(net, model, held_out)
+    result = finetune(net, train, 3e-4, FinetuneConfig(**(CFG | dict(steps=80))), progress=False)
+    ops1, agree1 = sd_ops_and_agreement(net, model, held_out)
+    assert ops1 < 0.7 * ops0, (ops0, ops1)  # measured (not surrogate) additions on frames not trained on
+    assert agree1 >= agree0 - 0.1, (agree0, agree1)
+    assert np.mean(result.record["cost"][-10:]) < np.mean(result.record["cost"][:10])
+    assert any(not torch.equal(before_w[n], m.weight) for n, m in net.layers.items())  # the weights trained
+    assert all(not p.requires_grad for n, p in net.graph_module.named_parameters() if "log_scale" not in n)
+    # the teacher is the unmodified original: the model passed to convert is untouched
+    assert torch.equal(model[0].weight, before_w["0"])
+
+
+def test_lambda_zero_with_scales_only_distils_towards_the_original():
+    model, net, clip = tiny()
+    net.set_scales({n: 2.0 for n in net.scales})  # coarse: far from the original
+    cfg = FinetuneConfig(**(CFG | dict(lr_weights=0.0, steps=60)))
+    w = {n: m.weight.clone() for n, m in net.layers.items()}
+    result = finetune(net, clip, 0.0, cfg, progress=False)
+    assert all(torch.equal(w[n], m.weight) for n, m in net.layers.items())  # lr 0: weights unchanged
+    assert np.mean(result.record["error"][-10:]) < 0.5 * np.mean(result.record["error"][:10])
+
+
+def test_seeded_runs_are_identical_and_seeds_differ():
+    runs = []
+    for seed in (0, 0, 1):
+        _, net, clip = tiny()
+        finetune(net, clip, 1e-3, FinetuneConfig(**(CFG | dict(steps=15, seed=seed))), progress=False)
+        runs.append([m.weight for m in net.layers.values()] + net.scale_parameters())
+    assert all(torch.equal(a, b) for a, b in zip(runs[0], runs[1]))
+    assert not all(torch.equal(a, b) for a, b in zip(runs[0], runs[2]))
+
+
+def test_windows_are_uniform_over_clips_and_streams_and_stay_inside():
+    clips = [torch.zeros(10, 2, 3), torch.zeros(30, 1, 3)]
+    cfg = FinetuneConfig(window=5, batch=4000)
+    picks = ft._windows(clips, cfg, 0)
+    assert all(0 <= t <= len(clips[i]) - 5 and 0 <= b < clips[i].shape[1] for i, b, t in picks)
+    share = np.mean([i == 0 for i, _, _ in picks])  # 12 of the 38 windows are in clip 0
+    assert abs(share - 12 / 38) < 0.03
+
+
+# ---------------------------------------------------------------------------------------------------------
+# checkpoints
+
+
+def test_checkpoint_loads_weights_only_and_reproduces_the_network(tmp_path):
+    model, net, clip = tiny()
+    path = tmp_path / "ft.pt"
+    finetune(net, clip, 1e-3, FinetuneConfig(**(CFG | dict(steps=12))), model="toy", checkpoint=path, progress=False)
+    content = torch.load(path, weights_only=True)
+    assert content["model"] == "toy" and content["steps_done"] == 12 and len(content["record"]["loss"]) == 12
+    assert FinetuneConfig.from_dict(content["config"]).steps == 12
+    fresh = sigmadelta.convert(model, torch.zeros(1, 6))
+    apply_checkpoint(fresh, path, model="toy")
+    for m in (net, fresh):
+        m.set_mode("sigma-delta")
+    with torch.no_grad():
+        assert torch.equal(net.run(clip), fresh.run(clip))  # same weights and scales: bit-identical
+    assert not list(tmp_path.glob(".*tmp"))  # nothing half-written left behind
+    with pytest.raises(FinetuneError, match="not 'other'"):
+        apply_checkpoint(fresh, path, model="other")
+    wider = sigmadelta.convert(torch.nn.Sequential(torch.nn.Linear(6, 4)).eval(), torch.zeros(1, 6))
+    with pytest.raises(FinetuneError, match="does not fit"):
+        apply_checkpoint(wider, path)
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(FinetuneError, match="not a fine-tuning checkpoint"):
+        load_checkpoint(tmp_path / "junk.pt")
+
+
+def test_an_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
+    cfg = FinetuneConfig(**(CFG | dict(steps=20)))
+    _, whole, clip = tiny()
+    finetune(whole, clip, 1e-3, cfg, progress=False)
+
+    _, first, _ = tiny()
+    path = tmp_path / "ck.pt"
+    calls = {"n": 0}
+    real = ft._gather
+
+    def crash_at_step_15(*args):
+        calls["n"] += 1
+        if calls["n"] > 15:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(ft, "_gather", crash_at_step_15)
+    with pytest.raises(KeyboardInterrupt):
+        finetune(first, clip, 1e-3, cfg, checkpoint=path, progress=False)
+    monkeypatch.setattr(ft, "_gather", real)
+    assert load_checkpoint(path)["steps_done"] == 10  # the last checkpoint before the crash
+
+    _, resumed, _ = tiny()  # a fresh copy of the original: the teacher
+    result = finetune(resumed, clip, 1e-3, cfg, checkpoint=path, progress=False)
+    assert result.steps_done == 20 and len(result.record["loss"]) == 20
+    for a, b in zip(list(whole.graph_module.parameters()), list(resumed.graph_module.parameters())):
+        assert torch.equal(a, b)
+    with pytest.raises(FinetuneError, match="another run"):
+        finetune(tiny()[1], clip, 2e-3, cfg, checkpoint=path, progress=False)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# data-parallel: 2 processes under torchrun equal 1 process with the same global batch
+
+DDP_SCRIPT = textwrap.dedent("""
+    import sys, torch, sigmadelta
+    from sigmadelta.finetune import FinetuneConfig, finetune, init_distributed
+    sys.path.insert(0, {tests!r})
+    from test_finetune import CFG, tiny
+    torch.set_num_threads(1)
+    rank, world = init_distributed()
+    _, net, clip = tiny(torch.float64)
+    finetune(net, clip, 1e-3, FinetuneConfig(**(CFG | dict(steps=8))), progress=False)
+    if rank == 0:
+        torch.save({{n: p.detach() for n, p in net.graph_module.named_parameters()}}, sys.argv[1])
+""")
+
+
+def test_two_processes_under_torchrun_equal_one_process(tmp_path):
+    script = tmp_path / "ddp.py"
+    script.write_text(DDP_SCRIPT.format(tests=os.path.dirname(__file__)))
+    out = tmp_path / "two.pt"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           str(script), str(out)], env=env, capture_output=True, text=True,
+                          timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    two = torch.load(out, weights_only=True)
+    _, net, clip = tiny(torch.float64)
+    finetune(net, clip, 1e-3, FinetuneConfig(**(CFG | dict(steps=8))), progress=False)
+    one = dict(net.graph_module.named_parameters())
+    moved = max((one[n] - tiny(torch.float64)[1].graph_module.get_parameter(n)).abs().max().item() for n in two)
+    assert moved > 1e-3  # training did move the parameters
+    # float64; the only difference is the order of summation of the batch's gradients (all-reduce of two halves)
+    for n, p in two.items():
+        torch.testing.assert_close(p, one[n].detach(), rtol=0, atol=1e-10)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# synthetic clips
+
+
+def test_synthetic_clips_are_deterministic_split_and_move():
+    from sigmadelta.data import synthetic
+
+    assert {s for s in synthetic.PHOTOS.values()} == {"train", "validation"}
+    img = synthetic.photo("astronaut")
+    assert img.dtype == np.uint8 and img.shape[2] == 3
+    clips = {m: synthetic.motion_clip(img, m, frames=6, size=48, seed=3) for m in synthetic.MOTIONS}
+    for m, c in clips.items():
+        assert c.shape == (6, 48, 48, 3) and c.dtype == np.uint8, m
+        assert np.array_equal(c, synthetic.motion_clip(img, m, frames=6, size=48, seed=3)), m
+        assert np.abs(np.diff(c.astype(int), axis=0)).mean() > 0.1, m  # something changes every clip
+    flick = clips["flicker"].astype(float).mean(axis=(1, 2, 3))
+    assert flick.std() > 0.2  # brightness varies, the picture does not move
+    obj = clips["object"].astype(int)
+    assert (obj[1:] == obj[:-1]).all(-1).mean() > 0.5  # a static background: most pixels never change
+    validation = synthetic.motion_clips("validation", frames=3, size=32, motions=("pan",))
+    assert len(validation) == sum(s == "validation" for s in synthetic.PHOTOS.values())
+    with pytest.raises(ValueError, match="unknown motion"):
+        synthetic.motion_clip(img, "spin")
