@@ -188,7 +188,8 @@ class _FeatureDistances:
 @torch.no_grad()
 def evaluate_stream(net: SigmaDeltaNet, frames: torch.Tensor | Iterable[torch.Tensor], *, chunk: int = 16,
                     feature_distances: bool = False, precision: str = "int32", progress: bool = True,
-                    total: int | None = None, desc: str = "frames") -> StreamEvaluation:
+                    total: int | None = None, desc: str = "frames",
+                    reference: SigmaDeltaNet | None = None) -> StreamEvaluation:
     """Run one stream through the Sigma-Delta network and the original, frame by frame, and record both.
 
     The stream starts from zero state (the network is reset) and is never reset again: clips spliced one after
@@ -206,6 +207,8 @@ def evaluate_stream(net: SigmaDeltaNet, frames: torch.Tensor | Iterable[torch.Te
         progress: show a tqdm progress bar over frames.
         total: frames expected (for the progress bar) when ``frames`` is an iterable.
         desc: the progress bar's label.
+        reference: the network whose ``"original"`` mode is the reference (copied); default ``net``. Pass the
+            unmodified converted model when ``net``'s weights were fine-tuned.
 
     Returns:
         A :class:`StreamEvaluation`.
@@ -216,7 +219,8 @@ def evaluate_stream(net: SigmaDeltaNet, frames: torch.Tensor | Iterable[torch.Te
     if isinstance(frames, torch.Tensor):
         total = len(frames)
         frames = chunks_of(frames, chunk)
-    reference = copy.deepcopy(net)  # the original network: its own (stateless) copy, so `net` keeps its state
+    # the original network: its own (stateless) copy, so `net` keeps its state
+    reference = copy.deepcopy(net if reference is None else reference)
     reference.set_backend("dense").set_mode("original")
     reference.counting = False
     saved = net.mode, net.counting

@@ -50,22 +50,17 @@ import torch
 from tqdm.auto import tqdm
 
 from .accounting import fanout_map
-from .errors import SigmaDeltaError
+from .checkpoints import CHECKPOINT_FORMAT, FinetuneError, apply_checkpoint, load_checkpoint, save_checkpoint
 from .functional import round_ste
 from .net import SigmaDeltaNet
 
 __all__ = ["FinetuneConfig", "FinetuneResult", "FinetuneError", "finetune", "save_checkpoint", "load_checkpoint",
            "apply_checkpoint", "init_distributed", "SCHEMES", "CHECKPOINT_FORMAT"]
 
-CHECKPOINT_FORMAT = "sigmadelta-finetune/1"
 SCHEMES = ("rounding",)  # the paper's Sigma-Delta quantizer; further schemes plug in here
 ERRORS = ("kl", "l2-softmax")
 COSTS = ("scaled", "rounded")
 LR_DECAYS = ("constant", "cosine")
-
-
-class FinetuneError(SigmaDeltaError, ValueError):
-    """Bad fine-tuning input (config, data, checkpoint), with what and where."""
 
 
 @dataclass
@@ -293,82 +288,6 @@ def _cost(net: SigmaDeltaNet, taps: _Taps, fanout: dict, window: int, cfg: Finet
 
 
 # ---------------------------------------------------------------------------------------------------------
-# checkpoints
-
-
-def _state(net: SigmaDeltaNet) -> dict:
-    return dict(layers=list(net.layers), quantizers=list(net.quantizers),
-                weights={n: m.weight.detach().clone() for n, m in net.layers.items()},
-                biases={n: m.bias.detach().clone() for n, m in net.layers.items() if m.bias is not None},
-                log_scales={n: q.log_scale.detach().clone() for n, q in net.quantizers.items()})
-
-
-def save_checkpoint(path, net: SigmaDeltaNet, result: FinetuneResult, model: str = "", optimizer=None) -> Path:
-    """Write ``net``'s weights and scales with the run's model name, config, λ and record, atomically.
-
-    Loadable with ``torch.load(path, weights_only=True)``: tensors, numbers, strings, lists and dicts only.
-    """
-    from .data._cache import atomic_write  # the package's one atomic writer (temp file + os.replace)
-
-    content = dict(format=CHECKPOINT_FORMAT, model=model, lam=float(result.lam), config=result.config.to_dict(),
-                   record=result.record, steps_done=int(result.steps_done), **_state(net),
-                   optimizer=None if optimizer is None else optimizer.state_dict())
-    return atomic_write(Path(path), lambda tmp: torch.save(content, tmp))
-
-
-def load_checkpoint(path) -> dict:
-    """Read a checkpoint (``weights_only``), format checked. ``["model"]`` names the model it is for."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint file {path}")
-    try:
-        content = torch.load(path, weights_only=True, map_location="cpu")
-    except Exception as e:  # a zip/pickle error, or a pickle that needs more than weights_only allows
-        raise FinetuneError(f"{path} is not a fine-tuning checkpoint ({type(e).__name__}: {e})") from None
-    if not isinstance(content, dict) or content.get("format") != CHECKPOINT_FORMAT:
-        found = content.get("format") if isinstance(content, dict) else type(content).__name__
-        raise FinetuneError(f"{path} is not a checkpoint of format {CHECKPOINT_FORMAT!r} (found {found!r})")
-    return content
-
-
-def apply_checkpoint(net: SigmaDeltaNet, checkpoint, model: str | None = None) -> dict:
-    """Load a checkpoint's weights, biases and scales into ``net`` (checked before anything changes).
-
-    Args:
-        net: the converted network of the checkpoint's model.
-        checkpoint: a path, or the dict :func:`load_checkpoint` returned.
-        model: if given, the checkpoint must be for this model name.
-
-    Returns:
-        The checkpoint's content.
-    """
-    ck = load_checkpoint(checkpoint) if not isinstance(checkpoint, dict) else checkpoint
-    where = "checkpoint" if isinstance(checkpoint, dict) else str(checkpoint)
-    if model is not None and ck["model"] != model:
-        raise FinetuneError(f"{where} is for model {ck['model']!r}, not {model!r}")
-    if ck["layers"] != list(net.layers) or ck["quantizers"] != list(net.quantizers):
-        raise FinetuneError(f"{where} (model {ck['model']!r}) does not fit this network: its layers "
-                            f"{ck['layers'][:3]}... vs the network's {list(net.layers)[:3]}...")
-    for name, m in net.layers.items():
-        for what, t, have in (("weight", ck["weights"][name], m.weight), ("bias", ck["biases"].get(name), m.bias)):
-            if (t is None) != (have is None) or (t is not None and t.shape != have.shape):
-                raise FinetuneError(f"{where}: layer {name!r} {what} does not fit the network's")
-    for name, q in net.quantizers.items():
-        if ck["log_scales"][name].shape != q.log_scale.shape:
-            raise FinetuneError(f"{where}: scale {name!r} has shape {tuple(ck['log_scales'][name].shape)}, "
-                                f"the network's {tuple(q.log_scale.shape)}")
-    with torch.no_grad():
-        for name, m in net.layers.items():
-            m.weight.copy_(ck["weights"][name])
-            if m.bias is not None:
-                m.bias.copy_(ck["biases"][name])
-        for name, q in net.quantizers.items():
-            q.log_scale.copy_(ck["log_scales"][name])
-    net.reset()
-    return ck
-
-
-# ---------------------------------------------------------------------------------------------------------
 # training
 
 
@@ -437,52 +356,23 @@ def finetune(net: SigmaDeltaNet, frames, lam: float, config: FinetuneConfig | No
     for p in weights + scales:  # κ always records a gradient: the quantizer's STE rounding keys on it
         p.requires_grad_(True)
     optimizer = torch.optim.Adam([dict(params=weights, lr=cfg.lr_weights), dict(params=scales, lr=cfg.lr_scales)])
-    base_lrs = [cfg.lr_weights, cfg.lr_scales]
-    result = _resume(checkpoint, net, cfg, float(lam), optimizer, model) or \
-        FinetuneResult(cfg, float(lam), dict(loss=[], error=[], cost=[], lam=[], seconds=0.0, world_size=world))
-    net.set_mode("rounding")
-    fanout = _fanouts(net, clips[0][0, :1])
-    module = net.graph_module
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
-        module = DistributedDataParallel(net.graph_module, broadcast_buffers=False)
-    taps = _Taps(net)
-    bar = tqdm(total=cfg.steps, initial=result.steps_done, disable=not progress or rank != 0,
-               desc=f"finetune λ={lam:g}")
-    start = time.perf_counter() - result.record["seconds"]
+    taps = None
     try:
-        for step in range(result.steps_done, cfg.steps):
-            lam_f, lr_f = _factors(cfg, step)
-            for group, lr in zip(optimizer.param_groups, base_lrs):
-                group["lr"] = lr * lr_f
-            share = cfg.batch // world
-            picks = _windows(clips, cfg, step)[rank * share:(rank + 1) * share]
-            x, y = _gather(clips, teacher, picks, cfg.window)  # (T, b, ...), (T, b, classes)
-            out = module(x.flatten(0, 1))
-            error = _distill(out, y.flatten(0, 1), cfg)
-            cost = _cost(net, taps, fanout, cfg.window, cfg)
-            loss = error + lam * lam_f * cost
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(weights + scales, cfg.grad_clip)
-            optimizer.step()
-            taps.inputs.clear()
-            if not all(torch.isfinite(p).all() for p in weights + scales):
-                raise FloatingPointError(f"finetune: parameters diverged at step {step}; lower the learning rates")
-            rec = result.record
-            for key, v in (("loss", loss), ("error", error), ("cost", cost), ("lam", lam * lam_f)):
-                rec[key].append(float(v.detach()) if isinstance(v, torch.Tensor) else float(v))
-            result.steps_done = step + 1
-            rec["seconds"] = time.perf_counter() - start
-            bar.update()
-            bar.set_postfix(error=f"{rec['error'][-1]:.3g}", kops=f"{rec['cost'][-1] / 1e3:.4g}", refresh=False)
-            if checkpoint is not None and rank == 0 and (step + 1) % cfg.checkpoint_every == 0:
-                save_checkpoint(checkpoint, net, result, model, optimizer)
+        result = _resume(checkpoint, net, cfg, float(lam), optimizer, model) or \
+            FinetuneResult(cfg, float(lam), dict(loss=[], error=[], cost=[], lam=[], seconds=0.0, world_size=world))
+        net.set_mode("rounding")
+        fanout = _fanouts(net, clips[0][0, :1])
+        taps = _Taps(net)
+        module = net.graph_module
+        if world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            module = DistributedDataParallel(net.graph_module, broadcast_buffers=False)
+        step = _Step(net, module, taps, fanout, optimizer, clips, teacher, cfg, float(lam), rank, world)
+        _loop(step, result, checkpoint, model, progress and rank == 0)
     finally:
-        bar.close()
-        taps.remove()
+        if taps is not None:
+            taps.remove()
         for p in net.graph_module.parameters():
             p.requires_grad_(saved[2][id(p)])
             p.grad = None
@@ -491,3 +381,61 @@ def finetune(net: SigmaDeltaNet, frames, lam: float, config: FinetuneConfig | No
     if checkpoint is not None and rank == 0:
         save_checkpoint(checkpoint, net, result, model, optimizer)
     return result
+
+
+@dataclass
+class _Step:
+    """What one optimizer step needs; ``__call__(i)`` runs step ``i`` and returns (loss, error, cost, λ_i)."""
+
+    net: SigmaDeltaNet
+    module: torch.nn.Module  # the graph module, or its DDP wrapper
+    taps: _Taps
+    fanout: dict
+    optimizer: torch.optim.Optimizer
+    clips: list
+    teacher: list
+    cfg: FinetuneConfig
+    lam: float
+    rank: int
+    world: int
+
+    def __call__(self, i: int) -> tuple[float, float, float, float]:
+        cfg, opt = self.cfg, self.optimizer
+        lam_f, lr_f = _factors(cfg, i)
+        for group, lr in zip(opt.param_groups, (cfg.lr_weights, cfg.lr_scales)):
+            group["lr"] = lr * lr_f
+        share = cfg.batch // self.world  # every process draws the global batch and takes its share
+        picks = _windows(self.clips, cfg, i)[self.rank * share:(self.rank + 1) * share]
+        x, y = _gather(self.clips, self.teacher, picks, cfg.window)  # (T, b, ...), (T, b, classes)
+        out = self.module(x.flatten(0, 1))
+        error = _distill(out, y.flatten(0, 1), cfg)
+        cost = _cost(self.net, self.taps, self.fanout, cfg.window, cfg)
+        loss = error + self.lam * lam_f * cost
+        opt.zero_grad(set_to_none=True)
+        loss.backward()  # under DDP: gradients averaged over the processes
+        params = [p for g in opt.param_groups for p in g["params"]]
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        opt.step()
+        self.taps.inputs.clear()
+        if not all(torch.isfinite(p).all() for p in params):
+            raise FloatingPointError(f"finetune: parameters diverged at step {i}; lower the learning rates")
+        return loss.item(), error.item(), float(torch.as_tensor(cost).detach()), self.lam * lam_f
+
+
+def _loop(step: _Step, result: FinetuneResult, checkpoint, model: str, progress: bool) -> None:
+    cfg, rec = step.cfg, result.record
+    bar = tqdm(total=cfg.steps, initial=result.steps_done, disable=not progress, desc=f"finetune λ={step.lam:g}")
+    start = time.perf_counter() - rec["seconds"]
+    try:
+        for i in range(result.steps_done, cfg.steps):
+            for key, v in zip(("loss", "error", "cost", "lam"), step(i)):
+                rec[key].append(v)
+            result.steps_done = i + 1
+            rec["seconds"] = time.perf_counter() - start
+            bar.update()
+            bar.set_postfix(error=f"{rec['error'][-1]:.3g}", kops=f"{rec['cost'][-1] / 1e3:.4g}", refresh=False)
+            if checkpoint is not None and step.rank == 0 and (i + 1) % cfg.checkpoint_every == 0:
+                save_checkpoint(checkpoint, step.net, result, model, step.optimizer)
+    finally:
+        bar.close()
