@@ -15,6 +15,7 @@ layers          layer names in graph order; ``quantizers`` likewise
 weights         layer -> weight (BatchNorm folded); ``biases`` layer -> bias
 log_scales      quantizer -> κ (``k = exp(κ)``)
 optimizer       Adam's state (to resume), or ``None``
+meta            free-form: what it was trained on
 ==============  ===============================================================================================
 
 Files are written atomically (temp file, then rename): a crash never leaves a half-written checkpoint.
@@ -22,6 +23,8 @@ Files are written atomically (temp file, then rename): a crash never leaves a ha
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import torch
@@ -45,19 +48,28 @@ def _state(net: SigmaDeltaNet) -> dict:
                 log_scales={n: q.log_scale.detach().clone() for n, q in net.quantizers.items()})
 
 
-def save_checkpoint(path, net: SigmaDeltaNet, result, model: str = "", optimizer=None) -> Path:
+def save_checkpoint(path, net: SigmaDeltaNet, result, model: str = "", optimizer=None,
+                    meta: dict | None = None) -> Path:
     """Write ``net``'s weights and scales with the run's model name, config, λ and record, atomically.
 
     ``result`` is a :class:`~sigmadelta.finetune.FinetuneResult` (its config, λ, record and steps done).
 
     Loadable with ``torch.load(path, weights_only=True)``: tensors, numbers, strings, lists and dicts only.
     """
-    from .data._cache import atomic_write  # the package's one atomic writer (temp file + os.replace)
-
     content = dict(format=CHECKPOINT_FORMAT, model=model, lam=float(result.lam), config=result.config.to_dict(),
                    record=result.record, steps_done=int(result.steps_done), **_state(net),
-                   optimizer=None if optimizer is None else optimizer.state_dict())
-    return atomic_write(Path(path), lambda tmp: torch.save(content, tmp))
+                   optimizer=None if optimizer is None else optimizer.state_dict(), meta=dict(meta or {}))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(content, tmp)
+        os.replace(tmp, path)  # atomic: readers see the old file or the whole new one
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return path
 
 
 def load_checkpoint(path) -> dict:

@@ -2,11 +2,12 @@
 
     sigmadelta demo [--frames N] [--lam L] [--synthetic] [--json FILE]
     sigmadelta data [--json FILE]
-    sigmadelta run VIDEO --model NAME [--weights FILE] [--scales FILE | --calibrate CLIP] [--lam L] [--frames N]
-                   [--json FILE] [--plot FILE]
+    sigmadelta run VIDEO --model NAME [--weights FILE] [--scales FILE | --calibrate CLIP | --checkpoint FILE]
+                   [--lam L] [--frames N] [--json FILE] [--plot FILE]
     sigmadelta optimize --model NAME --calibrate CLIP [--lam L] -o scales.json
-    sigmadelta reproduce {random-net,mnist,video} [--out DIR] [--quick] [--model NAME (video)]
-    sigmadelta bench --model NAME --data CLIP_OR_DATASET [--frames N] [--threads N] [--json FILE]
+    sigmadelta finetune --model NAME [--lam L] [--train CLIP ...] [--steps N] [-o FILE]
+    sigmadelta reproduce {random-net,mnist,video,finetune} [--out DIR] [--quick] [--model NAME (video)]
+    sigmadelta bench --model NAME --data CLIP_OR_DATASET [--checkpoint FILE] [--frames N] [--threads N] [--json FILE]
     sigmadelta --help
 """
 
@@ -93,6 +94,8 @@ def _fail_early(args) -> None:
     from sigmadelta.data import CLIPS
     from sigmadelta.scales import ScalesError, read_scales_file
 
+    if args.model is None:
+        raise ValueError("--model is required")
     if args.model not in models.names():
         raise models.UnknownNameError(f"unknown model {args.model!r}; the known models are {models.names()}")
     for attr, what in (("video", "video file"), ("weights", "weights file"), ("scales", "scales file")):
@@ -152,10 +155,14 @@ def _run(args) -> int:
     from sigmadelta import evaluation as video
     from sigmadelta.scales import apply_scales
 
+    _model_of_checkpoint(args)
     _fail_early(args)
     start = time.perf_counter()
     bundle, net = _image_net(args)
-    if args.scales:
+    reference = None
+    if args.checkpoint:
+        reference, source = _apply_checkpoint(args, net)
+    elif args.scales:
         meta = apply_scales(net, args.scales, args.model)
         source = {"scales_file": str(args.scales), "lam": meta.get("lam")}
         print(f"scales: {args.scales}" + (f" (λ = {meta['lam']:g})" if "lam" in meta else ""))
@@ -174,7 +181,7 @@ def _run(args) -> int:
             yield bundle.preprocess(np.stack(pending)).unsqueeze(1)
 
     net.set_delta_dtype(torch.float64 if args.exact else net.dtype)  # the model's dtype: about 2x faster
-    ev = video.evaluate_stream(net, chunks(), total=args.frames, desc=Path(args.video).name)
+    ev = video.evaluate_stream(net, chunks(), total=args.frames, desc=Path(args.video).name, reference=reference)
     summary = ev.summary()
     seconds = time.perf_counter() - start
     report = {"model": args.model, "video": str(args.video), "scales": source,
@@ -205,6 +212,98 @@ def _optimize(args) -> int:
           + (f", ... ({len(net.scales)} scales)" if len(net.scales) > 6 else ""))
     print(f"wrote {args.output}")
     return 0
+
+
+# ---------------------------------------------------------------------------------------------------------
+# finetune, and networks from a checkpoint
+
+
+def _model_of_checkpoint(args) -> None:
+    """With ``--checkpoint``, the model is the one the file names (``--model`` may be left out)."""
+    if getattr(args, "checkpoint", None) is None:
+        if args.model is None:
+            raise ValueError("--model is required (or --checkpoint FILE, which names its model)")
+        return
+    from sigmadelta.checkpoints import FinetuneError, load_checkpoint
+
+    found = load_checkpoint(args.checkpoint)["model"]
+    if args.model is not None and args.model != found:
+        raise FinetuneError(f"{args.checkpoint} is a checkpoint of model {found!r}, not {args.model!r}")
+    args.model = found
+
+
+def _apply_checkpoint(args, net):
+    """Load the checkpoint into ``net``; returns (an unmodified copy of the converted original, a record)."""
+    import copy
+
+    from sigmadelta.checkpoints import apply_checkpoint
+
+    reference = copy.deepcopy(net)  # the original, for agreement: fine-tuning changed the net's own weights
+    ck = apply_checkpoint(net, args.checkpoint, args.model)
+    print(f"checkpoint: {args.checkpoint} (λ = {ck['lam']:g}, {ck['steps_done']} steps)")
+    return reference, {"checkpoint": str(args.checkpoint), "lam": ck["lam"], "steps": ck["steps_done"]}
+
+
+def _finetune(args) -> int:
+    import torch
+
+    from sigmadelta import finetune as ft
+
+    _fail_early(args)
+    rank, world = ft.init_distributed()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    settings = ft.default_config(args.model)
+    config = ft.FinetuneConfig.from_dict(settings.to_dict() | {k: v for k, v in (
+        ("steps", args.steps), ("batch", args.batch), ("window", args.window), ("seed", args.seed)) if v is not None})
+    bundle, net = _image_net(args) if args.model not in ft.MLP_MODELS else _mlp_net(args)
+    if args.scales:
+        from sigmadelta.scales import apply_scales
+
+        apply_scales(net, args.scales, args.model)
+    elif args.model not in ft.MLP_MODELS:  # scales from the paper's calibration at the model's default λ
+        lam, args.lam = args.lam, None
+        _calibrate(args, bundle, net)
+        args.lam = lam
+    clips, names = _training_clips(args.model, bundle, args.train)
+    lam = ft.default_lam(args.model) if args.lam is None else args.lam
+    print(f"fine-tuning {args.model}: λ = {lam:g}, {config.steps} steps of {config.batch} windows x "
+          f"{config.window} frames on {len(clips)} clips ({sum(len(c) for c in clips)} frames: {names}), "
+          f"{world} process(es)")
+    result = ft.finetune_cached(net, clips, lam, config, model=args.model, output=args.output,
+                                meta={"train": names}, progress=rank == 0)
+    if rank == 0:
+        print(("  read from the cache: " if result.cached else "wrote ") + str(result.path)
+              + f" ({result.record['seconds']:.0f} s of training)")
+    return 0
+
+
+def _training_clips(model: str, bundle, train):
+    """The default training data: Temporal-MNIST train for the MLPs; carphone + synthetic motion for images."""
+    from sigmadelta import data
+    from sigmadelta.finetune import MLP_MODELS
+
+    if model in MLP_MODELS:
+        if train:
+            raise ValueError(f"--train is for image models; {model} trains on Temporal-MNIST's training split")
+        return [data.mnist_clip("train", temporal=True)[0]], ["temporal-mnist train"]
+    from sigmadelta.data.synthetic import training_set
+
+    for clip in train or ():
+        if clip != "synthetic" and clip not in data.CLIPS and not Path(clip).is_file():
+            raise FileNotFoundError(f"--train {clip!r} is neither 'synthetic', a bundled clip "
+                                    f"({', '.join(sorted(data.CLIPS))}) nor a video file")
+    return training_set(bundle, train or ("carphone", "synthetic"))
+
+
+def _mlp_net(args):
+    import torch
+
+    import sigmadelta
+    from sigmadelta import models
+
+    bundle = models.get(args.model)
+    return bundle, sigmadelta.convert(bundle.model, torch.zeros(1, *bundle.input_shape))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -244,6 +343,7 @@ def _bench(args) -> int:
     from sigmadelta.runtime.bench import benchmark
     from sigmadelta.scales import apply_scales
 
+    _model_of_checkpoint(args)
     _fail_early(args)
     bundle = models.get(args.model, weights=args.weights)
     net = sigmadelta.convert(bundle.model, bundle.example_input())
@@ -253,7 +353,9 @@ def _bench(args) -> int:
         frames, _ = data.mnist_clip("test", temporal=args.data == "temporal-mnist", max_frames=args.frames)
     else:
         frames = data.load_clip(args.data, bundle, max_frames=args.frames)  # (T, 1, ...)
-    if args.scales:
+    if args.checkpoint:
+        _apply_checkpoint(args, net)
+    elif args.scales:
         apply_scales(net, args.scales, args.model)
     elif bundle.input_shape == (784,):  # an MNIST MLP: learn its scales as the demo does (seconds)
         train, _ = data.mnist_clip("train", temporal=False, max_frames=10_000)
@@ -279,7 +381,7 @@ def _bench(args) -> int:
 
 def _model_args(p: argparse.ArgumentParser) -> None:
     """Options shared by `run` and `optimize`: the model, and how its scales are learned."""
-    p.add_argument("--model", required=True, help="a model name (efficientnet-lite0, vgg19, ...)")
+    p.add_argument("--model", help="a model name (efficientnet-lite0, vgg19, ...); required but with --checkpoint")
     p.add_argument("--weights", metavar="FILE", help="a state_dict file (required for vgg19)")
     p.add_argument("--lam", type=float, metavar="L", help="trade-off λ when learning scales (default: the model's, "
                                                           "from the trade-off curve; 1e-11 as in the paper for vgg19)")
@@ -320,6 +422,8 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--scales", metavar="FILE", help="scales saved by `sigmadelta optimize`")
     which.add_argument("--calibrate", metavar="CLIP", help="learn the scales on this bundled clip or video file "
                                                            "(default: carphone; cached)")
+    which.add_argument("--checkpoint", metavar="FILE", help="weights and scales from `sigmadelta finetune` "
+                                                            "(names its model: --model may be left out)")
     run.add_argument("--frames", type=int, metavar="N", help="only the first N frames")
     run.add_argument("--chunk", type=int, default=16, metavar="N", help="frames per clip-mode call (default 16)")
     run.add_argument("--exact", action="store_true", help="compute the increments in float64 (closest to exact "
@@ -334,8 +438,23 @@ def build_parser() -> argparse.ArgumentParser:
     optimize.add_argument("-o", "--output", metavar="FILE", required=True, help="the scales file to write (JSON)")
     optimize.set_defaults(func=_optimize)
 
+    tune = sub.add_parser("finetune", help="train a model's weights and scales for the Sigma-Delta cost "
+                                           "(distilled from the original) and write a checkpoint")
+    _model_args(tune)
+    tune.add_argument("--train", nargs="+", metavar="CLIP", help="training clips: bundled clip names, video files, "
+                                                                 "'synthetic' (default: the model's; see README)")
+    tune.add_argument("--scales", metavar="FILE", help="start from these scales (default: calibrated, cached)")
+    tune.add_argument("--steps", type=int, metavar="N", help="optimizer steps (default: the model's)")
+    tune.add_argument("--batch", type=int, metavar="N", help="windows per step, over all processes")
+    tune.add_argument("--window", type=int, metavar="T", help="consecutive frames per window")
+    tune.add_argument("--seed", type=int, help="seed of the window sampler")
+    tune.add_argument("--threads", type=int, metavar="N", help="torch threads per process")
+    tune.add_argument("-o", "--output", metavar="FILE", help="the checkpoint to write (default: cached by content "
+                                                             "in the user cache)")
+    tune.set_defaults(func=_finetune, calibrate=None)
+
     bench = sub.add_parser("bench", help="wall-clock of the sparse sigma-delta backend against the dense original")
-    bench.add_argument("--model", required=True, help="mnist-mlp, mnist-mlp-wide, efficientnet-lite0, vgg19")
+    bench.add_argument("--model", help="mnist-mlp, mnist-mlp-wide, efficientnet-lite0, vgg19 (or --checkpoint)")
     bench.add_argument("--data", required=True, metavar="CLIP_OR_DATASET",
                        help="temporal-mnist or mnist (test split) for the MLPs; a bundled clip or a video file")
     bench.add_argument("--frames", type=int, default=200, metavar="N", help="frames to time (default 200)")
@@ -345,6 +464,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--scales", metavar="FILE", help="scales saved by `sigmadelta optimize` (default: learned "
                                                         "as the demo does for MLPs, cached calibration for images)")
     bench.add_argument("--lam", type=float, metavar="L", help="trade-off λ when learning scales")
+    bench.add_argument("--checkpoint", metavar="FILE", help="weights and scales from `sigmadelta finetune`")
     bench.add_argument("--json", metavar="FILE", help="write the result as JSON")
     bench.set_defaults(func=_bench, calibrate_frames=None, epochs=5, lr=0.1)
 

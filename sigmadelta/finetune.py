@@ -54,8 +54,9 @@ from .checkpoints import CHECKPOINT_FORMAT, FinetuneError, apply_checkpoint, loa
 from .functional import round_ste
 from .net import SigmaDeltaNet
 
-__all__ = ["FinetuneConfig", "FinetuneResult", "FinetuneError", "finetune", "save_checkpoint", "load_checkpoint",
-           "apply_checkpoint", "init_distributed", "SCHEMES", "CHECKPOINT_FORMAT"]
+__all__ = ["FinetuneConfig", "FinetuneResult", "FinetuneError", "finetune", "finetune_cached", "Finetuned",
+           "save_checkpoint", "load_checkpoint", "apply_checkpoint", "init_distributed", "default_config",
+           "default_lam", "SCHEMES", "CHECKPOINT_FORMAT", "MLP_MODELS"]
 
 SCHEMES = ("rounding",)  # the paper's Sigma-Delta quantizer; further schemes plug in here
 ERRORS = ("kl", "l2-softmax")
@@ -439,3 +440,78 @@ def _loop(step: _Step, result: FinetuneResult, checkpoint, model: str, progress:
                 save_checkpoint(checkpoint, step.net, result, model, step.optimizer)
     finally:
         bar.close()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# per-model defaults, and runs cached by content
+
+MLP_MODELS = ("mnist-mlp", "mnist-mlp-wide")  # trained on Temporal-MNIST instead of video
+# measured settings (README, "Fine-tuning"); other models get FinetuneConfig()'s
+_DEFAULTS = {
+    "mnist-mlp": dict(steps=4000, window=8, batch=32, lr_weights=1e-4, lr_scales=0.0),
+    "squeezenet1_1": dict(steps=1000, window=8, batch=1, lr_weights=1e-5, lr_scales=1e-2),
+    "efficientnet-lite0": dict(steps=500, window=8, batch=1, lr_weights=1e-5, lr_scales=1e-2),
+}
+_DEFAULT_LAMS = {"mnist-mlp": 1e-6, "squeezenet1_1": 1e-10, "efficientnet-lite0": 1e-10}
+
+
+def default_config(model: str) -> FinetuneConfig:
+    """The default :class:`FinetuneConfig` of ``sigmadelta finetune --model MODEL``."""
+    return FinetuneConfig(**_DEFAULTS.get(model, {}))
+
+
+def default_lam(model: str) -> float:
+    """The default λ (per frame) of ``sigmadelta finetune --model MODEL``."""
+    return _DEFAULT_LAMS.get(model, 1e-10)
+
+
+@dataclass
+class Finetuned:
+    """A checkpoint that :func:`finetune_cached` trained or found: its path, whether cached, λ and record."""
+
+    path: Path
+    cached: bool
+    lam: float
+    record: dict
+
+
+def _digest(net: SigmaDeltaNet, clips: list[torch.Tensor], lam: float, cfg: FinetuneConfig) -> str:
+    import hashlib
+    import json
+
+    from .scales import net_digest
+
+    h = hashlib.blake2b(digest_size=8)
+    h.update(json.dumps(dict(net=net_digest(net), lam=float(lam), config=cfg.to_dict())).encode())
+    for t in [q.log_scale.detach() for q in net.quantizers.values()] + clips:
+        t = t.contiguous()
+        h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def finetune_cached(net: SigmaDeltaNet, clips, lam: float, config: FinetuneConfig | None = None, *, model: str,
+                    output=None, meta: dict | None = None, progress: bool = True) -> Finetuned:
+    """:func:`finetune`, writing the result to ``output``, or to the user cache keyed by content.
+
+    Without ``output`` the key is the net's weights and initial scales, the clips' frames, λ and the config:
+    a run already in the cache is loaded into ``net`` instead of trained. Intermediate checkpoints go to
+    ``<file>.partial`` (an interrupted run resumes from it) and the final file is written once, atomically.
+    """
+    from .data import cache_dir
+
+    cfg = FinetuneConfig() if config is None else config
+    clips = [clips] if isinstance(clips, torch.Tensor) else list(clips)
+    if output is None:
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in model)
+        output = cache_dir() / "finetune" / f"{safe}-lam{lam:.3g}-{_digest(net, clips, lam, cfg)}.pt"
+        if output.is_file():
+            ck = apply_checkpoint(net, output, model)
+            return Finetuned(output, True, ck["lam"], ck["record"])
+    output = Path(output)
+    partial = output.with_name(output.name + ".partial")
+    result = finetune(net, clips, lam, cfg, model=model, checkpoint=partial, progress=progress)
+    if _world()[0] == 0:
+        save_checkpoint(output, net, result, model, meta=meta)
+        partial.unlink(missing_ok=True)
+    return Finetuned(output, False, result.lam, result.record)

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from ._packages import package_file
 
-__all__ = ["PHOTOS", "MOTIONS", "photo", "motion_clip", "motion_clips"]
+__all__ = ["PHOTOS", "MOTIONS", "photo", "motion_clip", "motion_clips", "training_set"]
 
 # photo name -> split. Colour photos first; the grey ones are replicated to RGB. Fixed: never re-drawn.
 PHOTOS = {
@@ -161,3 +161,28 @@ def motion_clips(split: str, frames: int = 16, size: int = 256, motions=MOTIONS,
             clip = motion_clip(images[name], motion, frames, size, seed=clip_seed, other=other)
             clips.append(clip if preprocess is None else preprocess(clip).unsqueeze(1))
     return clips
+
+
+def training_set(preprocess, clips=("carphone", "synthetic"), *, frames: int = 16, size: int = 256,
+                 max_frames: int | None = None) -> tuple[list, list[str]]:
+    """Training clips for fine-tuning an image model, as model input ``[T, 1, ...]``, and their names.
+
+    Args:
+        preprocess: a model bundle or its ``preprocess``.
+        clips: bundled clip names (:data:`~sigmadelta.data.CLIPS`), video files, and ``"synthetic"`` (the train
+            split of :func:`motion_clips`, every motion).
+        frames, size: of the synthetic clips.
+        max_frames: keep only the first frames of each bundled clip or file.
+    """
+    from .video import load_clip
+
+    out, names = [], []
+    for clip in clips:
+        if clip == "synthetic":
+            made = motion_clips("train", frames, size, preprocess=preprocess)
+            out += made
+            names.append(f"synthetic ({len(made)} clips of {frames} frames)")
+        else:
+            out.append(load_clip(clip, preprocess, max_frames=max_frames))
+            names.append(str(clip))
+    return out, names
