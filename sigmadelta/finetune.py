@@ -449,8 +449,8 @@ MLP_MODELS = ("mnist-mlp", "mnist-mlp-wide")  # trained on Temporal-MNIST instea
 # measured settings (README, "Fine-tuning"); other models get FinetuneConfig()'s
 _DEFAULTS = {
     "mnist-mlp": dict(steps=4000, window=8, batch=32, lr_weights=1e-4, lr_scales=0.0),
-    "squeezenet1_1": dict(steps=1000, window=8, batch=1, lr_weights=1e-5, lr_scales=1e-2),
-    "efficientnet-lite0": dict(steps=500, window=8, batch=1, lr_weights=1e-5, lr_scales=1e-2),
+    "squeezenet1_1": dict(steps=360, window=8, batch=1, lr_weights=2e-5, lr_scales=1e-2, checkpoint_every=20),
+    "efficientnet-lite0": dict(steps=200, window=8, batch=1, lr_weights=2e-5, lr_scales=1e-2, checkpoint_every=20),
 }
 _DEFAULT_LAMS = {"mnist-mlp": 1e-6, "squeezenet1_1": 1e-10, "efficientnet-lite0": 1e-10}
 
@@ -484,9 +484,8 @@ def _digest(net: SigmaDeltaNet, clips: list[torch.Tensor], lam: float, cfg: Fine
     h = hashlib.blake2b(digest_size=8)
     h.update(json.dumps(dict(net=net_digest(net), lam=float(lam), config=cfg.to_dict())).encode())
     for t in [q.log_scale.detach() for q in net.quantizers.values()] + clips:
-        t = t.contiguous()
         h.update(f"{t.dtype}{tuple(t.shape)}".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes())
+        h.update(t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
 

@@ -248,3 +248,37 @@ def test_synthetic_clips_are_deterministic_split_and_move():
     assert len(validation) == sum(s == "validation" for s in synthetic.PHOTOS.values())
     with pytest.raises(ValueError, match="unknown motion"):
         synthetic.motion_clip(img, "spin")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# cached runs and the command line
+
+
+def test_finetune_cached_trains_once_per_content(tmp_path, monkeypatch):
+    monkeypatch.setenv("SIGMADELTA_CACHE", str(tmp_path))
+    model, net, clip = tiny()
+    cfg = FinetuneConfig(**(CFG | dict(steps=6)))
+    first = ft.finetune_cached(net, clip, 1e-3, cfg, model="toy", progress=False)
+    again = tiny()[1]
+    second = ft.finetune_cached(again, clip, 1e-3, cfg, model="toy", progress=False)
+    assert not first.cached and second.cached and first.path == second.path
+    assert all(torch.equal(a, b) for a, b in zip(net.graph_module.parameters(), again.graph_module.parameters()))
+    other = ft.finetune_cached(tiny()[1], clip, 2e-3, cfg, model="toy", progress=False)  # another λ: trained
+    assert not other.cached and other.path != first.path
+    assert not list(tmp_path.rglob("*.partial"))
+
+
+def test_cli_refuses_bad_finetune_and_checkpoint_arguments(tmp_path, capsys):
+    from sigmadelta.cli import main
+
+    assert main(["finetune", "--model", "nope", "-o", str(tmp_path / "x.pt")]) == 2
+    assert "unknown model" in capsys.readouterr().err
+    assert main(["run", "clip.mp4", "--checkpoint", str(tmp_path / "missing.pt")]) == 2
+    assert "no checkpoint file" in capsys.readouterr().err
+    assert main(["bench", "--data", "bikes"]) == 2
+    assert "--model is required" in capsys.readouterr().err
+    _, net, clip = tiny()
+    path = tmp_path / "toy.pt"
+    finetune(net, clip, 1e-3, FinetuneConfig(**(CFG | dict(steps=2))), model="toy", checkpoint=path, progress=False)
+    assert main(["bench", "--model", "mnist-mlp", "--data", "mnist", "--checkpoint", str(path)]) == 2
+    assert "checkpoint of model 'toy', not 'mnist-mlp'" in capsys.readouterr().err
