@@ -448,7 +448,7 @@ def _loop(step: _Step, result: FinetuneResult, checkpoint, model: str, progress:
 MLP_MODELS = ("mnist-mlp", "mnist-mlp-wide")  # trained on Temporal-MNIST instead of video
 # measured settings (README, "Fine-tuning"); other models get FinetuneConfig()'s
 _DEFAULTS = {
-    "mnist-mlp": dict(steps=4000, window=8, batch=32, lr_weights=1e-4, lr_scales=0.0),
+    "mnist-mlp": dict(steps=8000, window=8, batch=32, lr_weights=3e-4, lr_scales=0.0, checkpoint_every=1000),
     "squeezenet1_1": dict(steps=360, window=8, batch=1, lr_weights=2e-5, lr_scales=1e-2, checkpoint_every=20),
     "efficientnet-lite0": dict(steps=200, window=8, batch=1, lr_weights=2e-5, lr_scales=1e-2, checkpoint_every=20),
 }

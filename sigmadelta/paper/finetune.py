@@ -39,9 +39,9 @@ from sigmadelta.paper.imagenet_video import load_stream
 from sigmadelta.scales import INIT_SCALE, calibrate, default_lam
 
 # --- defaults
-MNIST_LAMS = (1e-6, 3e-6, 1e-5)
+MNIST_LAMS = (1e-6, 3e-6)
 IMAGE_MODELS = ("squeezenet1_1",)
-IMAGE_LAMS = {"squeezenet1_1": (1e-10,), "efficientnet-lite0": (1e-10,)}
+IMAGE_LAMS = {"squeezenet1_1": (1e-10, 3e-10), "efficientnet-lite0": (1e-10,)}
 TRAIN = ("carphone", "synthetic")
 TEST_CLIPS = (("bigbuckbunny", 100), ("bikes", 100))
 CALIBRATION = dict(lr=0.1, epochs=5)  # the paper's VGG-19 protocol, as the video experiment
@@ -225,9 +225,12 @@ def run(out_dir=OUT, quick: bool = False, image_models=IMAGE_MODELS, mnist: bool
     start = time.perf_counter()
     torch.set_num_threads(1)
     results = dict(quick=quick, threads=1, torch=torch.__version__, target=TARGET)
+    results["images"] = []
+    for m in image_models:  # each model's part is written as soon as it is done
+        results["images"].append(image_part(m, cfg, progress))
+        (out_dir / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     if mnist:
         results["mnist"] = mnist_part(cfg, progress)
-    results["images"] = [image_part(m, cfg, progress) for m in image_models]
     results["seconds"] = time.perf_counter() - start
     (out_dir / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     (out_dir / "results.md").write_text(report(results))
