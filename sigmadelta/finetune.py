@@ -43,14 +43,15 @@ import dataclasses
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
 from .accounting import fanout_map
-from .checkpoints import CHECKPOINT_FORMAT, FinetuneError, apply_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoints import (CHECKPOINT_FORMAT, SCHEMES, FinetuneConfig, FinetuneError, FinetuneResult,
+                          apply_checkpoint, load_checkpoint, save_checkpoint)
 from .functional import round_ste
 from .net import SigmaDeltaNet
 
@@ -58,92 +59,6 @@ __all__ = ["FinetuneConfig", "FinetuneResult", "FinetuneError", "finetune", "fin
            "save_checkpoint", "load_checkpoint", "apply_checkpoint", "init_distributed", "default_config",
            "default_lam", "SCHEMES", "CHECKPOINT_FORMAT", "MLP_MODELS"]
 
-SCHEMES = ("rounding",)  # the paper's Sigma-Delta quantizer; further schemes plug in here
-ERRORS = ("kl", "l2-softmax")
-COSTS = ("scaled", "rounded")
-LR_DECAYS = ("constant", "cosine")
-
-
-@dataclass
-class FinetuneConfig:
-    """Every setting of one fine-tuning run; validated on creation, saved with the result.
-
-    Attributes:
-        steps: optimizer steps.
-        window: ``T``, consecutive frames per training window (≥ 2: the cost needs a pair).
-        batch: ``B``, windows per step (the *global* batch, split over processes under torchrun).
-        lr_weights: Adam learning rate of the weights (and biases); 0 trains the scales only.
-        lr_scales: Adam learning rate of the log-scales κ; 0 keeps the scales.
-        error: distillation loss: ``"kl"`` (KL(original ‖ network) on softmaxes) or ``"l2-softmax"``.
-        temperature: softmax temperature of the distillation loss (KL scaled by ``τ²``).
-        scheme: the quantizer scheme trained for; ``"rounding"`` is the paper's Sigma-Delta.
-        cost: the cost surrogate: ``"scaled"`` (``k|Δx|``) or ``"rounded"`` (``|Δ round_ste(kx)|``).
-        lam_warmup: fraction of the steps over which λ ramps linearly from 0 to its value.
-        lr_decay: ``"constant"`` or ``"cosine"`` (to 0 at the last step).
-        train_biases: train the biases along with the weights.
-        grad_clip: clip the gradient's global norm to this (0: off).
-        seed: seeds the window sampler (the only randomness).
-        checkpoint_every: steps between checkpoints when a checkpoint path is given.
-        version: the format of this config.
-    """
-
-    steps: int = 1000
-    window: int = 8
-    batch: int = 4
-    lr_weights: float = 1e-5
-    lr_scales: float = 1e-2
-    error: str = "kl"
-    temperature: float = 1.0
-    scheme: str = "rounding"
-    cost: str = "scaled"
-    lam_warmup: float = 0.1
-    lr_decay: str = "cosine"
-    train_biases: bool = True
-    grad_clip: float = 0.0
-    seed: int = 0
-    checkpoint_every: int = 100
-    version: int = 1
-
-    def __post_init__(self):
-        problems = []
-        for name, choices in (("error", ERRORS), ("scheme", SCHEMES), ("cost", COSTS), ("lr_decay", LR_DECAYS)):
-            if getattr(self, name) not in choices:
-                problems.append(f"{name}={getattr(self, name)!r} (choose from {choices})")
-        for name, ok in (("steps", self.steps >= 0), ("window", self.window >= 2), ("batch", self.batch >= 1),
-                         ("checkpoint_every", self.checkpoint_every >= 1), ("seed", self.seed >= 0)):
-            if not (isinstance(getattr(self, name), int) and ok):
-                problems.append(f"{name}={getattr(self, name)!r}")
-        for name in ("lr_weights", "lr_scales", "grad_clip", "temperature", "lam_warmup"):
-            v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
-                problems.append(f"{name}={v!r}")
-        if not (self.temperature > 0 and self.lam_warmup <= 1):
-            problems.append(f"need temperature > 0 and lam_warmup <= 1 (got {self.temperature}, {self.lam_warmup})")
-        if self.version != 1:
-            problems.append(f"version={self.version!r} (this library reads version 1)")
-        if problems:
-            raise FinetuneError("FinetuneConfig: bad " + "; ".join(problems))
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "FinetuneConfig":
-        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise FinetuneError(f"FinetuneConfig: unknown settings {sorted(unknown)}")
-        return cls(**d)
-
-
-@dataclass
-class FinetuneResult:
-    """What a run did. ``record`` holds per step: ``loss``, ``error`` (distillation), ``cost`` (surrogate
-    additions per frame), ``lam`` (λ after warm-up); and ``seconds``, ``world_size``."""
-
-    config: FinetuneConfig
-    lam: float
-    record: dict = field(default_factory=dict)
-    steps_done: int = 0
 
 
 # ---------------------------------------------------------------------------------------------------------
