@@ -215,7 +215,11 @@ def plot(results: dict, path: Path) -> None:
 
 def run(out_dir=OUT, quick: bool = False, image_models=IMAGE_MODELS, mnist: bool = True,
         progress: bool = True) -> dict:
-    """Run the experiment; write ``results.json``, ``results.md`` and ``finetune_tradeoff.png``."""
+    """Run the experiment; write ``results.json``, ``results.md`` and ``finetune_tradeoff.png``.
+
+    Parts not run this time (``mnist=False``, image models not named) are kept from an existing ``results.json``
+    (read when writing), so the parts can run one at a time, or side by side in two processes.
+    """
     cfg = dict(mnist_lams=MNIST_LAMS, test_frames=tuple(n for _, n in TEST_CLIPS)) | (QUICK if quick else {})
     if quick:
         cfg["mnist_test"] = 2000
@@ -223,15 +227,26 @@ def run(out_dir=OUT, quick: bool = False, image_models=IMAGE_MODELS, mnist: bool
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     torch.set_num_threads(1)
-    results = dict(quick=quick, threads=1, torch=torch.__version__, target=TARGET)
-    results["images"] = []
+    done = dict(quick=quick, threads=1, torch=torch.__version__, target=TARGET, images=[])
     for m in image_models:  # each model's part is written as soon as it is done
-        results["images"].append(image_part(m, cfg, progress))
-        (out_dir / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+        done["images"].append(image_part(m, cfg, progress))
+        write(out_dir, done)
     if mnist:
-        results["mnist"] = mnist_part(cfg, progress)
-    results["seconds"] = time.perf_counter() - start
-    (out_dir / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+        done["mnist"] = mnist_part(cfg, progress)
+    done["seconds"] = time.perf_counter() - start
+    return write(out_dir, done)
+
+
+def write(out_dir: Path, done: dict) -> dict:
+    """Merge ``done`` into ``out_dir/results.json`` (image parts by model) and write the table and figure."""
+    path = out_dir / "results.json"
+    results = json.loads(path.read_text()) if path.is_file() else {}
+    if results.get("quick", done["quick"]) != done["quick"]:
+        results = {}  # a quick run never mixes with a full one
+    ran = {p["model"] for p in done["images"]}
+    images = [p for p in results.get("images", []) if p["model"] not in ran] + done["images"]
+    results.update({k: v for k, v in done.items() if k != "images"}, images=images)
+    path.write_text(json.dumps(results, indent=1) + "\n")
     (out_dir / "results.md").write_text(report(results))
     plot(results, out_dir / "finetune_tradeoff.png")
     return results
@@ -245,10 +260,11 @@ def main(argv=None) -> None:
     parser.add_argument("--no-mnist", action="store_true", help="skip the MNIST MLP")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
+    start = time.perf_counter()
     results = run(args.out, quick=args.quick, image_models=args.models, mnist=not args.no_mnist,
                   progress=not args.no_progress)
     print(report(results))
-    print(f"wrote {args.out} in {results['seconds']:.0f} s")
+    print(f"wrote {args.out} in {time.perf_counter() - start:.0f} s")
 
 
 if __name__ == "__main__":
