@@ -40,7 +40,7 @@ from sigmadelta.scales import INIT_SCALE, calibrate, default_lam
 # --- defaults
 MNIST_LAMS = (1e-6, 3e-6)
 IMAGE_MODELS = ("squeezenet1_1",)
-IMAGE_LAMS = {"squeezenet1_1": (1e-10, 3e-10), "efficientnet-lite0": (1e-10,)}
+IMAGE_LAMS = {"squeezenet1_1": (3e-11, 1e-10, 3e-10), "efficientnet-lite0": (1e-10,)}
 TRAIN = ("carphone", "synthetic")
 TEST_CLIPS = (("bigbuckbunny", 100), ("bikes", 100))
 CALIBRATION = dict(lr=0.1, epochs=5)  # the paper's VGG-19 protocol, as the video experiment
