@@ -367,7 +367,7 @@ _DEFAULTS = {
     "squeezenet1_1": dict(steps=360, window=8, batch=1, lr_weights=2e-5, lr_scales=1e-2, checkpoint_every=20),
     "efficientnet-lite0": dict(steps=200, window=8, batch=1, lr_weights=2e-5, lr_scales=1e-2, checkpoint_every=20),
 }
-_DEFAULT_LAMS = {"mnist-mlp": 1e-6, "squeezenet1_1": 1e-10, "efficientnet-lite0": 1e-10}
+_DEFAULT_LAMS = {"mnist-mlp": 3e-6, "squeezenet1_1": 1e-10, "efficientnet-lite0": 1e-10}
 
 
 def default_config(model: str) -> FinetuneConfig:
