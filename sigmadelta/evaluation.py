@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .accounting import HYBRID, energy_per_op_pj, hybrid_energy_pj
+from .accounting import HYBRID, HYBRID_ADDITIONS, HYBRID_DENSE, energy_per_op_pj
 from .net import SigmaDeltaNet
 
 __all__ = ["StreamEvaluation", "evaluate_stream", "chunks_of", "NETWORKS"]
@@ -61,7 +61,7 @@ class StreamEvaluation:
         ops: network (``"original"``, ``"rounding"``, ``"sigma_delta"``, ``"sigma_delta_hybrid"``: per layer and
             frame the cheaper of sigma-delta and dense, see :data:`~sigmadelta.accounting.HYBRID`) -> ops per
             frame ``[T]``.
-        ops_per_layer: network -> layer -> ops per frame ``[T]``.
+        ops_per_layer: network -> layer -> ops per frame ``[T]`` (empty when run with ``per_layer=False``).
         top1_agree: ``[T]`` fraction of streams whose Sigma-Delta argmax equals the original's (0 or 1 for B = 1).
         top5_agree: ``[T]`` fraction of streams whose Sigma-Delta argmax is in the original's top 5.
         original_top5: ``[T, B, 5]`` the original's five best classes, best first.
@@ -72,6 +72,8 @@ class StreamEvaluation:
             scaled to unit L1 norm (0: identical, 2: disjoint support); NaN at frame 0.
         cosine_similarity: ``[L, T]`` cosine similarity of adjacent frames' feature maps; NaN at frame 0.
         precision: energy table column used for :meth:`energy_nj`.
+        hybrid_split: ``(additions, dense ops)`` per frame ``[T]`` of the hybrid, summed over layers: the ops of
+            the layers that took the sigma-delta path and of those that ran dense (they give its energy).
     """
 
     frames: int
@@ -87,14 +89,16 @@ class StreamEvaluation:
     l1_distance: np.ndarray | None = None
     cosine_similarity: np.ndarray | None = None
     precision: str = "int32"
+    hybrid_split: tuple[np.ndarray, np.ndarray] | None = None
 
     def energy_nj(self, network: str) -> np.ndarray:
         """Energy per frame ``[T]`` in nJ of ``network`` (adds for the discretized ones; the original's ops are
         half multiplies, half adds; the hybrid per layer as the path it takes), from the Horowitz (2014) table
         at :attr:`precision`."""
         if network == "sigma_delta_hybrid":
-            sd, dense = self.ops_per_layer["sigma_delta"], self.ops_per_layer["original"]
-            return sum(hybrid_energy_pj(sd[layer], dense[layer], self.precision) for layer in self.layers) / 1000.0
+            additions, dense = self.hybrid_split
+            return (additions * energy_per_op_pj("sigma_delta", self.precision)
+                    + dense * energy_per_op_pj("dense", self.precision)) / 1000.0
         return self.ops[network] * energy_per_op_pj(NETWORKS[network], self.precision) / 1000.0
 
     def cumulative(self, values: np.ndarray) -> np.ndarray:
@@ -125,6 +129,8 @@ class StreamEvaluation:
 
     def layer_summary(self, start: int = 0, stop: int | None = None) -> dict[str, dict[str, float]]:
         """Layer -> mean ops per frame of each network over ``[start, stop)``, and Sigma-Delta / Rounding."""
+        if not self.ops_per_layer:
+            raise ValueError("no per-layer counts: this stream was evaluated with per_layer=False")
         s = slice(start, self.frames if stop is None else stop)
         out = {}
         for layer in self.layers:
@@ -188,13 +194,16 @@ class _FeatureDistances:
 @torch.no_grad()
 def evaluate_stream(net: SigmaDeltaNet, frames: torch.Tensor | Iterable[torch.Tensor], *, chunk: int = 16,
                     feature_distances: bool = False, precision: str = "int32", progress: bool = True,
-                    total: int | None = None, desc: str = "frames") -> StreamEvaluation:
+                    total: int | None = None, desc: str = "frames", per_layer: bool = True) -> StreamEvaluation:
     """Run one stream through the Sigma-Delta network and the original, frame by frame, and record both.
 
     The stream starts from zero state (the network is reset) and is never reset again: clips spliced one after
     the other are one stream, as in the paper's test. ``net``'s scales, backend and delta dtype
-    (:meth:`~sigmadelta.SigmaDeltaNet.set_delta_dtype`) are used as they are; its mode and counting are restored
-    afterwards (which resets it).
+    (:meth:`~sigmadelta.SigmaDeltaNet.set_delta_dtype`) are used as they are; its mode and counting (and
+    ``per_step_counts``) are restored afterwards (which resets it).
+
+    Memory grows with the stream by what is kept per frame: a few numbers (ops of each network, the top-5
+    classes), plus, with ``per_layer``, four numbers per layer.
 
     Args:
         net: a converted network whose output is ``[B, classes]`` (class scores or logits).
@@ -206,6 +215,8 @@ def evaluate_stream(net: SigmaDeltaNet, frames: torch.Tensor | Iterable[torch.Te
         progress: show a tqdm progress bar over frames.
         total: frames expected (for the progress bar) when ``frames`` is an iterable.
         desc: the progress bar's label.
+        per_layer: also keep each layer's ops per frame (:attr:`StreamEvaluation.ops_per_layer`,
+            :meth:`~StreamEvaluation.layer_summary`); ``False`` keeps them summed over layers only.
 
     Returns:
         A :class:`StreamEvaluation`.
@@ -219,13 +230,13 @@ def evaluate_stream(net: SigmaDeltaNet, frames: torch.Tensor | Iterable[torch.Te
     reference = copy.deepcopy(net)  # the original network: its own (stateless) copy, so `net` keeps its state
     reference.set_backend("dense").set_mode("original")
     reference.counting = False
-    saved = net.mode, net.counting
+    saved = net.mode, net.counting, net.per_step_counts
     distances = _FeatureDistances(reference) if feature_distances else None
     top_orig, top_sd, max_diff = [], [], []
     bar = tqdm(total=total, disable=not progress, desc=desc, unit="frame")
     try:
         net.set_mode("sigma-delta")
-        net.counting = True
+        net.counting, net.per_step_counts = True, "layer" if per_layer else "total"
         for clip in frames:
             steps = clip.shape[0]
             original = reference.run(clip)  # (t, B, classes)
@@ -241,21 +252,22 @@ def evaluate_stream(net: SigmaDeltaNet, frames: torch.Tensor | Iterable[torch.Te
     finally:
         bar.close()
         net.set_mode(saved[0])
-        net.counting = saved[1]
+        net.counting, net.per_step_counts = saved[1], saved[2]
     if not top_orig:
         raise ValueError("the stream holds no frame")
     top_orig_t, top_sd_t = torch.cat(top_orig), torch.cat(top_sd)  # (T, B, k)
     batch = counts.batch_size
     ops_per_layer = {n: {layer: v / batch for layer, v in counts.per_layer_step(kind).items()}
-                     for n, kind in NETWORKS.items()}
+                     for n, kind in NETWORKS.items()} if per_layer else {}
     ops = {n: counts.per_step(kind) / batch for n, kind in NETWORKS.items()}
+    hybrid_split = tuple(counts.step_totals[part] / batch for part in (HYBRID_ADDITIONS, HYBRID_DENSE))
     best = top_sd_t[..., :1]  # (T, B, 1)
     result = StreamEvaluation(
         frames=int(counts.steps), layers=list(counts.layers), ops=ops, ops_per_layer=ops_per_layer,
         top1_agree=(best[..., 0] == top_orig_t[..., 0]).double().mean(1).numpy(),
         top5_agree=(best == top_orig_t).any(-1).double().mean(1).numpy(),
         original_top5=top_orig_t.numpy(), sigma_delta_top5=top_sd_t.numpy(),
-        max_abs_logit_diff=torch.cat(max_diff).double().numpy(), precision=precision)
+        max_abs_logit_diff=torch.cat(max_diff).double().numpy(), precision=precision, hybrid_split=hybrid_split)
     if distances is not None:
         result.feature_maps = list(reference.quantizers)
         result.l1_distance = np.array(distances.l1)

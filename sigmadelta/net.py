@@ -4,12 +4,15 @@ by clip, and counts its operations.
 >>> import torch, sigmadelta
 >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2)).eval()
 >>> net = sigmadelta.convert(model, torch.zeros(1, 4))
->>> net.set_mode("sigma-delta")
+>>> _ = net.set_mode("sigma-delta")
 >>> clip = torch.rand(5, 1, 4)                      # (T, B, features)
 >>> net.run(clip).shape
 torch.Size([5, 1, 2])
 >>> net.op_counts().steps
 5
+>>> net.reset(); net.per_step_counts = "total"      # keep counts per step too (off by default: bounded memory)
+>>> _ = net.run(clip); net.op_counts().per_step("sigma_delta").shape
+(5,)
 """
 
 from __future__ import annotations
@@ -201,8 +204,21 @@ class SigmaDeltaNet(nn.Module):
         self._batch_size = None
 
     def op_counts(self) -> OpCounts:
-        """Operation counts of the steps run since the last :meth:`reset`."""
+        """Operation counts of the steps run since the last :meth:`reset`: totals per layer and kind, and per-step
+        counts as :attr:`per_step_counts` asks."""
         return self._counter.counts()
+
+    @property
+    def per_step_counts(self) -> str | None:
+        """What op counting keeps per step besides its running totals (which take bounded memory on any stream):
+        ``None`` (the default) nothing, ``"total"`` each kind per step summed over layers (a few numbers a step;
+        :meth:`OpCounts.per_step`), ``"layer"`` per layer and step (:meth:`OpCounts.per_layer_step`). Set it
+        before a stream: steps run before it was set have no per-step record. Survives :meth:`reset`."""
+        return self._counter.per_step
+
+    @per_step_counts.setter
+    def per_step_counts(self, what: str | None) -> None:
+        self._counter.set_per_step(what)
 
     # ----------------------------------------------------------------------------------------------------
     # running

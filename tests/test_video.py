@@ -50,6 +50,7 @@ def test_per_frame_counts_match_op_counts_and_agreement_matches_the_outputs(net,
     net.set_mode("original")
     original = net.run(frames)
     net.set_mode("sigma-delta")
+    net.per_step_counts = "total"  # per-step counts are opt-in
     out = net.run(frames)
     counts = net.op_counts()
     np.testing.assert_allclose(ev.ops["sigma_delta"], counts.per_step("sigma_delta"), rtol=1e-12)

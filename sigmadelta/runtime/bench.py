@@ -87,12 +87,12 @@ def benchmark(net_or_model, frames: torch.Tensor, *, threads: int = 1, repeats: 
 
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
-    previous_counting = net.counting
+    previous_counting, previous_per_step = net.counting, net.per_step_counts
     try:
         return _measure(net, baseline, frames, threads, repeats, model, data, profile, dense_above, SIGMA_DELTA)
     finally:
         torch.set_num_threads(previous_threads)
-        net.counting = previous_counting
+        net.counting, net.per_step_counts = previous_counting, previous_per_step
 
 
 def _measure(net, baseline, frames, threads, repeats, model, data, profile, dense_above, sigma_delta) -> dict:
@@ -102,7 +102,7 @@ def _measure(net, baseline, frames, threads, repeats, model, data, profile, dens
 
     # reference: the dense simulation, with op counts
     net.set_mode(sigma_delta).set_backend("dense")
-    net.counting = True
+    net.counting, net.per_step_counts = True, "total"  # per step: the first frame is left out below
     # the dense simulation stacks a clip's frames into one batch: run it in chunks (state carries over)
     with torch.no_grad():  # else every chunk's autograd graph (all activations) stays alive in `reference`
         reference = torch.cat([net.run(frames[i:i + chunk]) for i in range(0, steps, chunk)])
