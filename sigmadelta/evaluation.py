@@ -312,29 +312,46 @@ def _short(name: str) -> str:
     return name.split(",")[0]
 
 
-def plot_stream(ev: StreamEvaluation, path, title: str = "", splice: int | None = None) -> None:
-    """A per-frame figure: ops of the three networks (log y) and cumulative top-1/top-5 disagreement.
-
-    Written atomically (a temporary file, then a rename).
-    """
+def stream_figure(ev: StreamEvaluation, title: str = "", splice: int | None = None):
+    """The per-frame figure: ops of the three networks (log y) and cumulative top-1/top-5 disagreement, legends
+    beside the axes (never over a curve). Returns the matplotlib ``Figure``, not saved (see :func:`save_figure`)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .data._cache import atomic_write
-
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 6.5), sharex=True, gridspec_kw=dict(height_ratios=[2, 1]))
-    draw_ops(top, ev, splice)
-    draw_disagreement(bottom, ev, splice)
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(13, 6.5), sharex=True, gridspec_kw=dict(height_ratios=[2, 1]))
+    draw_ops(top, ev, splice, legend_outside=True)
+    draw_disagreement(bottom, ev, splice, legend_outside=True)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
+    return fig
+
+
+def save_figure(fig, path, suffix: str | None = None) -> None:
+    """Write ``fig`` to ``path`` at 110 dpi in the format of ``suffix`` (default: ``path``'s own; PNG without
+    one), then close it."""
+    import matplotlib.pyplot as plt
+
     from pathlib import Path
 
+    fmt = (Path(path).suffix if suffix is None else suffix).lstrip(".").lower() or "png"
+    try:
+        fig.savefig(path, dpi=110, format=fmt)
+    finally:
+        plt.close(fig)
+
+
+def plot_stream(ev: StreamEvaluation, path, title: str = "", splice: int | None = None) -> None:
+    """Write :func:`stream_figure` to ``path`` (format from its suffix), atomically: a temporary file, then a rename."""
+    from pathlib import Path
+
+    from .data import atomic_write
+
+    fig = stream_figure(ev, title, splice)
     path = Path(path)
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format=path.suffix.lstrip(".") or "png"))
-    plt.close(fig)
+    atomic_write(path, lambda tmp: save_figure(fig, tmp, path.suffix))
 
 
 COLORS = {"original": "tab:red", "rounding": "tab:blue", "sigma_delta": "tab:green", "sigma_delta_hybrid": "tab:olive"}
@@ -342,8 +359,9 @@ LABELS = {"original": "original (dense)", "rounding": "rounding", "sigma_delta":
           "sigma_delta_hybrid": "sigma-delta, dense where cheaper"}
 
 
-def draw_ops(ax, ev: StreamEvaluation, splice: int | None = None) -> None:
-    """Ops per frame of the three networks, and of the hybrid (dotted), on a log axis."""
+def draw_ops(ax, ev: StreamEvaluation, splice: int | None = None, legend_outside: bool = False) -> None:
+    """Ops per frame of the three networks, and of the hybrid (dotted), on a log axis; the legend in the upper
+    right corner, or beside the axes (``legend_outside``)."""
     t = np.arange(ev.frames)
     for n in ("original", "rounding", "sigma_delta", "sigma_delta_hybrid"):
         ax.plot(t, ev.ops[n], color=COLORS[n], lw=1.4, label=LABELS[n], ls=":" if n == "sigma_delta_hybrid" else "-")
@@ -351,11 +369,11 @@ def draw_ops(ax, ev: StreamEvaluation, splice: int | None = None) -> None:
         ax.axvline(splice - 0.5, color="black", lw=0.8, ls="--")
     ax.set(yscale="log", ylabel="ops per frame (log)", title="Computation per frame")
     ax.grid(True, which="both", alpha=0.25)
-    ax.legend(loc="upper right", fontsize=9)
+    ax.legend(**_legend_place(legend_outside, "upper right"))
 
 
-def draw_disagreement(ax, ev: StreamEvaluation, splice: int | None = None) -> None:
-    """Cumulative top-1 and top-5 disagreement with the original, in percent."""
+def draw_disagreement(ax, ev: StreamEvaluation, splice: int | None = None, legend_outside: bool = False) -> None:
+    """Cumulative top-1 and top-5 disagreement with the original, in percent; legend as in :func:`draw_ops`."""
     t = np.arange(ev.frames)
     ax.plot(t, 100 * (1 - ev.cumulative(ev.top1_agree)), color="tab:purple", lw=1.6,
             label="top-1: sigma-delta argmax ≠ original argmax")
@@ -366,4 +384,10 @@ def draw_disagreement(ax, ev: StreamEvaluation, splice: int | None = None) -> No
     ax.set(xlabel="frame", ylabel="cumulative disagreement (%)", ylim=(0, None),
            title="Disagreement with the original network (cumulative mean)")
     ax.grid(True, alpha=0.25)
-    ax.legend(loc="upper left", fontsize=9)
+    ax.legend(**_legend_place(legend_outside, "upper left"))
+
+
+def _legend_place(outside: bool, corner: str) -> dict:
+    if outside:  # to the right of the axes, top-aligned
+        return dict(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, fontsize=9, frameon=False)
+    return dict(loc=corner, fontsize=9)

@@ -18,6 +18,7 @@ torch.Size([5, 1, 2])
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping
 
 import torch
@@ -119,18 +120,20 @@ class SigmaDeltaNet(nn.Module):
         """Set scales by quantizer name; names not given keep their scale. Checks everything before changing any.
 
         Resets state and op counts: a stream's integrated state holds increments quantized with the old scales.
+
+        Raises:
+            KeyError: an unknown quantizer name.
+            TypeError: ``scales`` is not a mapping, or a value is not a real number or a tensor/list of them
+                (the message names the key and the type given).
+            ValueError: a value of the wrong shape, not finite, not > 0, or outside the scale dtype's range.
         """
+        if not isinstance(scales, Mapping):
+            raise TypeError(f"set_scales takes a mapping quantizer name -> k, got {type(scales).__name__}")
         updates = {}
         for name, k in scales.items():
             if name not in self._quantizers:
                 raise KeyError(f"no quantizer named {name!r}; the scales are {list(self._quantizers)}")
-            param = self._quantizers[name].log_scale
-            k = torch.as_tensor(k, dtype=param.dtype)
-            if k.shape != param.shape and k.numel() != 1:
-                raise ValueError(f"scale {name!r}: shape {tuple(k.shape)} does not fit {tuple(param.shape)}")
-            if not torch.isfinite(k).all() or (k <= 0).any():
-                raise ValueError(f"scale {name!r} must be finite and > 0, got {k.tolist()}")
-            updates[name] = k.log().expand(param.shape)
+            updates[name] = _log_scale(name, k, self._quantizers[name].log_scale)
         with torch.no_grad():
             for name, log_k in updates.items():
                 self._quantizers[name].log_scale.copy_(log_k)
@@ -279,3 +282,26 @@ class SigmaDeltaNet(nn.Module):
     def extra_repr(self) -> str:
         n_scales = sum(math.prod(q.log_scale.shape) for q in self._quantizers.values())
         return f"mode={self.mode!r}, layers={len(self._layers)}, scales={n_scales}, sample_shape={self.sample_shape}"
+
+
+def _log_scale(name: str, k, param: torch.Tensor) -> torch.Tensor:
+    """``log k`` shaped like the log-scale ``param``, or a TypeError/ValueError naming the scale ``name``."""
+    if isinstance(k, bool) or not isinstance(k, (numbers.Real, torch.Tensor, list, tuple)) and not hasattr(
+            k, "__array__"):
+        raise TypeError(f"scale {name!r} must be a real number or a tensor of them, got {type(k).__name__} {k!r}")
+    try:
+        t = k.detach() if isinstance(k, torch.Tensor) else torch.as_tensor(k)  # to see its dtype
+        if t.dtype == torch.bool or t.is_complex():
+            raise TypeError(f"a {type(k).__name__} of {t.dtype}")
+        t = t.to("cpu", torch.float64) if isinstance(k, torch.Tensor) else torch.as_tensor(k, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError) as e:  # float64: 1e300 is not inf yet
+        raise TypeError(f"scale {name!r} must be a real number or a tensor of them, got {type(k).__name__} "
+                        f"({e})") from None
+    if t.shape != param.shape and t.numel() != 1:
+        raise ValueError(f"scale {name!r}: shape {tuple(t.shape)} does not fit {tuple(param.shape)}")
+    if not torch.isfinite(t).all() or (t <= 0).any():
+        raise ValueError(f"scale {name!r} must be finite and > 0, got {t.tolist()}")
+    log_k = t.to(param.dtype).log()
+    if not torch.isfinite(log_k).all():
+        raise ValueError(f"scale {name!r} = {t.tolist()} is outside the range of {param.dtype}")
+    return log_k.expand(param.shape).to(param.device)

@@ -63,7 +63,8 @@ def test_layers_import_one_way():
 
     import sigmadelta
 
-    order = ["errors", "functional", "modules", "rewrite", "accounting", "net", "report", "optimize", "cli"]
+    order = ["errors", "functional", "modules", "rewrite", "accounting", "net", "report", "optimize", "cli_checks",
+             "cli"]
     root = pathlib.Path(sigmadelta.__file__).parent
     for name in order:
         path = root / name / "__init__.py" if (root / name).is_dir() else root / f"{name}.py"

@@ -242,7 +242,7 @@ def _clip():
     (["run", "/no/such/video.mp4", "--model", "efficientnet-lite0"], "no video file"),
     (["run", "VIDEO", "--model", "efficientnet-lite0", "--scales", "/no/such.json"], "no scales file"),
     (["run", "VIDEO", "--model", "efficientnet-lite0", "--calibrate", "nope"], "neither a bundled clip"),
-    (["run", "VIDEO", "--model", "efficientnet-lite0", "--frames", "0"], "--frames must be >= 1"),
+    (["run", "VIDEO", "--model", "efficientnet-lite0", "--frames", "0"], "argument --frames: must be >= 1"),
     (["optimize", "--model", "nope", "--calibrate", "carphone", "-o", "OUT"], "unknown model 'nope'"),
 ])
 def test_cli_errors_exit_2_and_write_nothing(argv, message, tmp_path, capsys):

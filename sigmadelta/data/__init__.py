@@ -12,12 +12,12 @@ Optional packages (zarr, av) are imported on first use; a missing one raises
 >>> frames = data.read_video(data.clip_path("bikes"))       # doctest: +SKIP  uint8 (H, W, 3) frames, lazily
 """
 
-from ._cache import cache_dir
-from ._errors import MissingDependencyError, UnknownNameError, VideoError
+from ._cache import atomic_write, atomic_write_all, cache_dir
+from ._errors import MissingDependencyError, UnknownNameError, VideoError, VideoWarning
 from .catalog import catalog
 from .mnist import MNIST_ENV, load_mnist
 from .temporal import mnist_clip, temporal_mnist, temporal_mnist_order
-from .video import CLIPS, clip_path, load_clip, read_video
+from .video import CLIPS, VideoFrames, clip_path, load_clip, read_video
 
 __all__ = [
     "load_mnist",
@@ -25,13 +25,17 @@ __all__ = [
     "temporal_mnist_order",
     "mnist_clip",
     "read_video",
+    "VideoFrames",
     "clip_path",
     "load_clip",
     "CLIPS",
     "catalog",
     "cache_dir",
+    "atomic_write",
+    "atomic_write_all",
     "MNIST_ENV",
     "VideoError",
+    "VideoWarning",
     "MissingDependencyError",
     "UnknownNameError",
 ]

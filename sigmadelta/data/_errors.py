@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..errors import SigmaDeltaError
 
-__all__ = ["MissingDependencyError", "UnknownNameError", "VideoError", "WeightsError"]
+__all__ = ["MissingDependencyError", "UnknownNameError", "VideoError", "VideoWarning", "WeightsError"]
 
 
 class MissingDependencyError(SigmaDeltaError, ImportError):
@@ -20,6 +20,11 @@ class UnknownNameError(SigmaDeltaError, KeyError):
 
 class VideoError(SigmaDeltaError):
     """A video file that cannot be decoded: empty, corrupt or truncated. The message names the file and frame."""
+
+
+class VideoWarning(UserWarning):
+    """A video file read with ``strict=False`` that ended early or held corrupt packets: its decodable frames were
+    used. The message names the file and the frame where it ended."""
 
 
 class WeightsError(SigmaDeltaError, ValueError):
