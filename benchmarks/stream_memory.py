@@ -58,7 +58,8 @@ def stream(net, frames, steps: int, samples: int) -> dict:
             net(frames[order[t % len(order)]])
             if t + 1 == warm or (t + 1) % every == 0 or t + 1 == steps:
                 gc.collect()
-                trace.append({"step": t + 1, "rss_mb": round(rss_mb(), 2), "seconds": round(time.perf_counter() - start, 1)})
+                trace.append({"step": t + 1, "rss_mb": round(rss_mb(), 2),
+                              "seconds": round(time.perf_counter() - start, 1)})
     after_warm = next(s["rss_mb"] for s in trace if s["step"] == warm)
     counts = net.op_counts()
     growth = trace[-1]["rss_mb"] - after_warm
@@ -66,7 +67,8 @@ def stream(net, frames, steps: int, samples: int) -> dict:
     mean_t, mean_r = (sum(s[k] for s in late) / len(late) for k in ("step", "rss_mb"))
     slope = (sum((s["step"] - mean_t) * (s["rss_mb"] - mean_r) for s in late)
              / max(sum((s["step"] - mean_t) ** 2 for s in late), 1e-9))  # least squares, MB per step
-    return {"steps": steps, "warm_up_steps": warm, "rss_after_warm_up_mb": after_warm, "rss_end_mb": trace[-1]["rss_mb"],
+    return {"steps": steps, "warm_up_steps": warm, "rss_after_warm_up_mb": after_warm,
+            "rss_end_mb": trace[-1]["rss_mb"],
             "growth_after_warm_up_mb": round(growth, 2),
             "growth_per_step_kb": round(1024 * growth / max(steps - warm, 1), 4),
             "rss_max_after_warm_up_mb": max(s["rss_mb"] for s in late),
@@ -94,7 +96,8 @@ def cnn_run(frames: int, per_step, samples: int) -> dict:
     net.set_mode("sigma-delta")
     net.per_step_counts = per_step
     clip = data.load_clip("carphone", bundle)  # (120, 1, 3, 224, 224)
-    return {"model": "efficientnet-lite0", "stream": "carphone, forward and backward"} | stream(net, clip, frames, samples)
+    return {"model": "efficientnet-lite0", "stream": "carphone, forward and backward"} | stream(
+        net, clip, frames, samples)
 
 
 def main() -> None:
@@ -109,6 +112,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     per_step = None if args.per_step == "none" else args.per_step
     result = {"per_step_counts": per_step, "threads": args.threads, "torch": torch.__version__,
+              "sigmadelta_from": str(Path(sigmadelta.__file__).parent),
               "machine": platform.processor() or platform.machine(), "target_growth_mb": 5.0,
               "malloc_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")}, "runs": []}
     for run, length in ((mlp_run, args.mlp_steps), (cnn_run, args.cnn_frames)):

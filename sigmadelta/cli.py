@@ -159,6 +159,7 @@ def _run(args) -> int:
 
     _fail_early(args)
     start = time.perf_counter()
+    frames = data.read_video(args.video, args.frames, strict=args.strict)  # opened and probed now, decoded lazily
     bundle, net = _image_net(args)
     if args.scales:
         meta = apply_scales(net, args.scales, args.model)
@@ -167,8 +168,6 @@ def _run(args) -> int:
     else:
         result = _calibrate(args, bundle, net)
         source = {"calibrated_on": str(args.calibrate or "carphone"), "lam": result.lam, "cache_file": str(result.path)}
-
-    frames = data.read_video(args.video, args.frames, strict=args.strict)
 
     def chunks():  # decode and preprocess lazily: any length of video in bounded memory
         pending = []
@@ -303,10 +302,12 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     """Options shared by `run` and `optimize`: the model, and how its scales are learned."""
     p.add_argument("--model", required=True, help="a model name (efficientnet-lite0, vgg19, ...)")
     p.add_argument("--weights", metavar="FILE", help="a state_dict file (required for vgg19)")
-    p.add_argument("--lam", type=lam_value, metavar="L", help="trade-off λ when learning scales (default: the model's, "
-                                                          "from the trade-off curve; 1e-11 as in the paper for vgg19)")
-    p.add_argument("--calibrate-frames", type=positive_int, metavar="N", help="learn on the first N frames of the clip only")
-    p.add_argument("--epochs", type=positive_int, default=5, help="epochs when learning scales (default 5, as in the paper)")
+    p.add_argument("--lam", type=lam_value, metavar="L", help="trade-off λ when learning scales (default: the "
+                   "model's, from the trade-off curve; 1e-11 as in the paper for vgg19)")
+    p.add_argument("--calibrate-frames", type=positive_int, metavar="N",
+                   help="learn on the first N frames of the clip only")
+    p.add_argument("--epochs", type=positive_int, default=5,
+                   help="epochs when learning scales (default 5, as in the paper)")
     p.add_argument("--lr", type=positive_float, default=0.1,
                    help="SGD learning rate on log-scales (default 0.1, as in the paper)")
 
@@ -320,7 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="the pre-trained MNIST MLP on Temporal-MNIST as the four networks: "
                                        "per-layer table of ops, energy and error")
-    demo.add_argument("--frames", type=positive_int, default=10_000, help="Temporal-MNIST test frames (default: all 10,000)")
+    demo.add_argument("--frames", type=positive_int, default=10_000,
+                      help="Temporal-MNIST test frames (default: all 10,000)")
     demo.add_argument("--lam", type=lam_value, default=1e-8, help="trade-off λ for the scales (default 1e-8)")
     demo.add_argument("--calibrate", type=positive_int, default=10_000, metavar="N",
                       help="training images to learn the scales on (default 10,000)")
@@ -343,7 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--calibrate", metavar="CLIP", help="learn the scales on this bundled clip or video file "
                                                            "(default: carphone; cached)")
     run.add_argument("--frames", type=positive_int, metavar="N", help="only the first N frames")
-    run.add_argument("--chunk", type=positive_int, default=16, metavar="N", help="frames per clip-mode call (default 16)")
+    run.add_argument("--chunk", type=positive_int, default=16, metavar="N",
+                     help="frames per clip-mode call (default 16)")
     run.add_argument("--exact", action="store_true", help="compute the increments in float64 (closest to exact "
                                                           "arithmetic, 2-3x slower on CNNs) instead of float32")
     run.add_argument("--json", metavar="FILE", help="write per-frame results and the summary as JSON")
@@ -363,7 +366,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--data", required=True, metavar="CLIP_OR_DATASET",
                        help="temporal-mnist or mnist (test split) for the MLPs; a bundled clip or a video file")
     bench.add_argument("--frames", type=positive_int, default=200, metavar="N", help="frames to time (default 200)")
-    bench.add_argument("--threads", type=positive_int, default=1, metavar="N", help="torch threads, both sides (default 1)")
+    bench.add_argument("--threads", type=positive_int, default=1, metavar="N",
+                       help="torch threads, both sides (default 1)")
     bench.add_argument("--repeats", type=positive_int, default=5, help="timed passes per side; the median is kept")
     bench.add_argument("--weights", metavar="FILE", help="a state_dict file (required for vgg19)")
     bench.add_argument("--scales", metavar="FILE", help="scales saved by `sigmadelta optimize` (default: learned "

@@ -67,7 +67,8 @@ def check_outputs(args) -> None:
         kinds = FigureCanvasBase.get_supported_filetypes()
         suffix = Path(args.plot).suffix.lstrip(".").lower()
         if suffix not in kinds:
-            raise OutputPathError(f"--plot {args.plot}: matplotlib cannot write {suffix or 'a file without a suffix'!r}; "
+            what = repr(suffix) if suffix else "a file without a suffix"
+            raise OutputPathError(f"--plot {args.plot}: matplotlib cannot write {what}; "
                                   f"name it .png, .pdf, .svg, ... ({', '.join(sorted(kinds))})")
 
 

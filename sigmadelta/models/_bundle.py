@@ -150,5 +150,5 @@ def _what_file(path: str, error: Exception) -> str:
             return f"a zip archive that is not a PyTorch file (it holds {', '.join(names[:3]) or 'nothing'})"
         return objects if refused else f"a PyTorch archive whose contents are damaged ({type(error).__name__})"
     if head[:1] == b"\x80":  # a pickle: PyTorch's legacy format
-        return objects if refused else f"a pickle (legacy PyTorch format) that ends early or is damaged ({size:,} bytes)"
+        return objects if refused else f"a pickle (legacy PyTorch file) that ends early or is damaged ({size:,} bytes)"
     return f"a {size:,}-byte file of another kind (it starts with {head!r})"
