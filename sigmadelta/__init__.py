@@ -14,6 +14,7 @@ from .errors import ConversionError, SigmaDeltaError, StreamError
 from .modules import MODES
 from .net import SigmaDeltaNet, convert
 from .optimize import History, optimize_scales, optimize_scales_sweep
+from . import runtime  # noqa: F401  registers the "sparse" backend
 
 __version__ = "0.1.0"
 

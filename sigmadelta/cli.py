@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 from sigmadelta.paper import EXPERIMENTS  # the names only: the experiments load on demand
@@ -25,18 +24,11 @@ __all__ = ["main"]
 
 
 def write_json(path: str | os.PathLike, data) -> None:
-    """Write JSON atomically: a temp file in the same folder, then a rename (no half-written file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    """Write JSON atomically (a temporary file, then a rename: no half-written file)."""
+    from sigmadelta._support import atomic_write
+
+    text = json.dumps(data, indent=2) + "\n"
+    atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -212,9 +204,9 @@ def _optimize(args) -> int:
 
 
 def _data(args) -> int:
-    from sigmadelta.data import catalog
+    from sigmadelta import data, models
 
-    entries = catalog()
+    entries = data.catalog() + models.catalog()
     if args.json:
         write_json(args.json, entries)
     width = max(len(e["name"]) for e in entries)

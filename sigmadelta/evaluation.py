@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ._support import atomic_write
 from .accounting import HYBRID, energy_per_op_pj, hybrid_energy_pj
 from .net import SigmaDeltaNet
 
@@ -310,7 +311,6 @@ def plot_stream(ev: StreamEvaluation, path, title: str = "", splice: int | None 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .data._cache import atomic_write
 
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 6.5), sharex=True, gridspec_kw=dict(height_ratios=[2, 1]))
     draw_ops(top, ev, splice)

@@ -7,7 +7,7 @@ Files are written atomically (a temporary file, then a rename): a crash never le
 
 :func:`calibrate` learns scales the paper's way (section 4; paper-notes 6): the Rounding network on frames of a
 training clip, batch of one frame, plain SGD, L2 error on the softmax probabilities. Results are cached in the
-user cache (:func:`sigmadelta.data.cache_dir`), keyed by the model's weights, the clip's frames, λ and the
+user cache (``$SIGMADELTA_CACHE``, default ``~/.cache/sigmadelta``), keyed by the model's weights, the clip's frames, λ and the
 settings, so the same calibration runs once.
 
 >>> import torch, sigmadelta, tempfile, os
@@ -33,6 +33,7 @@ from pathlib import Path
 
 import torch
 
+from ._support import atomic_write, cache_dir
 from .errors import SigmaDeltaError
 from .net import SigmaDeltaNet
 from .optimize import optimize_scales_sweep
@@ -66,8 +67,6 @@ def scales_dict(net: SigmaDeltaNet, model: str, meta: dict | None = None) -> dic
 
 
 def _atomic_write_text(path: Path, text: str) -> Path:
-    from .data._cache import atomic_write  # the package's one atomic writer (temp file + os.replace)
-
     return atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
@@ -183,8 +182,6 @@ def calibration_cache_path(model: str, net_hash: str, frames_hash: str, lam: flo
                            init_hash: str = "") -> Path:
     """Where :func:`calibrate` caches the scales learned for this model (weights), training frames, initial
     scales, λ and settings."""
-    from .data import cache_dir
-
     key = json.dumps(dict(net=net_hash, frames=frames_hash, init=init_hash, lam=float(lam), **settings),
                      sort_keys=True)
     digest = hashlib.blake2b(key.encode(), digest_size=8).hexdigest()

