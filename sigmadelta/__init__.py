@@ -10,6 +10,8 @@ Convert any pre-trained network into one whose layers send each other discretize
 """
 
 from .accounting import ENERGY_PJ, KINDS, OpCounts
+from ._support import torch_threads
+from .config import ConfigError, ScaleConfig
 from .errors import ConversionError, SigmaDeltaError, StreamError
 from .modules import MODES
 from .net import SigmaDeltaNet, convert
@@ -24,6 +26,9 @@ __all__ = [
     "optimize_scales",
     "optimize_scales_sweep",
     "History",
+    "ScaleConfig",
+    "ConfigError",
+    "torch_threads",
     "data",
     "models",
     "OpCounts",

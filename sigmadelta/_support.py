@@ -29,7 +29,7 @@ import torch
 from .errors import MissingDependencyError
 
 __all__ = ["cache_dir", "atomic_write", "array_digest", "require", "package_dir", "package_file", "has_package",
-           "file_exists", "one_thread"]
+           "file_exists", "torch_threads", "one_thread"]
 
 
 def cache_dir() -> Path:
@@ -136,15 +136,23 @@ def file_exists(module: str, relpath: str) -> bool:
 
 
 @contextmanager
-def one_thread():
-    """Run torch on one thread inside the block, then restore the thread count.
+def torch_threads(n: int | None):
+    """Run torch on ``n`` CPU threads inside the block, then restore the thread count (``None``: leave it).
 
     For loops of small ops (a few MB each) one thread is faster than syncing a pool (8x on a busy 2-core
     machine), and results no longer depend on the machine's thread count.
     """
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    if n is not None:
+        if not (isinstance(n, int) and n >= 1):
+            raise ValueError(f"threads must be an integer >= 1, got {n!r}")
+        torch.set_num_threads(n)
     try:
         yield
     finally:
         torch.set_num_threads(threads)
+
+
+def one_thread():
+    """:func:`torch_threads` with one thread."""
+    return torch_threads(1)

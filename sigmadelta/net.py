@@ -14,8 +14,9 @@ torch.Size([5, 1, 2])
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 import torch
 import torch.fx as fx
@@ -181,6 +182,49 @@ class SigmaDeltaNet(nn.Module):
         self.backend = backend
         self.reset()
         return self
+
+    @contextlib.contextmanager
+    def configured(self, *, mode: str | None = None, counting: bool | None = None, backend: str | None = None,
+                   delta_dtype: torch.dtype | None = None, noise: str | None = None) -> Iterator["SigmaDeltaNet"]:
+        """Run a block with some settings changed, then restore every one of them, also on error.
+
+        ``mode``, ``backend`` and ``delta_dtype`` as their setters (each change resets state and op counts, so
+        leaving the block resets too when one of them was given); ``counting``: count ops on each call;
+        ``noise``: ``"uniform"`` makes every quantizer add ``U(−½, ½)`` to ``k·x`` instead of rounding (scale
+        learning with noise), ``"round"`` is the normal network. Settings left ``None`` are not touched.
+
+        >>> import torch, sigmadelta
+        >>> net = sigmadelta.convert(torch.nn.Linear(3, 2).eval(), torch.zeros(1, 3))
+        >>> with net.configured(mode="rounding", counting=False):
+        ...     net.mode, net.counting
+        ('rounding', False)
+        >>> net.mode, net.counting
+        ('original', True)
+        """
+        noises = {q: q.noise for q in self._quantizers.values()}
+        saved = dict(mode=self.mode, backend=self.backend, delta_dtype=self.delta_dtype)
+        changes = {k: v for k, v in dict(mode=mode, backend=backend, delta_dtype=delta_dtype).items()
+                   if v is not None and v != saved[k]}
+        saved_counting = self.counting
+        if noise not in (None, "round", "uniform"):
+            raise ValueError(f"unknown noise {noise!r}; choose from ('round', 'uniform')")
+        try:
+            self._apply(changes)
+            if counting is not None:
+                self.counting = counting
+            for q in self._quantizers.values():
+                q.noise = noises[q] if noise is None else noise
+            yield self
+        finally:
+            for q, n in noises.items():
+                q.noise = n
+            self.counting = saved_counting
+            self._apply({k: saved[k] for k in changes})
+
+    def _apply(self, settings: dict) -> None:
+        setters = dict(mode=self.set_mode, backend=self.set_backend, delta_dtype=self.set_delta_dtype)
+        for name, value in settings.items():
+            setters[name](value)
 
     @property
     def engine(self):
