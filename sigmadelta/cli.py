@@ -32,8 +32,8 @@ __all__ = ["main"]
 
 
 def write_json(path: str | os.PathLike, data) -> None:
-    """Write JSON atomically: a temp file in the same folder, then a rename (no half-written file)."""
-    from sigmadelta.data import atomic_write
+    """Write JSON atomically (a temporary file, then a rename: no half-written file), with the umask's permissions."""
+    from sigmadelta._support import atomic_write
 
     atomic_write(Path(path), lambda tmp: _dump_json(tmp, data))
 
@@ -69,15 +69,11 @@ def _demo(args) -> int:
 
         model = models.get("mnist-mlp").model
         net = sigmadelta.convert(model, torch.zeros(1, 784))
-        train, _ = data.mnist_clip("train", temporal=False, max_frames=args.calibrate)
-        print(f"learning the scales: λ = {args.lam:g}, one epoch over the first {len(train):,} training images "
-              "(paper settings: KL error, SGD lr 0.001, batch 10)")
-        sigmadelta.optimize_scales(net, train[:, 0], args.lam, error="kl", epochs=1, batch_size=10,
-                                   eval_every=None, eval_data=train[:1000, 0], num_threads=1, progress=True)
+        _learn_mlp_scales(net, _lam(args, "mnist-mlp"), args.calibrate)
         clip, labels = data.mnist_clip("test", temporal=True, max_frames=args.frames)
         labels = labels.unsqueeze(1)
         what = (f"the pre-trained 784-200-200-10 MNIST MLP on Temporal-MNIST test ({len(clip):,} frames, one stream), "
-                f"scales learned with λ = {args.lam:g}: " + ", ".join(f"{k:.3g}" for k in net.scales.values()))
+                f"scales learned with λ = {_lam(args, 'mnist-mlp'):g}: " + ", ".join(f"{k:.3g}" for k in net.scales.values()))
     print(f"\nsigmadelta demo: {what}\n")
     result = compare_networks(net, clip, labels)
     result["description"] = what
@@ -130,19 +126,37 @@ def _image_net(args):
     return bundle, sigmadelta.convert(bundle.model, bundle.example_input())
 
 
+def _lam(args, model: str) -> float:
+    from sigmadelta.scales import default_lam
+
+    return default_lam(model) if args.lam is None else args.lam
+
+
+def _learn_mlp_scales(net, lam: float, images: int):
+    """An MNIST MLP's scales, learned as the demo does (seconds): :data:`sigmadelta.config.DEMO_MLP`."""
+    import sigmadelta
+    from sigmadelta import data
+    from sigmadelta.config import DEMO_MLP
+
+    config = DEMO_MLP.replace(lam=lam)
+    train, _ = data.mnist_clip("train", temporal=False, max_frames=images)
+    print(f"learning the scales: λ = {config.lam:g}, {config.epochs} epoch over the first {len(train):,} training "
+          f"images ({config.error} error, SGD lr {config.lr:g}, batch {config.batch_size})")
+    return sigmadelta.optimize_scales(net, train[:, 0], config=config, eval_data=train[:1000, 0], num_threads=1)
+
+
 def _calibrate(args, bundle, net):
     """Learn (or read from the cache) scales on a training clip; returns the Calibration."""
     from sigmadelta import data
-    from sigmadelta.scales import INIT_SCALE, calibrate, default_lam
+    from sigmadelta.scales import PAPER_VIDEO, calibrate
 
-    lam = default_lam(args.model) if args.lam is None else args.lam
+    config = PAPER_VIDEO.replace(lam=_lam(args, args.model), lr=args.lr, epochs=args.epochs)
     clip = args.calibrate or "carphone"
     frames = data.load_clip(clip, bundle, max_frames=args.calibrate_frames)
-    print(f"scales: λ = {lam:g}, learned on {clip} ({len(frames)} frames; rounding network, batch 1, "
-          f"SGD lr {args.lr:g}, {args.epochs} epochs, L2 error on softmax probabilities, from k = {INIT_SCALE:g}), "
-          "cached in the user cache")
-    net.set_scales({name: INIT_SCALE for name in net.scales})
-    result = calibrate(net, frames, lam, model=args.model, clip=str(clip), lr=args.lr, epochs=args.epochs)
+    print(f"scales: λ = {config.lam:g}, learned on {clip} ({len(frames)} frames; rounding network, batch "
+          f"{config.batch_size}, SGD lr {config.lr:g}, {config.epochs} epochs, {config.error} error, from "
+          f"k = {config.init_scale:g}), cached in the user cache")
+    result = calibrate(net, frames, config.lam, model=args.model, clip=str(clip), config=config)
     print("  read from the cache: " if result.cached else "  saved to the cache: ", result.path, sep="")
     return result
 
@@ -155,6 +169,7 @@ def _run(args) -> int:
 
     from sigmadelta import data
     from sigmadelta import evaluation as video
+    from sigmadelta._support import atomic_write_all
     from sigmadelta.scales import apply_scales
 
     _fail_early(args)
@@ -163,11 +178,12 @@ def _run(args) -> int:
     bundle, net = _image_net(args)
     if args.scales:
         meta = apply_scales(net, args.scales, args.model)
-        source = {"scales_file": str(args.scales), "lam": meta.get("lam")}
+        source = {"scales_file": str(args.scales), "lam": meta.get("lam"), "config": meta.get("config")}
         print(f"scales: {args.scales}" + (f" (λ = {meta['lam']:g})" if "lam" in meta else ""))
     else:
         result = _calibrate(args, bundle, net)
-        source = {"calibrated_on": str(args.calibrate or "carphone"), "lam": result.lam, "cache_file": str(result.path)}
+        source = {"calibrated_on": str(args.calibrate or "carphone"), "lam": result.lam, "cache_file": str(result.path),
+                  "config": result.meta.get("config")}
 
     def chunks():  # decode and preprocess lazily: any length of video in bounded memory
         pending = []
@@ -199,7 +215,7 @@ def _run(args) -> int:
     if args.plot:
         fig = video.stream_figure(ev, title=f"{args.model} on {Path(args.video).name}")
         writes[Path(args.plot)] = lambda tmp: video.save_figure(fig, tmp, Path(args.plot).suffix)
-    for path in data.atomic_write_all(writes):
+    for path in atomic_write_all(writes):
         print(f"wrote {path}")
     return 0
 
@@ -237,9 +253,9 @@ def _optimize(args) -> int:
 
 
 def _data(args) -> int:
-    from sigmadelta.data import catalog
+    from sigmadelta import data, models
 
-    entries = catalog()
+    entries = data.catalog() + models.catalog()
     if args.json:
         write_json(args.json, entries)
     width = max(len(e["name"]) for e in entries)
@@ -277,11 +293,7 @@ def _bench(args) -> int:
     if args.scales:
         apply_scales(net, args.scales, args.model)
     elif bundle.input_shape == (784,):  # an MNIST MLP: learn its scales as the demo does (seconds)
-        train, _ = data.mnist_clip("train", temporal=False, max_frames=10_000)
-        lam = 1e-8 if args.lam is None else args.lam
-        print(f"scales: λ = {lam:g}, one epoch over 10,000 training images")
-        sigmadelta.optimize_scales(net, train[:, 0], lam, error="kl", epochs=1, batch_size=10, eval_every=None,
-                                   eval_data=train[:1000, 0], num_threads=1, progress=True)
+        _learn_mlp_scales(net, _lam(args, args.model), 10_000)
     else:
         args.calibrate = None
         _calibrate(args, bundle, net)
@@ -323,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
                                        "per-layer table of ops, energy and error")
     demo.add_argument("--frames", type=positive_int, default=10_000,
                       help="Temporal-MNIST test frames (default: all 10,000)")
-    demo.add_argument("--lam", type=lam_value, default=1e-8, help="trade-off λ for the scales (default 1e-8)")
+    demo.add_argument("--lam", type=lam_value, metavar="L", help="trade-off λ for the scales (default: the MLP's, 1e-8)")
     demo.add_argument("--calibrate", type=positive_int, default=10_000, metavar="N",
                       help="training images to learn the scales on (default 10,000)")
     demo.add_argument("--synthetic", action="store_true",

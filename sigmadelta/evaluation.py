@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ._support import atomic_write
 from .accounting import HYBRID, HYBRID_ADDITIONS, HYBRID_DENSE, energy_per_op_pj
 from .net import SigmaDeltaNet
 
@@ -229,14 +230,13 @@ def evaluate_stream(net: SigmaDeltaNet, frames: torch.Tensor | Iterable[torch.Te
         frames = chunks_of(frames, chunk)
     reference = copy.deepcopy(net)  # the original network: its own (stateless) copy, so `net` keeps its state
     reference.set_backend("dense").set_mode("original")
-    reference.counting = False
-    saved = net.mode, net.counting, net.per_step_counts
+    reference.counting = False  # a copy of its own: its settings need no restoring
     distances = _FeatureDistances(reference) if feature_distances else None
     top_orig, top_sd, max_diff = [], [], []
     bar = tqdm(total=total, disable=not progress, desc=desc, unit="frame")
-    try:
-        net.set_mode("sigma-delta")
-        net.counting, net.per_step_counts = True, "layer" if per_layer else "total"
+    per_step = "layer" if per_layer else "total"
+    with bar, net.configured(mode="sigma-delta", counting=True, per_step_counts=per_step):
+        net.reset()  # the stream starts from zero state, also when the net was in sigma-delta mode already
         for clip in frames:
             steps = clip.shape[0]
             original = reference.run(clip)  # (t, B, classes)
@@ -249,10 +249,6 @@ def evaluate_stream(net: SigmaDeltaNet, frames: torch.Tensor | Iterable[torch.Te
             max_diff.append((out - original).abs().flatten(1).max(1).values)
             bar.update(steps)
         counts = net.op_counts()
-    finally:
-        bar.close()
-        net.set_mode(saved[0])
-        net.counting, net.per_step_counts = saved[1], saved[2]
     if not top_orig:
         raise ValueError("the stream holds no frame")
     top_orig_t, top_sd_t = torch.cat(top_orig), torch.cat(top_sd)  # (T, B, k)
@@ -332,9 +328,9 @@ def stream_figure(ev: StreamEvaluation, title: str = "", splice: int | None = No
 def save_figure(fig, path, suffix: str | None = None) -> None:
     """Write ``fig`` to ``path`` at 110 dpi in the format of ``suffix`` (default: ``path``'s own; PNG without
     one), then close it."""
-    import matplotlib.pyplot as plt
-
     from pathlib import Path
+
+    import matplotlib.pyplot as plt
 
     fmt = (Path(path).suffix if suffix is None else suffix).lstrip(".").lower() or "png"
     try:
@@ -346,8 +342,6 @@ def save_figure(fig, path, suffix: str | None = None) -> None:
 def plot_stream(ev: StreamEvaluation, path, title: str = "", splice: int | None = None) -> None:
     """Write :func:`stream_figure` to ``path`` (format from its suffix), atomically: a temporary file, then a rename."""
     from pathlib import Path
-
-    from .data import atomic_write
 
     fig = stream_figure(ev, title, splice)
     path = Path(path)

@@ -26,6 +26,7 @@ import sigmadelta
 from sigmadelta import data
 from sigmadelta import evaluation as video
 from sigmadelta import scales as sc
+from sigmadelta._support import atomic_write, atomic_write_all
 from sigmadelta.cli import main
 from sigmadelta.data import VideoError, VideoWarning
 from sigmadelta.errors import StreamError
@@ -279,10 +280,10 @@ def test_outputs_are_written_all_or_none(tmp_path):
         raise OSError("disk full")
 
     with pytest.raises(OSError, match="disk full"):
-        data.atomic_write_all({tmp_path / "a.json": lambda tmp: open(tmp, "w").write("{}"), tmp_path / "b.png": fails})
+        atomic_write_all({tmp_path / "a.json": lambda tmp: open(tmp, "w").write("{}"), tmp_path / "b.png": fails})
     assert not list(tmp_path.iterdir())  # neither file, no temporary left
     with pytest.raises(KeyboardInterrupt):
-        data.atomic_write(tmp_path / "c.json", lambda tmp: (_ for _ in ()).throw(KeyboardInterrupt))
+        atomic_write(tmp_path / "c.json", lambda tmp: (_ for _ in ()).throw(KeyboardInterrupt))
     assert not list(tmp_path.iterdir())
 
 
