@@ -326,7 +326,8 @@ def calibrate(net: SigmaDeltaNet, frames: torch.Tensor, lam: float, *, model: st
 
 # The one place for each model's default λ: for image models read off the trade-off curve of `sigmadelta reproduce
 # video` (see its README), the paper's for VGG-19; for the MNIST MLPs the demo's (one epoch, 16.6x at 2.09% error)
-DEFAULT_LAMS = {"vgg19": 1e-11, "efficientnet-lite0": 1e-10, "mnist-mlp": 1e-8, "mnist-mlp-wide": 1e-8}
+DEFAULT_LAMS = {"vgg19": 1e-11, "efficientnet-lite0": 1e-10, "squeezenet1_1": 1e-10, "mnist-mlp": 1e-8,
+                "mnist-mlp-wide": 1e-8}
 
 
 def default_lam(model: str) -> float:
