@@ -46,8 +46,8 @@ import torch
 
 from .modules import Quantizer, SigmaDeltaLinear
 
-__all__ = ["KINDS", "HYBRID", "ENERGY_PJ", "PER_STEP", "OpCounts", "OpCounter", "fanout_map", "energy_per_op_pj",
-           "hybrid_energy_pj"]
+__all__ = ["KINDS", "HYBRID", "HYBRID_ADDITIONS", "HYBRID_DENSE", "ENERGY_PJ", "PER_STEP", "INTEGER_RECORDS",
+           "DERIVED", "OpCounts", "OpCounter", "fanout_map", "energy_per_op_pj", "hybrid_energy_pj"]
 
 HYBRID = "sigma_delta_hybrid"
 KINDS = ("dense", "sparse", "rounding", "rounding_muladd", "sigma_delta", "sigma_delta_muladd", HYBRID)
