@@ -128,15 +128,15 @@ def _image_net(args):
 def _calibrate(args, bundle, net):
     """Learn (or read from the cache) scales on a training clip; returns the Calibration."""
     from sigmadelta import data
-    from sigmadelta.scales import INIT_SCALE, calibrate, default_lam
+    from sigmadelta.scales import calibrate, default_lam, init_scale
 
     lam = default_lam(args.model) if args.lam is None else args.lam
     clip = args.calibrate or "carphone"
     frames = data.load_clip(clip, bundle, max_frames=args.calibrate_frames)
     print(f"scales: λ = {lam:g}, learned on {clip} ({len(frames)} frames; rounding network, batch 1, "
-          f"SGD lr {args.lr:g}, {args.epochs} epochs, L2 error on softmax probabilities, from k = {INIT_SCALE:g}), "
+          f"SGD lr {args.lr:g}, {args.epochs} epochs, L2 error on softmax probabilities, from k = {init_scale(args.model):g}), "
           "cached in the user cache")
-    net.set_scales({name: INIT_SCALE for name in net.scales})
+    net.set_scales({name: init_scale(args.model) for name in net.scales})
     result = calibrate(net, frames, lam, model=args.model, clip=str(clip), lr=args.lr, epochs=args.epochs)
     print("  read from the cache: " if result.cached else "  saved to the cache: ", result.path, sep="")
     return result

@@ -37,7 +37,8 @@ from .errors import SigmaDeltaError
 from .net import SigmaDeltaNet
 from .optimize import optimize_scales_sweep
 
-__all__ = ["ScalesError", "SCALES_FORMAT", "CALIBRATION_DEFAULTS", "INIT_SCALE", "DEFAULT_LAMS", "default_lam",
+__all__ = ["ScalesError", "SCALES_FORMAT", "CALIBRATION_DEFAULTS", "INIT_SCALE", "INIT_SCALES", "init_scale",
+           "DEFAULT_LAMS", "default_lam",
            "scales_dict", "save_scales", "read_scales_file", "load_scales", "apply_scales", "net_digest",
            "Calibration", "calibrate", "calibrate_sweep", "calibration_cache_path"]
 
@@ -49,6 +50,14 @@ CALIBRATION_DEFAULTS = dict(error="l2-softmax", lr=0.1, epochs=5, batch_size=1, 
 # normalized to about [-1, 1] get 3 levels at k = 1, no frame agrees with the original and the L2 error on
 # probabilities has no gradient left. k = 16 starts from a network that mostly agrees.
 INIT_SCALE = 16.0
+# Models fed 0-255 pixels, like the paper's VGG-19, start where the paper did (SqueezeNet: Caffe inputs, 0-255
+# minus the mean; from k = 1 its curve is better at every λ than from 16, see experiments/oconnor2017/README.md).
+INIT_SCALES = {"squeezenet1_1": 1.0}
+
+
+def init_scale(model: str) -> float:
+    """Where learning the scales starts for ``model``: :data:`INIT_SCALES`, else :data:`INIT_SCALE`."""
+    return INIT_SCALES.get(model, INIT_SCALE)
 
 
 class ScalesError(SigmaDeltaError, ValueError):

@@ -12,7 +12,8 @@ with the original network: top-1 (same argmax) and top-5 (the Sigma-Delta argmax
 
 One change to the paper's protocol: scales start at k = 16, not 1. The paper's k = 1 was for VGG-19 on 0-255 pixels
 (256 levels); EfficientNet's inputs are in [-1, 1], where k = 1 leaves 3 levels, no frame agrees with the original
-and the L2 error on probabilities has no gradient left to climb back.
+and the L2 error on probabilities has no gradient left to climb back. SqueezeNet takes 0-255 pixels (minus the
+mean), like the paper's VGG, and starts at the paper's k = 1 (:func:`sigmadelta.scales.init_scale`).
 
 λ is swept (all values trained at once) to draw the trade-off curve; the default λ is the model's
 (:func:`sigmadelta.scales.default_lam`), read off that curve. Uniform scales (k the same everywhere) are evaluated
@@ -39,7 +40,7 @@ import torch
 import sigmadelta
 from sigmadelta.paper import default_out
 from sigmadelta import data, models
-from sigmadelta.scales import INIT_SCALE, calibrate_sweep, default_lam
+from sigmadelta.scales import calibrate_sweep, default_lam, init_scale
 from sigmadelta.evaluation import draw_disagreement, draw_ops, evaluate_stream
 
 # --- defaults (the paper's settings, except the initial scale: see the docstring)
@@ -49,8 +50,9 @@ TEST_CLIPS = (("bigbuckbunny", 100), ("bikes", 100))  # static shot, then moving
 LR, EPOCHS, BATCH, ERROR = 0.1, 5, 1, "l2-softmax"
 LAMS = (3e-11, 1e-10, 2e-10, 5e-10, 1e-9, 3e-9)
 # a model whose curve needs other points to bracket the target (SqueezeNet's top-5 falls between 1e-10 and 1e-9)
-MODEL_LAMS = {"squeezenet1_1": (1e-11, 3e-11, 1e-10, 2e-10, 3e-10, 5e-10, 1e-9)}
+MODEL_LAMS = {"squeezenet1_1": (1e-11, 3e-11, 5e-11, 7e-11, 1e-10, 2e-10, 3e-10, 5e-10, 1e-9)}
 UNIFORM = (16.0, 32.0)  # naive uniform scales, for reference
+MODEL_UNIFORM = {"squeezenet1_1": (0.5, 1.0)}  # 0-255 inputs: k = 16 is 50x the original's cost
 SPEED_FRAMES = 16
 CHUNK = 20  # frames per clip-mode call (memory only)
 QUICK = dict(train_frames=6, test_frames=(8, 8), epochs=1, lams=None, uniform=(16.0,), speed_frames=4)
@@ -128,7 +130,7 @@ def run(out_dir=None, quick: bool = False, model: str = MODEL, weights=None, pro
     out_dir = results_dir(model) if out_dir is None else out_dir
     cfg = dict(train_frames=TRAIN_FRAMES, test_frames=tuple(n for _, n in TEST_CLIPS), epochs=EPOCHS,
                lams=MODEL_LAMS.get(model, LAMS),
-               uniform=UNIFORM, speed_frames=SPEED_FRAMES) | (QUICK if quick else {})
+               uniform=MODEL_UNIFORM.get(model, UNIFORM), speed_frames=SPEED_FRAMES) | (QUICK if quick else {})
     lams = tuple(sorted(set(cfg["lams"] or ()) | {lam0}))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -145,7 +147,7 @@ def run(out_dir=None, quick: bool = False, model: str = MODEL, weights=None, pro
 
     # --- learn the scales for every λ at once (cached in the user cache)
     t = time.perf_counter()
-    net.set_scales({name: INIT_SCALE for name in net.scales})
+    net.set_scales({name: init_scale(model) for name in net.scales})
     calibrations = calibrate_sweep(net, train, lams, model=model, clip=TRAIN_CLIP, progress=progress, lr=LR,
                                    epochs=cfg["epochs"], batch_size=BATCH, error=ERROR)
     timings["calibrate"] = time.perf_counter() - t
@@ -183,7 +185,7 @@ def run(out_dir=None, quick: bool = False, model: str = MODEL, weights=None, pro
     results = dict(
         config=dict(model=model, weights=str(weights) if weights else None, train_clip=TRAIN_CLIP,
                     train_frames=len(train), test=[dict(clip=n, start=a, stop=b) for n, a, b in segments],
-                    init_scale=INIT_SCALE, lr=LR, epochs=cfg["epochs"], batch_size=BATCH, error=ERROR,
+                    init_scale=init_scale(model), lr=LR, epochs=cfg["epochs"], batch_size=BATCH, error=ERROR,
                     normalization="paper", lams=lams, default_lam=lam0, uniform=cfg["uniform"],
                     delta_dtype=str(net.delta_dtype).removeprefix("torch."), quick=quick, threads=torch.get_num_threads(), torch=torch.__version__),
         default=dict(lam=lam0, scales=default_scales, summary=summary, steady=steady, layers=layers,
