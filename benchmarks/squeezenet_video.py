@@ -25,7 +25,7 @@ from sigmadelta.data import load_clip
 from sigmadelta.models import get
 from sigmadelta.runtime.bench import benchmark
 from sigmadelta.runtime.sparse import DENSE_ABOVE
-from sigmadelta.scales import calibrate, default_lam, init_scale
+from sigmadelta.scales import calibrate, default_lam, video_config
 
 MODEL = "squeezenet1_1"
 
@@ -63,8 +63,8 @@ def main() -> None:
 
     bundle = get(MODEL)
     net = sigmadelta.convert(bundle.model, bundle.example_input())
-    net.set_scales({name: init_scale(MODEL) for name in net.scales})
-    cal = calibrate(net, load_clip("carphone", bundle), args.lam, model=MODEL, clip="carphone", progress=False)
+    cal = calibrate(net, load_clip("carphone", bundle), args.lam, model=MODEL, clip="carphone", progress=False,
+                    config=video_config(MODEL))
     net.set_scales(cal.scales)
     clip = load_clip(args.clip, bundle, max_frames=args.start + args.frames)[args.start:]  # (T, 1, 3, 227, 227)
     dense_above = {kind: 1.0 for kind in DENSE_ABOVE} if args.force_sparse else None
