@@ -104,10 +104,36 @@ def read_scales_file(path: str | os.PathLike) -> dict:
     if not isinstance(scales, dict) or not isinstance(content.get("model"), str):
         raise ScalesError(f"{path}: a scales file needs 'model' (a name) and 'scales' (name -> k)")
     for name, k in scales.items():
-        values = torch.as_tensor(k, dtype=torch.float64) if isinstance(k, (int, float, list)) else None
-        if values is None or not torch.isfinite(values).all() or (values <= 0).any():
-            raise ScalesError(f"{path}: scale {name!r} must be a finite number > 0 (or a list of them), got {k!r}")
+        problem = _scale_problem(k)
+        if problem:
+            raise ScalesError(f"{path}: scale {name!r} {problem}")
     return content
+
+
+_FLOAT32 = torch.finfo(torch.float32)
+
+
+def _scale_problem(k) -> str | None:
+    """Why ``k`` (as read from JSON) is not a scale: a number in float32's normal range, > 0, or nested lists of
+    them; ``None`` if it is one."""
+    if isinstance(k, list):
+        if not k:
+            return "is an empty list"
+        problems = [p for p in map(_scale_problem, k) if p]
+        if problems:
+            return f"holds an entry that {problems[0]}"
+        shapes = {tuple(torch.as_tensor(v, dtype=torch.float64).shape) if isinstance(v, list) else () for v in k}
+        return None if len(shapes) == 1 else "is a ragged list (entries of different lengths)"
+    if isinstance(k, bool) or not isinstance(k, (int, float)):
+        return f"must be a number > 0 (or a list of them), got {type(k).__name__} {k!r}"
+    try:
+        value = float(k)
+    except OverflowError:  # an integer beyond any float
+        value = math.inf
+    if not (math.isfinite(value) and _FLOAT32.tiny <= value <= _FLOAT32.max):
+        return (f"must be a finite number > 0 within float32's range "
+                f"[{_FLOAT32.tiny:.3g}, {_FLOAT32.max:.3g}], got {k!r}")
+    return None
 
 
 def load_scales(path: str | os.PathLike, net: SigmaDeltaNet | None = None, model: str | None = None) -> dict:
