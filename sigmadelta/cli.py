@@ -148,9 +148,9 @@ def _learn_mlp_scales(net, lam: float, images: int):
 def _calibrate(args, bundle, net):
     """Learn (or read from the cache) scales on a training clip; returns the Calibration."""
     from sigmadelta import data
-    from sigmadelta.scales import PAPER_VIDEO, calibrate
+    from sigmadelta.scales import calibrate, video_config
 
-    config = PAPER_VIDEO.replace(lam=_lam(args, args.model), lr=args.lr, epochs=args.epochs)
+    config = video_config(args.model).replace(lam=_lam(args, args.model), lr=args.lr, epochs=args.epochs)
     clip = args.calibrate or "carphone"
     frames = data.load_clip(clip, bundle, max_frames=args.calibrate_frames)
     print(f"scales: λ = {config.lam:g}, learned on {clip} ({len(frames)} frames; rounding network, batch "

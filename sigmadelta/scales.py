@@ -39,7 +39,8 @@ from .errors import SigmaDeltaError
 from .net import SigmaDeltaNet
 from .optimize import optimize_scales_sweep
 
-__all__ = ["ScalesError", "SCALES_FORMAT", "PAPER_VIDEO", "INIT_SCALE", "DEFAULT_LAMS", "default_lam",
+__all__ = ["ScalesError", "SCALES_FORMAT", "PAPER_VIDEO", "INIT_SCALE", "INIT_SCALES", "init_scale", "video_config",
+           "DEFAULT_LAMS", "default_lam",
            "scales_dict", "save_scales", "read_scales_file", "load_scales", "apply_scales", "net_digest",
            "Calibration", "calibrate", "calibrate_sweep", "calibration_cache_path"]
 
@@ -47,6 +48,9 @@ SCALES_FORMAT = "sigmadelta-scales/1"
 
 # Where learning starts for image models (PAPER_VIDEO.init_scale; why k = 16 and not the paper's 1: sigmadelta.config)
 INIT_SCALE = PAPER_VIDEO.init_scale
+# Models fed 0-255 pixels, like the paper's VGG-19, start where the paper did (SqueezeNet: Caffe inputs, 0-255
+# minus the mean; from k = 1 its curve is better at every λ than from 16: experiments/oconnor2017/README.md).
+INIT_SCALES = {"squeezenet1_1": 1.0}
 # the config fields that key the calibration cache (with the weights, frames, initial scales and λ)
 _KEY_FIELDS = ("error", "lr", "epochs", "batch_size", "noise", "normalization")
 
@@ -328,6 +332,16 @@ def calibrate(net: SigmaDeltaNet, frames: torch.Tensor, lam: float, *, model: st
 # video` (see its README), the paper's for VGG-19; for the MNIST MLPs the demo's (one epoch, 16.6x at 2.09% error)
 DEFAULT_LAMS = {"vgg19": 1e-11, "efficientnet-lite0": 1e-10, "squeezenet1_1": 1e-10, "mnist-mlp": 1e-8,
                 "mnist-mlp-wide": 1e-8}
+
+
+def init_scale(model: str) -> float:
+    """Where learning the scales starts for ``model``: :data:`INIT_SCALES`, else :data:`INIT_SCALE`."""
+    return INIT_SCALES.get(model, INIT_SCALE)
+
+
+def video_config(model: str) -> ScaleConfig:
+    """The paper's video recipe (:data:`~sigmadelta.config.PAPER_VIDEO`) for ``model``: its :func:`init_scale`."""
+    return PAPER_VIDEO.replace(init_scale=init_scale(model))
 
 
 def default_lam(model: str) -> float:
