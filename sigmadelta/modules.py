@@ -119,8 +119,12 @@ class Quantizer(StatefulMixin, nn.Module):
     def scale(self) -> torch.Tensor:
         return self.log_scale.exp()
 
+    noise: str = "round"  # "uniform": kx + U(−½, ½) instead of rounding (scale learning; SigmaDeltaNet.configured)
+
     def _round(self, scaled: torch.Tensor) -> torch.Tensor:
-        """Round ``scaled``, a temporary ``k·x`` that nothing else holds."""
+        """Round ``scaled``, a temporary ``k·x`` that nothing else holds (or add uniform noise, see :attr:`noise`)."""
+        if self.noise == "uniform":
+            return scaled + (torch.rand_like(scaled) - 0.5)
         if not torch.is_grad_enabled():
             return scaled.round_()  # in place: spares a large allocation per call
         # Straight-through rounding only when a gradient is wanted: it is not bit-exact (see round_ste).

