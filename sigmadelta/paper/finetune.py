@@ -197,6 +197,15 @@ def report(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def scale_only_curve(model: str, clip: str) -> list[tuple[float, float]]:
+    """(reduction, top-1 %) of the video experiment's committed λ sweep for ``model`` on ``clip``, if present."""
+    path = default_out(f"video_{model}") / "results.json"
+    if not path.is_file():
+        return []
+    curve = json.loads(path.read_text()).get("curve", [])
+    return sorted((p[clip]["reduction"], 100 * p[clip]["top1_agreement"]) for p in curve if clip in p)
+
+
 def plot(results: dict, path: Path) -> None:
     import matplotlib
 
@@ -206,6 +215,10 @@ def plot(results: dict, path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
     for ax, clip, goal in zip(axes, ("bigbuckbunny", "bikes"), (TARGET["static"], TARGET["moving"])):
         for part, color in zip(results.get("images", []), ("C0", "C1", "C2")):
+            curve = scale_only_curve(part["model"], clip)
+            if curve:
+                ax.plot(*zip(*curve), "-", color=color, alpha=0.4, lw=1,
+                        label=f"{part['model']}: scales only, the video experiment's λ sweep")
             for method, marker in (("scales only (paper)", "o"), ("fine-tuned", "*")):
                 pts = [p for p in part["points"] if p["method"] == method and clip in p]
                 ax.scatter([p[clip]["reduction"] for p in pts], [100 * p[clip]["top1_agreement"] for p in pts],
