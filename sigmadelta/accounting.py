@@ -20,6 +20,14 @@ sigma_delta_hybrid  min(sigma_delta, dense) per layer and step: each layer, each
                     choice can be made before computing, from the integers. The sparse engine's fallback.
 ==================  ===================================================================================
 
+Two conventions, named plainly everywhere results are shown: **additions** (the paper's: a message ``n``
+costs ``|n|`` additions per connection; the ``sigma_delta`` kind) and **events** (the peers' and the dense
+original's: each nonzero message costs one multiply-accumulate per connection, 2 ops; the ``sigma_delta_muladd``
+kind, :data:`EVENTS`). Both are counted for every delta scheme (:mod:`sigmadelta.functional`): ``s`` is the
+scheme's message ``L_t − L_{t−1}``. The threshold scheme's messages are real numbers, which additions cannot
+apply: its ``sigma_delta`` kind counts them as events too (2 ops per nonzero message and connection, priced as
+multiply-adds), so both conventions give the same number for it.
+
 ``fanout_i`` is exact: the number of outputs input unit ``i`` reaches, fewer at a convolution's borders, with
 stride, dilation and groups honoured. It is computed once per layer (a plan) as the gradient of the sum of the
 layer's outputs with all-ones weights and input: ∂/∂x_i Σ_o Σ_j 1·x_j = #{(o, j): j = i}.
@@ -37,10 +45,11 @@ import torch
 
 from .modules import Quantizer, SigmaDeltaLinear
 
-__all__ = ["KINDS", "HYBRID", "ENERGY_PJ", "OpCounts", "OpCounter", "fanout_map", "energy_per_op_pj",
+__all__ = ["KINDS", "HYBRID", "ADDITIONS", "EVENTS", "ENERGY_PJ", "OpCounts", "OpCounter", "fanout_map", "energy_per_op_pj",
            "hybrid_energy_pj"]
 
 HYBRID = "sigma_delta_hybrid"
+ADDITIONS, EVENTS = "sigma_delta", "sigma_delta_muladd"  # the two conventions for a delta network's ops
 KINDS = ("dense", "sparse", "rounding", "rounding_muladd", "sigma_delta", "sigma_delta_muladd", HYBRID)
 ADD_ONLY = ("rounding", "sigma_delta")
 
@@ -134,6 +143,7 @@ class OpCounts:
     steps: int
     batch_size: int
     counts: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    scheme: str = "sigma-delta"  # the delta scheme that ran (threshold: its additions are multiply-adds)
 
     @property
     def kinds(self) -> tuple[str, ...]:
@@ -180,7 +190,8 @@ class OpCounts:
             pj = float(sum(hybrid_energy_pj(sd[layer], dense[layer], precision).sum() for layer in sd))
             return pj / 1000.0 / (max(self.steps * self.batch_size, 1) if per_sample else 1)
         ops = self.per_sample(kind) if per_sample else self.total(kind)
-        return ops * energy_per_op_pj(kind, precision) / 1000.0
+        priced_as = EVENTS if (kind == ADDITIONS and self.scheme == "threshold") else kind
+        return ops * energy_per_op_pj(priced_as, precision) / 1000.0
 
     def to_dict(self) -> dict:
         """JSON-ready summary: per kind, the total, per-sample and per-layer counts."""
@@ -239,11 +250,15 @@ class OpCounter:
                     per_step["sparse"] = ((2 * nnz_rows - 1).clamp(min=0) * plan.n_out).sum(1).cpu()
                 else:
                     per_step["sparse"] = 2 * plan.weighted(nonzero, steps)
+            real_messages = self.quantizers[self.layer_inputs[name]].scheme == "threshold"
             for kind, key in (("rounding", "r"), ("sigma_delta", "s")):
                 if key in record:
                     magnitude = torch.abs(record[key], out=self._scratch_like(record[key]))  # integers
-                    per_step[kind] = plan.weighted(magnitude, steps)
-                    per_step[f"{kind}_muladd"] = 2 * plan.weighted(magnitude.clamp_(max=1), steps)
+                    if not (real_messages and key == "s"):
+                        per_step[kind] = plan.weighted(magnitude, steps)
+                    per_step[f"{kind}_muladd"] = 2 * plan.weighted(magnitude.sign_(), steps)
+                    if real_messages and key == "s":
+                        per_step[kind] = per_step[f"{kind}_muladd"]
             chunks = self._chunks.setdefault(name, {})
             for kind, v in per_step.items():
                 chunks.setdefault(kind, []).append(v)
@@ -255,4 +270,5 @@ class OpCounter:
         counts = {k: {name: torch.cat(c[k]).numpy() for name, c in self._chunks.items()} for k in kinds}
         if "sigma_delta" in counts:
             counts[HYBRID] = {name: np.minimum(sd, counts["dense"][name]) for name, sd in counts["sigma_delta"].items()}
-        return OpCounts(self.steps, self.batch_size, counts)
+        schemes = {q.scheme for q in self.quantizers.values()}
+        return OpCounts(self.steps, self.batch_size, counts, schemes.pop() if len(schemes) == 1 else "mixed")
