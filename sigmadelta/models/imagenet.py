@@ -43,19 +43,28 @@ class ImagePreprocess:
 
     Called on uint8 frames ``[N, H, W, 3]`` or one frame ``[H, W, 3]`` (numpy array or tensor); returns float32
     ``[N, 3, crop, crop]``. Resizing is bilinear with antialiasing (as torchvision's ``Resize`` on tensors),
-    the crop is centred, then ``x/255`` is normalised by ``(x - mean) / std`` per channel.
+    the crop is centred, the channels are put in ``channels`` order, then ``x/unit`` is normalised by
+    ``(x - mean) / std`` per channel.
 
     Attributes:
         resize: the shorter side's length after resizing.
         crop: the side of the square center crop.
-        mean: per-channel mean, in [0, 1] units.
-        std: per-channel standard deviation, in [0, 1] units.
+        mean: per-channel mean, in ``x/unit`` units and in ``channels`` order.
+        std: per-channel standard deviation, same units and order.
+        channels: ``"RGB"`` (torchvision models) or ``"BGR"`` (Caffe models).
+        unit: pixels are divided by it first: 255 for inputs in [0, 1], 1 for Caffe's 0-255 inputs.
     """
 
     resize: int = 256
     crop: int = 224
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    channels: str = "RGB"
+    unit: float = 255.0
+
+    def __post_init__(self):
+        if self.channels not in ("RGB", "BGR"):
+            raise ValueError(f"channels must be 'RGB' or 'BGR', got {self.channels!r}")
 
     def __call__(self, frames) -> torch.Tensor:
         x = _as_uint8_frames(frames)  # (N, H, W, 3) uint8
@@ -70,9 +79,11 @@ class ImagePreprocess:
             raise ValueError(f"crop {self.crop} is larger than the resized frame {size}")
         top, left = int(round((size[0] - self.crop) / 2)), int(round((size[1] - self.crop) / 2))
         x = x[..., top:top + self.crop, left:left + self.crop]  # (N, 3, crop, crop)
+        if self.channels == "BGR":
+            x = x.flip(1)
         mean = torch.tensor(self.mean).view(1, 3, 1, 1)
         std = torch.tensor(self.std).view(1, 3, 1, 1)
-        return ((x / 255 - mean) / std).contiguous()
+        return ((x / self.unit - mean) / std).contiguous()
 
 
 def _as_uint8_frames(frames) -> torch.Tensor:
