@@ -5,7 +5,7 @@
     sigmadelta run VIDEO --model NAME [--weights FILE] [--scales FILE | --calibrate CLIP] [--lam L] [--frames N]
                    [--json FILE] [--plot FILE]
     sigmadelta optimize --model NAME --calibrate CLIP [--lam L] -o scales.json
-    sigmadelta reproduce {random-net,mnist,video} [--out DIR] [--quick]
+    sigmadelta reproduce {random-net,mnist,video} [--out DIR] [--quick] [--model NAME (video)]
     sigmadelta bench --model NAME --data CLIP_OR_DATASET [--frames N] [--threads N] [--json FILE]
     sigmadelta --help
 """
@@ -230,6 +230,10 @@ def _reproduce(args) -> int:
 
     experiment = importlib.import_module(f"sigmadelta.paper.{EXPERIMENTS[args.experiment]}")
     argv = (["--out", str(args.out)] if args.out else []) + (["--quick"] if args.quick else [])
+    if args.model is not None:
+        if args.experiment != "video":
+            raise ValueError(f"--model applies to `reproduce video` only, not {args.experiment!r}")
+        argv += ["--model", args.model]
     experiment.main(argv)
     return 0
 
@@ -348,6 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("experiment", choices=sorted(EXPERIMENTS))
     reproduce.add_argument("--out", type=Path, help="output folder (default: the experiment's results folder)")
     reproduce.add_argument("--quick", action="store_true", help="fewer samples and settings, for a first look")
+    reproduce.add_argument("--model", help="video only: an image model (default efficientnet-lite0; squeezenet1_1)")
     reproduce.set_defaults(func=_reproduce)
     return parser
 

@@ -290,7 +290,7 @@ def calibrate(net: SigmaDeltaNet, frames: torch.Tensor, lam: float, *, model: st
 
 
 # λ per model, read off the trade-off curve of `sigmadelta reproduce video` (see its README); the paper's for VGG-19
-DEFAULT_LAMS = {"vgg19": 1e-11, "efficientnet-lite0": 1e-10}
+DEFAULT_LAMS = {"vgg19": 1e-11, "efficientnet-lite0": 1e-10, "squeezenet1_1": 1e-10}
 
 
 def default_lam(model: str) -> float:

@@ -38,7 +38,7 @@ def test_unknown_model_lists_the_known_ones():
     with pytest.raises(UnknownNameError, match="efficientnet-lite0") as info:
         models.get("resnet50")
     assert isinstance(info.value, KeyError)
-    assert models.names() == ["mnist-mlp", "mnist-mlp-wide", "efficientnet-lite0", "vgg19"]
+    assert models.names() == ["mnist-mlp", "mnist-mlp-wide", "efficientnet-lite0", "vgg19", "squeezenet1_1"]
     with pytest.raises(ValueError, match="not both"):
         models.get("mnist-mlp", weights="w.pt", pretrained=False)
 

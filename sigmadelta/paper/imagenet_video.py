@@ -2,7 +2,7 @@
 network computes on video than the original, how often it agrees with it, and what each layer costs.
 
     .venv/bin/python -m sigmadelta.paper.imagenet_video [--out DIR] [--quick] [--model NAME] [--weights FILE]
-    sigmadelta reproduce video [--out DIR] [--quick]
+    sigmadelta reproduce video [--out DIR] [--quick] [--model NAME]
 
 Protocol (paper-notes 6 and 7.3): scales learned on a training clip (carphone, all 120 frames) as a Rounding
 network, one frame per minibatch, plain SGD lr 0.1, 5 epochs, L2 error on the softmax probabilities against the
@@ -48,12 +48,19 @@ TRAIN_CLIP, TRAIN_FRAMES = "carphone", None  # None: all frames
 TEST_CLIPS = (("bigbuckbunny", 100), ("bikes", 100))  # static shot, then moving camera: 200 frames (paper: 201)
 LR, EPOCHS, BATCH, ERROR = 0.1, 5, 1, "l2-softmax"
 LAMS = (3e-11, 1e-10, 2e-10, 5e-10, 1e-9, 3e-9)
+# a model whose curve needs other points to bracket the target (SqueezeNet's top-5 falls between 1e-10 and 1e-9)
+MODEL_LAMS = {"squeezenet1_1": (1e-11, 3e-11, 1e-10, 2e-10, 3e-10, 5e-10, 1e-9)}
 UNIFORM = (16.0, 32.0)  # naive uniform scales, for reference
 SPEED_FRAMES = 16
 CHUNK = 20  # frames per clip-mode call (memory only)
 QUICK = dict(train_frames=6, test_frames=(8, 8), epochs=1, lams=None, uniform=(16.0,), speed_frames=4)
 TARGET = dict(static=11.0, moving=4.0, top1=0.90, top5=0.98)  # the paper's VGG-19 reductions, the agreement aimed at
-OUT = default_out("video")
+OUT = default_out("video")  # EfficientNet-Lite0's; another model's results go to video_<model> (results_dir)
+
+
+def results_dir(model: str) -> Path:
+    """The default output folder for ``model``: ``video`` for the default model, else ``video_<model>``."""
+    return OUT if model == MODEL else default_out(f"video_{model}")
 
 
 def load_stream(bundle, clips) -> tuple[torch.Tensor, list[tuple[str, int, int]]]:
@@ -114,10 +121,13 @@ def time_speed(net, bundle, frames: torch.Tensor) -> dict:
                 sigma_delta_float32_s_per_frame=fast / n, ratio_float64=exact / dense, ratio_float32=fast / dense)
 
 
-def run(out_dir=OUT, quick: bool = False, model: str = MODEL, weights=None, progress: bool = True) -> dict:
-    """Run the experiment; write the figures, ``frames.csv``, ``results.json`` and ``results.md``; return them."""
+def run(out_dir=None, quick: bool = False, model: str = MODEL, weights=None, progress: bool = True) -> dict:
+    """Run the experiment; write the figures, ``frames.csv``, ``results.json`` and ``results.md`` to ``out_dir``
+    (default :func:`results_dir`); return them."""
     lam0 = default_lam(model)
-    cfg = dict(train_frames=TRAIN_FRAMES, test_frames=tuple(n for _, n in TEST_CLIPS), epochs=EPOCHS, lams=LAMS,
+    out_dir = results_dir(model) if out_dir is None else out_dir
+    cfg = dict(train_frames=TRAIN_FRAMES, test_frames=tuple(n for _, n in TEST_CLIPS), epochs=EPOCHS,
+               lams=MODEL_LAMS.get(model, LAMS),
                uniform=UNIFORM, speed_frames=SPEED_FRAMES) | (QUICK if quick else {})
     lams = tuple(sorted(set(cfg["lams"] or ()) | {lam0}))
     out_dir = Path(out_dir)
@@ -299,13 +309,16 @@ def _display(frame: torch.Tensor, preprocess) -> np.ndarray:
     x = frame.double()
     if mean is not None and std is not None:
         x = x * torch.tensor(std).view(3, 1, 1) + torch.tensor(mean).view(3, 1, 1)
+        x = x * getattr(preprocess, "unit", 255.0) / 255.0  # back to [0, 1]
+        if getattr(preprocess, "channels", "RGB") == "BGR":
+            x = x.flip(0)
     else:
         x = (x - x.min()) / (x.max() - x.min()).clamp_min(1e-12)
     return x.clamp(0, 1).permute(1, 2, 0).numpy()
 
 
 def _short_layer(name: str) -> str:
-    return name.replace("_blocks.", "b").replace("._", ".").replace("_conv", "").replace("depthwise", "dw") \
+    return name.replace("features.", "").replace("_blocks.", "b").replace("._", ".").replace("_conv", "").replace("depthwise", "dw") \
         .replace("expand", "exp").replace("project", "proj").lstrip("_")
 
 
@@ -440,7 +453,7 @@ def plot_tradeoff(results: dict, segments, path: Path) -> None:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=OUT, help="output folder (default: %(default)s)")
+    parser.add_argument("--out", type=Path, help=f"output folder (default: {OUT}, or video_<model> beside it)")
     parser.add_argument("--quick", action="store_true", help=f"a few frames, one epoch, one λ: {QUICK}")
     parser.add_argument("--model", default=MODEL, help="an image model name (default: %(default)s)")
     parser.add_argument("--weights", help="a state_dict file (required for vgg19)")
@@ -448,7 +461,8 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     results = run(args.out, quick=args.quick, model=args.model, weights=args.weights, progress=not args.no_progress)
     print(report(results, [(s["clip"], s["start"], s["stop"]) for s in results["config"]["test"]]))
-    print(f"wrote {args.out} in {results['seconds']:.1f} s")
+    out = args.out or results_dir(args.model)
+    print(f"wrote {out} in {results['seconds']:.1f} s")
 
 
 if __name__ == "__main__":
