@@ -38,13 +38,16 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .accounting import HYBRID, energy_per_op_pj, hybrid_energy_pj
+from .accounting import EVENTS, HYBRID, energy_per_op_pj, hybrid_energy_pj
 from .net import SigmaDeltaNet
 
 __all__ = ["StreamEvaluation", "evaluate_stream", "chunks_of", "NETWORKS"]
 
 # network name -> op kind of OpCounts that gives its cost
-NETWORKS = {"original": "dense", "rounding": "rounding", "sigma_delta": "sigma_delta", "sigma_delta_hybrid": HYBRID}
+# "sigma_delta" counts the paper's additions (|n| per message n and connection), "sigma_delta_events" the peers' events
+# (2 ops per nonzero message and connection): both for whichever delta scheme ran (accounting module docstring)
+NETWORKS = {"original": "dense", "rounding": "rounding", "sigma_delta": "sigma_delta", "sigma_delta_hybrid": HYBRID,
+            "sigma_delta_events": EVENTS}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -87,6 +90,7 @@ class StreamEvaluation:
     l1_distance: np.ndarray | None = None
     cosine_similarity: np.ndarray | None = None
     precision: str = "int32"
+    scheme: str = "sigma-delta"  # the delta scheme that ran (net.set_scheme)
 
     def energy_nj(self, network: str) -> np.ndarray:
         """Energy per frame ``[T]`` in nJ of ``network`` (adds for the discretized ones; the original's ops are
@@ -95,7 +99,8 @@ class StreamEvaluation:
         if network == "sigma_delta_hybrid":
             sd, dense = self.ops_per_layer["sigma_delta"], self.ops_per_layer["original"]
             return sum(hybrid_energy_pj(sd[layer], dense[layer], self.precision) for layer in self.layers) / 1000.0
-        return self.ops[network] * energy_per_op_pj(NETWORKS[network], self.precision) / 1000.0
+        kind = EVENTS if (network == "sigma_delta" and self.scheme == "threshold") else NETWORKS[network]
+        return self.ops[network] * energy_per_op_pj(kind, self.precision) / 1000.0
 
     def cumulative(self, values: np.ndarray) -> np.ndarray:
         """Running mean over frames: ``out[t] = mean(values[:t + 1])``."""
@@ -109,12 +114,16 @@ class StreamEvaluation:
         s = slice(start, self.frames if stop is None else stop)
         ops = {n: float(v[s].mean()) for n, v in self.ops.items()}
         return {
+            "scheme": self.scheme,
             "frames": len(range(*s.indices(self.frames))),
             "ops_original_per_frame": ops["original"],
             "ops_rounding_per_frame": ops["rounding"],
             "ops_sigma_delta_per_frame": ops["sigma_delta"],
             "ops_sigma_delta_hybrid_per_frame": ops["sigma_delta_hybrid"],
+            "ops_sigma_delta_events_per_frame": ops["sigma_delta_events"],
             "reduction": _ratio(ops["original"], ops["sigma_delta"]),
+            "reduction_additions": _ratio(ops["original"], ops["sigma_delta"]),
+            "reduction_events": _ratio(ops["original"], ops["sigma_delta_events"]),
             "reduction_rounding": _ratio(ops["original"], ops["rounding"]),
             "reduction_hybrid": _ratio(ops["original"], ops["sigma_delta_hybrid"]),
             "sigma_delta_vs_rounding": _ratio(ops["sigma_delta"], ops["rounding"]),
@@ -135,7 +144,8 @@ class StreamEvaluation:
 
     def frame_rows(self) -> list[dict]:
         """One JSON-ready dict per frame: index, ops of the three networks, agreement."""
-        return [{"index": t, "ops": {n: float(v[t]) for n, v in self.ops.items()},
+        names = {"sigma_delta_events": "events"}  # "sigma_delta": the paper's additions; "events": 2 ops per message
+        return [{"index": t, "ops": {names.get(n, n): float(v[t]) for n, v in self.ops.items()},
                  "top1_agree": bool(self.top1_agree[t] >= 0.5) if self.top1_agree.ndim == 1 else None,
                  "top5_agree": bool(self.top5_agree[t] >= 0.5) if self.top5_agree.ndim == 1 else None}
                 for t in range(self.frames)]
@@ -255,7 +265,7 @@ def evaluate_stream(net: SigmaDeltaNet, frames: torch.Tensor | Iterable[torch.Te
         top1_agree=(best[..., 0] == top_orig_t[..., 0]).double().mean(1).numpy(),
         top5_agree=(best == top_orig_t).any(-1).double().mean(1).numpy(),
         original_top5=top_orig_t.numpy(), sigma_delta_top5=top_sd_t.numpy(),
-        max_abs_logit_diff=torch.cat(max_diff).double().numpy(), precision=precision)
+        max_abs_logit_diff=torch.cat(max_diff).double().numpy(), precision=precision, scheme=counts.scheme)
     if distances is not None:
         result.feature_maps = list(reference.quantizers)
         result.l1_distance = np.array(distances.l1)
@@ -273,18 +283,21 @@ def format_summary(ev: StreamEvaluation, classes: list[str] | None = None, title
     the reduction, energy and agreement; then the classes of a few frames."""
     segments = segments or {"all frames": (0, ev.frames)}
     lines = [title] if title else []
-    head = (f"{'':<22}{'original ops':>14}{'rounding ops':>14}{'sigma-delta ops':>17}{'reduction':>11}"
-            f"{'hybrid':>9}{'energy nJ (SD)':>16}{'top-1':>8}{'top-5':>8}")
+    head = (f"{'':<22}{'original ops':>14}{'rounding ops':>14}{'additions':>12}{'reduction':>11}"
+            f"{'hybrid':>9}{'events':>12}{'reduction':>11}{'energy nJ (add.)':>18}{'top-1':>8}{'top-5':>8}")
     lines += [head, "-" * len(head)]
     for name, (a, b) in segments.items():
         s = ev.summary(a, b)
         label = f"{name} ({s['frames']})"
         lines.append(f"{label:<22}{s['ops_original_per_frame']:>14.4g}"
-                     f"{s['ops_rounding_per_frame']:>14.4g}{s['ops_sigma_delta_per_frame']:>17.4g}"
+                     f"{s['ops_rounding_per_frame']:>14.4g}{s['ops_sigma_delta_per_frame']:>12.4g}"
                      f"{s['reduction']:>10.2f}x{s['reduction_hybrid']:>8.2f}x"
-                     f"{s['energy_nj_per_frame']['sigma_delta']:>16,.0f}"
+                     f"{s['ops_sigma_delta_events_per_frame']:>12.4g}{s['reduction_events']:>10.2f}x"
+                     f"{s['energy_nj_per_frame']['sigma_delta']:>18,.0f}"
                      f"{s['top1_agreement']:>8.1%}{s['top5_agreement']:>8.1%}")
-    lines.append(f"(ops per frame; reduction = original / sigma-delta; hybrid: the same when each layer falls "
+    lines.append(f"(scheme {ev.scheme}; ops per frame; additions: the paper's count, |n| per message n and "
+                 f"connection; events: the peers', 2 ops per nonzero message and connection; reduction = original / "
+                 f"that; hybrid: additions when each layer falls "
                  f"back to dense on frames where that is cheaper; energy int32, original "
                  f"{ev.summary()['energy_nj_per_frame']['original']:,.0f} nJ/frame; agreement with the original)")
     if classes is not None:
@@ -325,15 +338,17 @@ def plot_stream(ev: StreamEvaluation, path, title: str = "", splice: int | None 
     plt.close(fig)
 
 
-COLORS = {"original": "tab:red", "rounding": "tab:blue", "sigma_delta": "tab:green", "sigma_delta_hybrid": "tab:olive"}
-LABELS = {"original": "original (dense)", "rounding": "rounding", "sigma_delta": "sigma-delta",
+COLORS = {"original": "tab:red", "rounding": "tab:blue", "sigma_delta": "tab:green", "sigma_delta_hybrid": "tab:olive",
+          "sigma_delta_events": "tab:purple"}
+LABELS = {"original": "original (dense)", "rounding": "rounding", "sigma_delta": "sigma-delta (additions)",
+          "sigma_delta_events": "sigma-delta (events)",
           "sigma_delta_hybrid": "sigma-delta, dense where cheaper"}
 
 
 def draw_ops(ax, ev: StreamEvaluation, splice: int | None = None) -> None:
     """Ops per frame of the three networks, and of the hybrid (dotted), on a log axis."""
     t = np.arange(ev.frames)
-    for n in ("original", "rounding", "sigma_delta", "sigma_delta_hybrid"):
+    for n in ("original", "rounding", "sigma_delta", "sigma_delta_hybrid", "sigma_delta_events"):
         ax.plot(t, ev.ops[n], color=COLORS[n], lw=1.4, label=LABELS[n], ls=":" if n == "sigma_delta_hybrid" else "-")
     if splice is not None:
         ax.axvline(splice - 0.5, color="black", lw=0.8, ls="--")

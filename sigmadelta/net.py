@@ -193,13 +193,20 @@ class SigmaDeltaNet(nn.Module):
         return self
 
     @torch.no_grad()
-    def input_std(self, frames: torch.Tensor) -> dict[str, float]:
-        """Quantizer name -> standard deviation of its input (the original network's activation) over the clip
-        ``frames [T, B, ...]``. Runs the original network on a copy of its state; this network is unchanged."""
+    def input_std(self, frames: torch.Tensor, chunk: int = 8) -> dict[str, float]:
+        """Quantizer name -> standard deviation of its input (the original network's activation) over all units
+        and frames of the clip ``frames [T, B, ...]``, run ``chunk`` frames at a time on a copy of this network
+        in the original mode (this network is unchanged)."""
         self._check(frames, "calibration clip", 2)
         probe = _copy_for_probe(self)
-        probe.run(frames)
-        return {name: float(q.record["x"].double().std()) for name, q in probe._quantizers.items()}
+        sums = {name: torch.zeros(3, dtype=torch.float64) for name in probe._quantizers}  # n, Σx, Σx²
+        for start in range(0, len(frames), chunk):
+            probe.run(frames[start:start + chunk])
+            for name, q in probe._quantizers.items():
+                x = q.record["x"].double()
+                sums[name] += torch.stack([torch.tensor(float(x.numel()), dtype=torch.float64), x.sum(), x.square().sum()])
+        return {name: math.sqrt(max(float(sq / n - (sx / n) ** 2), 0.0) * n / max(n - 1, 1))
+                for name, (n, sx, sq) in ((name, v.tolist()) for name, v in sums.items())}
 
     def scale_parameters(self):
         """The learnable log-scales κ (``k = exp(κ)``), in graph order: what scale optimisation trains."""

@@ -34,11 +34,12 @@ from pathlib import Path
 import torch
 
 from .errors import SigmaDeltaError
-from .net import SigmaDeltaNet
+from .net import SCHEMES, SigmaDeltaNet
 from .optimize import optimize_scales_sweep
 
 __all__ = ["ScalesError", "SCALES_FORMAT", "CALIBRATION_DEFAULTS", "INIT_SCALE", "DEFAULT_LAMS", "default_lam",
            "scales_dict", "save_scales", "read_scales_file", "load_scales", "apply_scales", "net_digest",
+           "DEFAULT_SCHEME_PARAMS", "default_scheme_param",
            "Calibration", "calibrate", "calibrate_sweep", "calibration_cache_path"]
 
 SCALES_FORMAT = "sigmadelta-scales/1"
@@ -60,9 +61,11 @@ class ScalesError(SigmaDeltaError, ValueError):
 
 
 def scales_dict(net: SigmaDeltaNet, model: str, meta: dict | None = None) -> dict:
-    """The JSON-ready content of a scales file for ``net``'s current scales."""
+    """The JSON-ready content of a scales file for ``net``'s current scales and delta scheme (``"scheme"``: its
+    name and its parameter per quantizer, h or θ; files without it are the paper's scheme)."""
     scales = {name: (float(k) if isinstance(k, float) else k.tolist()) for name, k in net.scales.items()}
-    return {"format": SCALES_FORMAT, "model": model, "layers": list(scales), "scales": scales, "meta": meta or {}}
+    return {"format": SCALES_FORMAT, "model": model, "layers": list(scales), "scales": scales, "meta": meta or {},
+            "scheme": {"name": net.scheme, "params": net.scheme_params}}
 
 
 def _atomic_write_text(path: Path, text: str) -> Path:
@@ -105,6 +108,11 @@ def read_scales_file(path: str | os.PathLike) -> dict:
         values = torch.as_tensor(k, dtype=torch.float64) if isinstance(k, (int, float, list)) else None
         if values is None or not torch.isfinite(values).all() or (values <= 0).any():
             raise ScalesError(f"{path}: scale {name!r} must be a finite number > 0 (or a list of them), got {k!r}")
+    scheme = content.get("scheme", {"name": "sigma-delta", "params": {}})
+    if (not isinstance(scheme, dict) or scheme.get("name") not in SCHEMES or not isinstance(scheme.get("params"), dict)
+            or not all(isinstance(v, (int, float)) and 0 <= v < math.inf for v in scheme["params"].values())):
+        raise ScalesError(f"{path}: 'scheme' must be {{'name': one of {SCHEMES}, 'params': name -> a number >= 0}}, "
+                          f"got {scheme!r}")
     return content
 
 
@@ -143,10 +151,18 @@ def load_scales(path: str | os.PathLike, net: SigmaDeltaNet | None = None, model
 
 
 def apply_scales(net: SigmaDeltaNet, path: str | os.PathLike, model: str | None = None) -> dict:
-    """Load a scales file (checked as in :func:`load_scales`) into ``net``. Returns the file's ``meta``."""
+    """Load a scales file (checked as in :func:`load_scales`) into ``net``, with its delta scheme when the file
+    names one other than the paper's. Returns the file's ``meta``."""
     scales = load_scales(path, net, model)
+    content = read_scales_file(path)
+    scheme = content.get("scheme", {"name": "sigma-delta", "params": {}})
+    if scheme["name"] != "sigma-delta":
+        try:
+            net.set_scheme(scheme["name"], **{"h" if scheme["name"] == "hysteresis" else "theta": scheme["params"]})
+        except KeyError as e:
+            raise ScalesError(f"{path}: the scheme parameters do not fit this network's quantizers ({e})") from None
     net.set_scales({name: torch.as_tensor(k, dtype=torch.float64) for name, k in scales.items()})
-    return read_scales_file(path).get("meta", {})
+    return content.get("meta", {})
 
 
 def _first(items: list[str], n: int = 4) -> str:
@@ -296,3 +312,20 @@ DEFAULT_LAMS = {"vgg19": 1e-11, "efficientnet-lite0": 1e-10, "squeezenet1_1": 1e
 def default_lam(model: str) -> float:
     """The default trade-off λ for a model: :data:`DEFAULT_LAMS`, else the paper's 1e-11."""
     return DEFAULT_LAMS.get(model, 1e-11)
+
+
+# Per model, each scheme's parameter at the default λ: h (hysteresis) or τ (threshold: θ = τ·σ of each layer's input
+# on the training clip), read off `sigmadelta reproduce schemes` (the most events saved that keeps top-5 agreement
+# >= 98% on both test clips); other models take the first entry's.
+DEFAULT_SCHEME_PARAMS = {
+    "squeezenet1_1": {"sigma-delta": 0.0, "hysteresis": 1.0, "threshold": 0.1},
+    "efficientnet-lite0": {"sigma-delta": 0.0, "hysteresis": 1.0, "threshold": 0.1},
+}
+
+
+def default_scheme_param(model: str, scheme: str) -> float:
+    """The default h or τ of ``scheme`` for ``model`` (:data:`DEFAULT_SCHEME_PARAMS`)."""
+    if scheme not in SCHEMES:
+        raise ValueError(f"unknown scheme {scheme!r}; choose from {SCHEMES}")
+    table = DEFAULT_SCHEME_PARAMS.get(model, next(iter(DEFAULT_SCHEME_PARAMS.values())))
+    return table[scheme]

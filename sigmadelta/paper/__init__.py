@@ -15,7 +15,7 @@ from pathlib import Path
 __all__ = ["EXPERIMENTS", "default_out"]
 
 # `sigmadelta reproduce NAME` -> module of this package
-EXPERIMENTS = {"random-net": "random_net", "mnist": "mnist", "video": "imagenet_video"}
+EXPERIMENTS = {"random-net": "random_net", "mnist": "mnist", "video": "imagenet_video", "schemes": "schemes"}
 
 
 def default_out(name: str) -> Path:
