@@ -197,3 +197,43 @@ def test_bad_scheme_input():
     with pytest.raises(KeyError, match="missing"):
         net.set_scheme("hysteresis", h={"stem": 0.5})
     assert net.scheme == "sigma-delta"  # nothing changed
+
+
+# ---------------------------------------------------------------------------------------------------------
+# files and CLI
+
+
+def test_scales_file_keeps_the_scheme_and_old_files_load(tmp_path):
+    import json
+
+    from sigmadelta import scales as sc
+
+    net = _cnn_net(4.0).set_scheme("hysteresis", h={n: 0.25 * (i + 1) for i, n in enumerate(_cnn_net().scales)})
+    path = sc.save_scales(tmp_path / "s.json", net, model="toy")
+    fresh = _cnn_net(1.0)
+    sc.apply_scales(fresh, path, model="toy")
+    assert fresh.scheme == "hysteresis" and fresh.scheme_params == net.scheme_params
+    assert fresh.scales == net.scales
+    old = json.loads(path.read_text())
+    del old["scheme"]  # a file written before schemes existed
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    older = _cnn_net(1.0)
+    sc.apply_scales(older, tmp_path / "old.json", model="toy")
+    assert older.scheme == "sigma-delta" and older.scales == net.scales
+    old["scheme"] = {"name": "banana", "params": {}}
+    (tmp_path / "bad.json").write_text(json.dumps(old))
+    with pytest.raises(sc.ScalesError, match="'scheme' must be"):
+        sc.read_scales_file(tmp_path / "bad.json")
+
+
+def test_cli_scheme_options_parse_and_match_the_library():
+    from sigmadelta import cli
+
+    assert cli.SCHEME_NAMES == Fn.SCHEMES
+    for command in (["run", "v.mp4", "--model", "squeezenet1_1"], ["optimize", "--model", "squeezenet1_1",
+                                                                    "--calibrate", "carphone", "-o", "s.json"],
+                    ["bench", "--model", "squeezenet1_1", "--data", "bikes"]):
+        args = cli.build_parser().parse_args(command + ["--scheme", "threshold", "--scheme-param", "0.1"])
+        assert (args.scheme, args.scheme_param) == ("threshold", 0.1)
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["run", "v.mp4", "--model", "x", "--scheme", "banana"])

@@ -6,8 +6,12 @@ Both compute the same network (module docstring of :mod:`sigmadelta.modules`):
 
 .. math::
 
-    r_t = \\mathrm{round}(k x_t), \\quad s_t = r_t - r_{t-1}, \\quad u_t = u_{t-1} + W s_t / k
+    r_t = f(k x_t, r_{t-1}), \\quad s_t = r_t - r_{t-1}, \\quad u_t = u_{t-1} + W s_t / k
     \\;\\; (u_0 = b)
+
+with ``f`` the level recurrence of the network's delta scheme (:mod:`sigmadelta.functional`: ``round`` for the
+paper's, hysteresis, or the peers' thresholds with ``k = 1``), the same function the simulation calls. ``r`` is
+then a level, not always ``round(k x)``; below, "integers" means these levels and their differences.
 
 The simulation applies ``W`` to all of ``s_t``, zeros included. Here only the nonzero entries of ``s_t`` do
 work: a fully connected layer gathers the rows of ``Wᵀ`` of its active inputs (``embedding_bag``), and a
@@ -17,6 +21,11 @@ the next quantizer) then touches only the output rows that changed, the *dirty r
 
 Plan, then execute
 ------------------
+The parts: :mod:`~sigmadelta.runtime.values` (per-node buffers and dirty rows, the step base),
+:mod:`~sigmadelta.runtime.quantize` (the quantizer step), :mod:`~sigmadelta.runtime.layers` (fully connected and
+convolution steps), :mod:`~sigmadelta.runtime.ops` (the ops between them), :mod:`~sigmadelta.runtime.plan` (the
+graph walk) and this module (the engine: thresholds, state, diagnostics, the frame loop).
+
 On the first frame of a batch size the engine walks the converted ``torch.fx`` graph once and builds a
 *plan*: one step per node, each holding what it needs every frame, namely persistent buffers for its value
 (channels-last *rows*, see :mod:`sigmadelta.runtime._indexmaps`), transposed or reshaped weights, the index
