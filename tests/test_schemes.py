@@ -237,3 +237,28 @@ def test_cli_scheme_options_parse_and_match_the_library():
         assert (args.scheme, args.scheme_param) == ("threshold", 0.1)
     with pytest.raises(SystemExit):
         cli.build_parser().parse_args(["run", "v.mp4", "--model", "x", "--scheme", "banana"])
+
+
+@pytest.mark.slow
+def test_optimize_and_run_with_a_scheme_on_squeezenet(tmp_path, monkeypatch):
+    import json
+
+    from sigmadelta.cli import main
+    from sigmadelta.data import clip_path
+
+    monkeypatch.setenv("SIGMADELTA_CACHE", str(tmp_path / "cache"))
+    scales = tmp_path / "s.json"
+    assert main(["optimize", "--model", "squeezenet1_1", "--calibrate", "carphone", "--calibrate-frames", "2",
+                 "--epochs", "1", "-o", str(scales), "--scheme", "threshold", "--scheme-param", "0.05"]) == 0
+    saved = json.loads(scales.read_text())["scheme"]
+    assert saved["name"] == "threshold" and len(saved["params"]) == 18 and min(saved["params"].values()) > 0
+    out = tmp_path / "r.json"
+    assert main(["run", str(clip_path("bikes")), "--model", "squeezenet1_1", "--scales", str(scales),
+                 "--frames", "4", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["summary"]["scheme"]["name"] == "threshold"
+    frame = report["frames"][1]["ops"]
+    assert {"original", "sigma_delta", "events"} <= set(frame)
+    assert frame["events"] == frame["sigma_delta"]  # real-valued messages: additions are counted as events
+    assert report["summary"]["reduction_events"] == pytest.approx(
+        report["summary"]["ops_original_per_frame"] / report["summary"]["ops_sigma_delta_events_per_frame"])
