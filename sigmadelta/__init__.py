@@ -10,10 +10,13 @@ Convert any pre-trained network into one whose layers send each other discretize
 """
 
 from .accounting import ENERGY_PJ, KINDS, OpCounts
+from ._support import torch_threads
+from .config import ConfigError, ScaleConfig
 from .errors import ConversionError, SigmaDeltaError, StreamError
 from .modules import MODES
 from .net import SigmaDeltaNet, convert
 from .optimize import History, optimize_scales, optimize_scales_sweep
+from . import runtime  # noqa: F401  registers the "sparse" backend
 
 __version__ = "0.1.0"
 
@@ -23,6 +26,9 @@ __all__ = [
     "optimize_scales",
     "optimize_scales_sweep",
     "History",
+    "ScaleConfig",
+    "ConfigError",
+    "torch_threads",
     "data",
     "models",
     "OpCounts",

@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 from sigmadelta.paper import EXPERIMENTS  # the names only: the experiments load on demand
@@ -25,18 +24,11 @@ __all__ = ["main"]
 
 
 def write_json(path: str | os.PathLike, data) -> None:
-    """Write JSON atomically: a temp file in the same folder, then a rename (no half-written file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    """Write JSON atomically (a temporary file, then a rename: no half-written file)."""
+    from sigmadelta._support import atomic_write
+
+    text = json.dumps(data, indent=2) + "\n"
+    atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -64,15 +56,11 @@ def _demo(args) -> int:
 
         model = models.get("mnist-mlp").model
         net = sigmadelta.convert(model, torch.zeros(1, 784))
-        train, _ = data.mnist_clip("train", temporal=False, max_frames=args.calibrate)
-        print(f"learning the scales: λ = {args.lam:g}, one epoch over the first {len(train):,} training images "
-              "(paper settings: KL error, SGD lr 0.001, batch 10)")
-        sigmadelta.optimize_scales(net, train[:, 0], args.lam, error="kl", epochs=1, batch_size=10,
-                                   eval_every=None, eval_data=train[:1000, 0], num_threads=1, progress=True)
+        _learn_mlp_scales(net, _lam(args, "mnist-mlp"), args.calibrate)
         clip, labels = data.mnist_clip("test", temporal=True, max_frames=args.frames)
         labels = labels.unsqueeze(1)
         what = (f"the pre-trained 784-200-200-10 MNIST MLP on Temporal-MNIST test ({len(clip):,} frames, one stream), "
-                f"scales learned with λ = {args.lam:g}: " + ", ".join(f"{k:.3g}" for k in net.scales.values()))
+                f"scales learned with λ = {_lam(args, 'mnist-mlp'):g}: " + ", ".join(f"{k:.3g}" for k in net.scales.values()))
     print(f"\nsigmadelta demo: {what}\n")
     result = compare_networks(net, clip, labels)
     result["description"] = what
@@ -125,19 +113,37 @@ def _image_net(args):
     return bundle, sigmadelta.convert(bundle.model, bundle.example_input())
 
 
+def _lam(args, model: str) -> float:
+    from sigmadelta.scales import default_lam
+
+    return default_lam(model) if args.lam is None else args.lam
+
+
+def _learn_mlp_scales(net, lam: float, images: int):
+    """An MNIST MLP's scales, learned as the demo does (seconds): :data:`sigmadelta.config.DEMO_MLP`."""
+    import sigmadelta
+    from sigmadelta import data
+    from sigmadelta.config import DEMO_MLP
+
+    config = DEMO_MLP.replace(lam=lam)
+    train, _ = data.mnist_clip("train", temporal=False, max_frames=images)
+    print(f"learning the scales: λ = {config.lam:g}, {config.epochs} epoch over the first {len(train):,} training "
+          f"images ({config.error} error, SGD lr {config.lr:g}, batch {config.batch_size})")
+    return sigmadelta.optimize_scales(net, train[:, 0], config=config, eval_data=train[:1000, 0], num_threads=1)
+
+
 def _calibrate(args, bundle, net):
     """Learn (or read from the cache) scales on a training clip; returns the Calibration."""
     from sigmadelta import data
-    from sigmadelta.scales import INIT_SCALE, calibrate, default_lam
+    from sigmadelta.scales import PAPER_VIDEO, calibrate
 
-    lam = default_lam(args.model) if args.lam is None else args.lam
+    config = PAPER_VIDEO.replace(lam=_lam(args, args.model), lr=args.lr, epochs=args.epochs)
     clip = args.calibrate or "carphone"
     frames = data.load_clip(clip, bundle, max_frames=args.calibrate_frames)
-    print(f"scales: λ = {lam:g}, learned on {clip} ({len(frames)} frames; rounding network, batch 1, "
-          f"SGD lr {args.lr:g}, {args.epochs} epochs, L2 error on softmax probabilities, from k = {INIT_SCALE:g}), "
-          "cached in the user cache")
-    net.set_scales({name: INIT_SCALE for name in net.scales})
-    result = calibrate(net, frames, lam, model=args.model, clip=str(clip), lr=args.lr, epochs=args.epochs)
+    print(f"scales: λ = {config.lam:g}, learned on {clip} ({len(frames)} frames; rounding network, batch "
+          f"{config.batch_size}, SGD lr {config.lr:g}, {config.epochs} epochs, {config.error} error, from "
+          f"k = {config.init_scale:g}), cached in the user cache")
+    result = calibrate(net, frames, config.lam, model=args.model, clip=str(clip), config=config)
     print("  read from the cache: " if result.cached else "  saved to the cache: ", result.path, sep="")
     return result
 
@@ -196,11 +202,12 @@ def _run(args) -> int:
     bundle, net = _image_net(args)
     if args.scales:
         meta = apply_scales(net, args.scales, args.model)
-        source = {"scales_file": str(args.scales), "lam": meta.get("lam")}
+        source = {"scales_file": str(args.scales), "lam": meta.get("lam"), "config": meta.get("config")}
         print(f"scales: {args.scales}" + (f" (λ = {meta['lam']:g})" if "lam" in meta else ""))
     else:
         result = _calibrate(args, bundle, net)
-        source = {"calibrated_on": str(args.calibrate or "carphone"), "lam": result.lam, "cache_file": str(result.path)}
+        source = {"calibrated_on": str(args.calibrate or "carphone"), "lam": result.lam, "cache_file": str(result.path),
+                  "config": result.meta.get("config")}
 
     def chunks():  # decode and preprocess lazily: any length of video in bounded memory
         pending = []
@@ -248,9 +255,9 @@ def _optimize(args) -> int:
 
 
 def _data(args) -> int:
-    from sigmadelta.data import catalog
+    from sigmadelta import data, models
 
-    entries = catalog()
+    entries = data.catalog() + models.catalog()
     if args.json:
         write_json(args.json, entries)
     width = max(len(e["name"]) for e in entries)
@@ -292,11 +299,7 @@ def _bench(args) -> int:
     if args.scales:
         apply_scales(net, args.scales, args.model)
     elif bundle.input_shape == (784,):  # an MNIST MLP: learn its scales as the demo does (seconds)
-        train, _ = data.mnist_clip("train", temporal=False, max_frames=10_000)
-        lam = 1e-8 if args.lam is None else args.lam
-        print(f"scales: λ = {lam:g}, one epoch over 10,000 training images")
-        sigmadelta.optimize_scales(net, train[:, 0], lam, error="kl", epochs=1, batch_size=10, eval_every=None,
-                                   eval_data=train[:1000, 0], num_threads=1, progress=True)
+        _learn_mlp_scales(net, _lam(args, args.model), 10_000)
     else:
         args.calibrate = None
         _calibrate(args, bundle, net)
@@ -349,7 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="the pre-trained MNIST MLP on Temporal-MNIST as the four networks: "
                                        "per-layer table of ops, energy and error")
     demo.add_argument("--frames", type=int, default=10_000, help="Temporal-MNIST test frames (default: all 10,000)")
-    demo.add_argument("--lam", type=float, default=1e-8, help="trade-off λ for the scales (default 1e-8)")
+    demo.add_argument("--lam", type=float, metavar="L", help="trade-off λ for the scales (default: the MLP's, 1e-8)")
     demo.add_argument("--calibrate", type=int, default=10_000, metavar="N",
                       help="training images to learn the scales on (default 10,000)")
     demo.add_argument("--synthetic", action="store_true",

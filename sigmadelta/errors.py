@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-__all__ = ["SigmaDeltaError", "ConversionError", "StreamError"]
+__all__ = ["SigmaDeltaError", "ConversionError", "StreamError", "MissingDependencyError", "UnknownNameError",
+           "VideoError", "WeightsError"]
 
 
 class SigmaDeltaError(Exception):
@@ -18,3 +19,22 @@ class StreamError(SigmaDeltaError, ValueError):
 
     Raised before any state is touched, so the network can keep going with correct input.
     """
+
+
+class MissingDependencyError(SigmaDeltaError, ImportError):
+    """An optional package that a dataset, clip or model needs is not installed. The message says what to install."""
+
+
+class UnknownNameError(SigmaDeltaError, KeyError):
+    """An unknown dataset, clip or model name. The message lists the known ones."""
+
+    def __str__(self) -> str:  # KeyError would show the message in quotes
+        return str(self.args[0]) if self.args else ""
+
+
+class VideoError(SigmaDeltaError):
+    """A video file that cannot be decoded: empty, corrupt or truncated. The message names the file and frame."""
+
+
+class WeightsError(SigmaDeltaError, ValueError):
+    """A weights file that does not fit the model: unreadable, or with missing, unexpected or mis-shaped keys."""

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ._support import atomic_write
 from .accounting import EVENTS, HYBRID, energy_per_op_pj, hybrid_energy_pj
 from .net import SigmaDeltaNet
 
@@ -228,14 +229,12 @@ def evaluate_stream(net: SigmaDeltaNet, frames: torch.Tensor | Iterable[torch.Te
         frames = chunks_of(frames, chunk)
     reference = copy.deepcopy(net)  # the original network: its own (stateless) copy, so `net` keeps its state
     reference.set_backend("dense").set_mode("original")
-    reference.counting = False
-    saved = net.mode, net.counting
+    reference.counting = False  # a copy of its own: its settings need no restoring
     distances = _FeatureDistances(reference) if feature_distances else None
     top_orig, top_sd, max_diff = [], [], []
     bar = tqdm(total=total, disable=not progress, desc=desc, unit="frame")
-    try:
-        net.set_mode("sigma-delta")
-        net.counting = True
+    with bar, net.configured(mode="sigma-delta", counting=True):
+        net.reset()  # the stream starts from zero state, also when the net was in sigma-delta mode already
         for clip in frames:
             steps = clip.shape[0]
             original = reference.run(clip)  # (t, B, classes)
@@ -248,10 +247,6 @@ def evaluate_stream(net: SigmaDeltaNet, frames: torch.Tensor | Iterable[torch.Te
             max_diff.append((out - original).abs().flatten(1).max(1).values)
             bar.update(steps)
         counts = net.op_counts()
-    finally:
-        bar.close()
-        net.set_mode(saved[0])
-        net.counting = saved[1]
     if not top_orig:
         raise ValueError("the stream holds no frame")
     top_orig_t, top_sd_t = torch.cat(top_orig), torch.cat(top_sd)  # (T, B, k)
@@ -323,7 +318,6 @@ def plot_stream(ev: StreamEvaluation, path, title: str = "", splice: int | None 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .data._cache import atomic_write
 
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 6.5), sharex=True, gridspec_kw=dict(height_ratios=[2, 1]))
     draw_ops(top, ev, splice)

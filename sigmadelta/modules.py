@@ -115,6 +115,8 @@ class Quantizer(StatefulMixin, nn.Module):
         scale_shape: shape of κ; ``()`` for the paper's one scale per layer, ``(C, 1, 1)`` for per-channel.
     """
 
+    noise: str = "round"  # "uniform": kx + U(−½, ½) instead of rounding (scale learning; SigmaDeltaNet.configured)
+
     def __init__(self, name: str, scale_shape: tuple[int, ...] = ()):
         super().__init__()
         self.name = name
@@ -154,7 +156,9 @@ class Quantizer(StatefulMixin, nn.Module):
         return levels
 
     def _round(self, scaled: torch.Tensor) -> torch.Tensor:
-        """Round ``scaled``, a temporary ``k·x`` that nothing else holds."""
+        """Round ``scaled``, a temporary ``k·x`` that nothing else holds (or add uniform noise, see :attr:`noise`)."""
+        if self.noise == "uniform":
+            return scaled + (torch.rand_like(scaled) - 0.5)
         if not torch.is_grad_enabled():
             return scaled.round_()  # in place: spares a large allocation per call
         # Straight-through rounding only when a gradient is wanted: it is not bit-exact (see round_ste).

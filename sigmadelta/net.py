@@ -4,7 +4,7 @@ by clip, and counts its operations.
 >>> import torch, sigmadelta
 >>> model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2)).eval()
 >>> net = sigmadelta.convert(model, torch.zeros(1, 4))
->>> net.set_mode("sigma-delta")
+>>> _ = net.set_mode("sigma-delta")
 >>> clip = torch.rand(5, 1, 4)                      # (T, B, features)
 >>> net.run(clip).shape
 torch.Size([5, 1, 2])
@@ -14,24 +14,24 @@ torch.Size([5, 1, 2])
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 import torch
 import torch.fx as fx
 from torch import nn
 from torch.utils._pytree import tree_map
 
+from . import backends
 from .accounting import OpCounter, OpCounts
 from .errors import StreamError
 from .functional import HYSTERESIS, SCHEMES, SIGMA_DELTA_SCHEME, THRESHOLD
 from .modules import MODES, ORIGINAL, SIGMA_DELTA, Quantizer, SigmaDeltaLinear
 from .rewrite.graph import rewrite
 
-__all__ = ["SigmaDeltaNet", "convert", "BACKENDS", "SCHEMES"]
-
-BACKENDS = ("dense", "sparse")
+__all__ = ["SigmaDeltaNet", "convert", "SCHEMES"]
 
 
 def convert(model: nn.Module, example_input: torch.Tensor, *, per_channel_scales: bool = False,
@@ -97,7 +97,8 @@ class SigmaDeltaNet(nn.Module):
         self.mode = ORIGINAL
         self.delta_dtype: torch.dtype = torch.float64
         self.backend = "dense"
-        self._engine = None  # the sparse engine, when backend == "sparse"
+        self._engine = None  # the engine of the last non-dense backend set (kept while the net runs dense)
+        self._engine_name: str | None = None
         self._batch_size: int | None = None
 
     # ----------------------------------------------------------------------------------------------------
@@ -246,24 +247,64 @@ class SigmaDeltaNet(nn.Module):
         return self
 
     def set_backend(self, backend: str) -> "SigmaDeltaNet":
-        """How the sigma-delta mode executes: ``"dense"`` (the exact simulation, the reference) or ``"sparse"``
-        (:mod:`sigmadelta.runtime.sparse`: work follows the nonzero quantized deltas). Other modes always run
-        dense. Resets state and op counts. Returns the network.
+        """How the sigma-delta mode executes: ``"dense"`` (the exact simulation, the reference) or a registered
+        backend (:mod:`sigmadelta.backends`; ``"sparse"``, :mod:`sigmadelta.runtime.sparse`: work follows the
+        nonzero quantized deltas). Other modes always run dense. Resets state and op counts. Returns the network.
         """
-        if backend not in BACKENDS:
-            raise ValueError(f"unknown backend {backend!r}; choose from {BACKENDS}")
-        if backend == "sparse" and self._engine is None:
-            from .runtime.sparse import SparseEngine  # imported on demand: the dense path never needs it
-
-            self._engine = SparseEngine(self)
+        factory = backends.backend_factory(backend)  # a ValueError naming the registered ones
+        if factory is not None and self._engine_name != backend:
+            self._engine, self._engine_name = factory(self), backend
         self.backend = backend
         self.reset()
         return self
 
+    @contextlib.contextmanager
+    def configured(self, *, mode: str | None = None, counting: bool | None = None, backend: str | None = None,
+                   delta_dtype: torch.dtype | None = None, noise: str | None = None) -> Iterator["SigmaDeltaNet"]:
+        """Run a block with some settings changed, then restore every one of them, also on error.
+
+        ``mode``, ``backend`` and ``delta_dtype`` as their setters (each change resets state and op counts, so
+        leaving the block resets too when one of them was given); ``counting``: count ops on each call;
+        ``noise``: ``"uniform"`` makes every quantizer add ``U(−½, ½)`` to ``k·x`` instead of rounding (scale
+        learning with noise), ``"round"`` is the normal network. Settings left ``None`` are not touched.
+
+        >>> import torch, sigmadelta
+        >>> net = sigmadelta.convert(torch.nn.Linear(3, 2).eval(), torch.zeros(1, 3))
+        >>> with net.configured(mode="rounding", counting=False):
+        ...     net.mode, net.counting
+        ('rounding', False)
+        >>> net.mode, net.counting
+        ('original', True)
+        """
+        noises = {q: q.noise for q in self._quantizers.values()}
+        saved = dict(mode=self.mode, backend=self.backend, delta_dtype=self.delta_dtype)
+        changes = {k: v for k, v in dict(mode=mode, backend=backend, delta_dtype=delta_dtype).items()
+                   if v is not None and v != saved[k]}
+        saved_counting = self.counting
+        if noise not in (None, "round", "uniform"):
+            raise ValueError(f"unknown noise {noise!r}; choose from ('round', 'uniform')")
+        try:
+            self._apply(changes)
+            if counting is not None:
+                self.counting = counting
+            for q in self._quantizers.values():
+                q.noise = noises[q] if noise is None else noise
+            yield self
+        finally:
+            for q, n in noises.items():
+                q.noise = n
+            self.counting = saved_counting
+            self._apply({k: saved[k] for k in changes})
+
+    def _apply(self, settings: dict) -> None:
+        setters = dict(mode=self.set_mode, backend=self.set_backend, delta_dtype=self.set_delta_dtype)
+        for name, value in settings.items():
+            setters[name](value)
+
     @property
     def engine(self):
-        """The sparse engine (:class:`sigmadelta.runtime.sparse.SparseEngine`) once ``set_backend("sparse")``
-        built it, else ``None``: its tuning and diagnostics (paths taken, activity, memory, profile)."""
+        """The engine of the last non-dense backend set (e.g. :class:`sigmadelta.runtime.sparse.SparseEngine`
+        after ``set_backend("sparse")``), else ``None``: its tuning and diagnostics."""
         return self._engine
 
     def reset(self) -> None:
@@ -314,7 +355,7 @@ class SigmaDeltaNet(nn.Module):
 
     def _run(self, clip: torch.Tensor):
         steps, batch = clip.shape[:2]
-        if self.backend == "sparse" and self.mode == SIGMA_DELTA:
+        if self.backend != backends.DENSE and self.mode == SIGMA_DELTA:
             out = self._engine.run(clip)  # [T, B, ...]; the engine validates nothing: _check did
             self._batch_size = batch
             if self.counting:  # the engine left the quantizers' records as the dense path does
@@ -354,5 +395,5 @@ def _per_quantizer(value, names: list[str], what: str) -> dict[str, float]:
 
 def _copy_for_probe(net: SigmaDeltaNet) -> SigmaDeltaNet:
     probe = copy.deepcopy(net, {id(net._engine): None})  # the engine is not needed in the original mode
-    probe._engine, probe.backend, probe.counting = None, "dense", False
+    probe._engine, probe._engine_name, probe.backend, probe.counting = None, None, "dense", False
     return probe.set_mode(ORIGINAL)

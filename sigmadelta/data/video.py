@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._errors import UnknownNameError, VideoError
-from ._packages import file_exists, package_file, require
+from ..errors import UnknownNameError, VideoError
+from .._support import file_exists, package_file, require
 
 __all__ = ["read_video", "clip_path", "clip_present", "load_clip", "CLIPS"]
 

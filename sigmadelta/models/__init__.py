@@ -11,12 +11,14 @@ name                   what, and where its weights come from
 =====================  =============================================================================
 
 >>> import sigmadelta, sigmadelta.models as models
->>> bundle = models.get("mnist-mlp")                                # doctest: +SKIP
->>> net = sigmadelta.convert(bundle.model, bundle.example_input())  # doctest: +SKIP
+>>> bundle = models.get("mnist-mlp", progress=False)     # trained on first use (~10 s), then cached
+>>> net = sigmadelta.convert(bundle.model, bundle.example_input())
+>>> list(net.layers), bundle.input_shape
+(['0', '2', '4'], (784,))
 """
 
-from ..data._errors import UnknownNameError, WeightsError
-from ._bundle import ModelBundle, get, load_weights, names
+from ..errors import UnknownNameError, WeightsError
+from ._bundle import ModelBundle, catalog, get, load_weights, names
 # importing the model modules registers them, in this order; their heavy packages load only when a model is built
 from . import mlp, efficientnet, vgg, squeezenet  # noqa: F401,I001
 from .imagenet import ImagePreprocess, imagenet_classes
@@ -27,6 +29,7 @@ from .vgg import VGG, vgg19
 __all__ = [
     "get",
     "names",
+    "catalog",
     "ModelBundle",
     "load_weights",
     "ImagePreprocess",

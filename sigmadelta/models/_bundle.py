@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..data._errors import UnknownNameError, WeightsError
+from ..errors import UnknownNameError, WeightsError
 
-__all__ = ["ModelBundle", "ModelSpec", "register", "get", "names", "specs", "load_weights"]
+__all__ = ["ModelBundle", "ModelSpec", "register", "get", "names", "catalog", "load_weights"]
 
 
 @dataclass
@@ -67,8 +67,12 @@ def names() -> list[str]:
     return list(_REGISTRY)
 
 
-def specs() -> list[ModelSpec]:
-    return list(_REGISTRY.values())
+def catalog() -> list[dict]:
+    """Every registered model, checked without building it: ``name``, ``kind`` (``"model"``), ``source``,
+    ``present`` (whether its pretrained weights are at hand; for the trained MLPs, whether they are cached) and
+    ``description`` (the rows of ``sigmadelta data``, with :func:`sigmadelta.data.catalog`)."""
+    return [dict(name=spec.name, kind="model", source=spec.source, present=bool(spec.present()),
+                 description=spec.description) for spec in _REGISTRY.values()]
 
 
 def get(name: str, weights: str | os.PathLike | None = None, pretrained: bool = True, *,

@@ -29,8 +29,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..data._cache import array_digest, atomic_write, cache_dir
-from ..data._threads import one_thread
+from .._support import array_digest, atomic_write, cache_dir
+from .._support import one_thread
 from ..data.mnist import load_mnist
 from ._bundle import ModelBundle, ModelSpec, load_weights, register
 

@@ -25,8 +25,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data._errors import WeightsError
-from ..data._packages import file_exists, package_file
+from ..errors import WeightsError
+from .._support import file_exists, package_file
 from ._bundle import ModelBundle, ModelSpec, load_weights, register
 from .imagenet import ImagePreprocess, imagenet_classes
 

@@ -39,14 +39,15 @@ import torch
 import sigmadelta
 from sigmadelta.paper import default_out
 from sigmadelta import data, models
-from sigmadelta.scales import INIT_SCALE, calibrate_sweep, default_lam
+from sigmadelta.config import PAPER_VIDEO
+from sigmadelta.scales import calibrate_sweep, default_lam
 from sigmadelta.evaluation import draw_disagreement, draw_ops, evaluate_stream
 
 # --- defaults (the paper's settings, except the initial scale: see the docstring)
 MODEL = "efficientnet-lite0"
 TRAIN_CLIP, TRAIN_FRAMES = "carphone", None  # None: all frames
 TEST_CLIPS = (("bigbuckbunny", 100), ("bikes", 100))  # static shot, then moving camera: 200 frames (paper: 201)
-LR, EPOCHS, BATCH, ERROR = 0.1, 5, 1, "l2-softmax"
+SCALES = PAPER_VIDEO  # the paper's recipe: L2 on softmax probabilities, SGD lr 0.1, 5 epochs, batch 1, from k = 16
 LAMS = (3e-11, 1e-10, 2e-10, 5e-10, 1e-9, 3e-9)
 # a model whose curve needs other points to bracket the target (SqueezeNet's top-5 falls between 1e-10 and 1e-9)
 MODEL_LAMS = {"squeezenet1_1": (1e-11, 3e-11, 1e-10, 2e-10, 3e-10, 5e-10, 1e-9)}
@@ -102,19 +103,13 @@ def time_speed(net, bundle, frames: torch.Tensor) -> dict:
     with torch.inference_mode():
         bundle.model(frames[:1, 0])  # warm-up
         dense = best_of(lambda: bundle.model(frames[:, 0]), 2)
-    saved = net.mode, net.counting
-    net.counting = True
     with torch.no_grad():
-        net.set_mode("original")
-        original = best_of(lambda: (net.reset(), net.run(frames)), 1)
-        net.set_mode("sigma-delta")
-        net.set_delta_dtype(net.dtype)
-        fast = best_of(lambda: (net.reset(), net.run(frames)), 1)
-        net.set_delta_dtype(torch.float64)
-        exact = best_of(lambda: (net.reset(), net.run(frames)), 1)
-        net.set_delta_dtype(net.dtype)
-    net.set_mode(saved[0])
-    net.counting = saved[1]
+        with net.configured(mode="original", counting=True):
+            original = best_of(lambda: (net.reset(), net.run(frames)), 1)
+        with net.configured(mode="sigma-delta", counting=True, delta_dtype=net.dtype):
+            fast = best_of(lambda: (net.reset(), net.run(frames)), 1)
+        with net.configured(mode="sigma-delta", counting=True, delta_dtype=torch.float64):
+            exact = best_of(lambda: (net.reset(), net.run(frames)), 1)
     n = len(frames)
     return dict(frames=n, threads=torch.get_num_threads(), dense_s_per_frame=dense / n,
                 original_mode_s_per_frame=original / n, sigma_delta_float64_s_per_frame=exact / n,
@@ -126,7 +121,7 @@ def run(out_dir=None, quick: bool = False, model: str = MODEL, weights=None, pro
     (default :func:`results_dir`); return them."""
     lam0 = default_lam(model)
     out_dir = results_dir(model) if out_dir is None else out_dir
-    cfg = dict(train_frames=TRAIN_FRAMES, test_frames=tuple(n for _, n in TEST_CLIPS), epochs=EPOCHS,
+    cfg = dict(train_frames=TRAIN_FRAMES, test_frames=tuple(n for _, n in TEST_CLIPS), epochs=SCALES.epochs,
                lams=MODEL_LAMS.get(model, LAMS),
                uniform=UNIFORM, speed_frames=SPEED_FRAMES) | (QUICK if quick else {})
     lams = tuple(sorted(set(cfg["lams"] or ()) | {lam0}))
@@ -145,9 +140,9 @@ def run(out_dir=None, quick: bool = False, model: str = MODEL, weights=None, pro
 
     # --- learn the scales for every λ at once (cached in the user cache)
     t = time.perf_counter()
-    net.set_scales({name: INIT_SCALE for name in net.scales})
-    calibrations = calibrate_sweep(net, train, lams, model=model, clip=TRAIN_CLIP, progress=progress, lr=LR,
-                                   epochs=cfg["epochs"], batch_size=BATCH, error=ERROR)
+    scale_config = SCALES.replace(epochs=cfg["epochs"])
+    calibrations = calibrate_sweep(net, train, lams, model=model, clip=TRAIN_CLIP, progress=progress,
+                                   config=scale_config)
     timings["calibrate"] = time.perf_counter() - t
 
     # --- evaluate every λ, and uniform scales, on the test stream
@@ -183,8 +178,9 @@ def run(out_dir=None, quick: bool = False, model: str = MODEL, weights=None, pro
     results = dict(
         config=dict(model=model, weights=str(weights) if weights else None, train_clip=TRAIN_CLIP,
                     train_frames=len(train), test=[dict(clip=n, start=a, stop=b) for n, a, b in segments],
-                    init_scale=INIT_SCALE, lr=LR, epochs=cfg["epochs"], batch_size=BATCH, error=ERROR,
-                    normalization="paper", lams=lams, default_lam=lam0, uniform=cfg["uniform"],
+                    **{k: scale_config.to_dict()[k] for k in ("init_scale", "lr", "epochs", "batch_size", "error",
+                                                              "normalization")},
+                    scale_config=scale_config.to_dict(), lams=lams, default_lam=lam0, uniform=cfg["uniform"],
                     delta_dtype=str(net.delta_dtype).removeprefix("torch."), quick=quick, threads=torch.get_num_threads(), torch=torch.__version__),
         default=dict(lam=lam0, scales=default_scales, summary=summary, steady=steady, layers=layers,
                      first_frame_ops=dict(original=float(ev.ops["original"][0]), rounding=float(ev.ops["rounding"][0]),

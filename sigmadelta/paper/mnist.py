@@ -36,7 +36,7 @@ from sigmadelta.optimize import optimize_scales_sweep
 
 # --- defaults (the paper's settings)
 LAMS = tuple(np.logspace(-10, -5, 10).tolist())
-LR, EPOCHS, BATCH, ERROR = 0.001, 30, 10, "kl"
+SCALES = sigmadelta.ScaleConfig(error="kl", lr=0.001, epochs=30, batch_size=10, eval_every=None)  # the paper's MNIST
 TRAIN_SCALES_ON = 50_000  # the first 50,000 training images, as the network itself was trained (reference code)
 BEYOND_LAMS = LAMS[5:8]  # ~6e-8, 2.2e-7, 7.7e-7: fine-tuned per channel and on the sigma-delta cost (beyond the paper)
 FINETUNE_EPOCHS, FINETUNE_LR_PER_CHANNEL = 5, 0.01  # per-channel gradients are ~1/C of a layer's: a larger step
@@ -96,7 +96,7 @@ def load_datasets(quick: bool) -> dict:
 
 def run(out_dir=OUT, quick: bool = False, progress: bool = True) -> dict:
     """Run the experiment; write ``results.json``, ``appendix_e.md`` and ``figure4.png``; return the results."""
-    cfg = dict(lams=LAMS, epochs=EPOCHS, train_scales_on=TRAIN_SCALES_ON, beyond_lams=BEYOND_LAMS,
+    cfg = dict(lams=LAMS, epochs=SCALES.epochs, train_scales_on=TRAIN_SCALES_ON, beyond_lams=BEYOND_LAMS,
                finetune_epochs=FINETUNE_EPOCHS) | (
         {k: v for k, v in QUICK.items() if not k.startswith("eval_")} if quick else {})
     out_dir = Path(out_dir)
@@ -112,8 +112,8 @@ def run(out_dir=OUT, quick: bool = False, progress: bool = True) -> dict:
     # --- the paper: scales learned on the rounding cost, shared by both networks and both datasets
     train = mnist_clip("train", temporal=False, max_frames=cfg["train_scales_on"])[0][:, 0]  # (N, 784), data order
     t = time.perf_counter()
-    histories = optimize_scales_sweep(net, train, cfg["lams"], error=ERROR, lr=LR, epochs=cfg["epochs"],
-                                      batch_size=BATCH, eval_every=None, eval_data=train[:2_000], num_threads=1, progress=progress)
+    histories = optimize_scales_sweep(net, train, cfg["lams"], config=SCALES.replace(epochs=cfg["epochs"]),
+                                      eval_data=train[:2_000], num_threads=1, progress=progress)
     timings["optimize_paper_s"] = time.perf_counter() - t
     net.set_scales({name: 1.0 for name in net.scales})
     rows += rows_for(net, "unoptimized", None, datasets, originals)
@@ -132,17 +132,18 @@ def run(out_dir=OUT, quick: bool = False, progress: bool = True) -> dict:
     for lam in cfg["beyond_lams"]:
         for setting, target, data, kwargs in (
                 ("per-channel", per_channel, train, dict(lr=FINETUNE_LR_PER_CHANNEL)),
-                ("sigma-delta-cost", net, temporal_stream, dict(lr=LR, cost="sigma_delta"))):
+                ("sigma-delta-cost", net, temporal_stream, dict(cost="sigma_delta"))):
             target.set_scales(learned[lam])
             t = time.perf_counter()
-            sigmadelta.optimize_scales(target, data, lam, error=ERROR, epochs=cfg["finetune_epochs"], batch_size=BATCH,
-                                       eval_every=None, eval_data=data[:2_000], num_threads=1, progress=progress,
-                                       **kwargs)
+            config = SCALES.replace(lam=lam, epochs=cfg["finetune_epochs"], **kwargs)
+            sigmadelta.optimize_scales(target, data, config=config, eval_data=data[:2_000], num_threads=1,
+                                       progress=progress)
             timings[f"finetune_{setting.replace('-', '_')}_s"] += time.perf_counter() - t
             rows += rows_for(target, setting, lam, temporal_only, originals)
     timings["total_s"] = time.perf_counter() - start
 
-    results = dict(config=dict(lr=LR, batch_size=BATCH, error=ERROR, normalization="paper", quick=quick,
+    results = dict(config=dict(lr=SCALES.lr, batch_size=SCALES.batch_size, error=SCALES.error,
+                               normalization=SCALES.normalization, scale_config=SCALES.to_dict(), quick=quick,
                                **{k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()}),
                    rows=rows, learned_scales={f"{k:.3g}": v for k, v in learned.items()},
                    summary=summarize(rows), timings=timings)

@@ -84,20 +84,17 @@ def run(out_dir=OUT, quick: bool = False, seed: int = 0, progress: bool = True) 
     cfg = dict(n_random=N_RANDOM, epochs=EPOCHS, eval_every=1) | (QUICK if quick else {})
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a tiny network: one thread is fastest, and much faster on a busy machine
-    try:
+    with sigmadelta.torch_threads(1):  # a tiny network: one thread is fastest, and much faster on a busy machine
         start = time.perf_counter()
         model, x = random_network(seed)
         net = sigmadelta.convert(model, x[:1])
         rng = np.random.default_rng(seed)
         random_scales = np.abs(rng.normal(RANDOM_MEAN, RANDOM_STD, size=(cfg["n_random"], len(SIZES) - 1)))
         random_errors, random_ops = evaluate_scales(net, x, random_scales)
-        histories = optimize_scales_sweep(net, x, LAMS, error="l2", lr=LR, epochs=cfg["epochs"], batch_size=BATCH,
-                                          eval_every=cfg["eval_every"], progress=progress)
+        scale_config = sigmadelta.ScaleConfig(error="l2", lr=LR, epochs=cfg["epochs"], batch_size=BATCH,
+                                              eval_every=cfg["eval_every"])
+        histories = optimize_scales_sweep(net, x, LAMS, config=scale_config, progress=progress)
         seconds = time.perf_counter() - start
-    finally:
-        torch.set_num_threads(threads)
 
     learned = []
     for h in histories:
@@ -109,6 +106,7 @@ def run(out_dir=OUT, quick: bool = False, seed: int = 0, progress: bool = True) 
                             scales=[list(e.scales.values()) for e in h.evaluations])))
     config = dict(sizes=SIZES, weight_multipliers=WEIGHT_MULTIPLIERS, n_samples=N_SAMPLES,
                   random=f"|N({RANDOM_MEAN}, {RANDOM_STD}^2)|", lams=LAMS, lr=LR, batch_size=BATCH, error="l2",
+                  scale_config=scale_config.to_dict(),
                   normalization="paper", margin=MARGIN, seed=seed, quick=quick, **cfg)
     results = dict(config=config,
                    random=dict(scales=random_scales.tolist(), error=random_errors.tolist(), ops=random_ops.tolist()),

@@ -25,7 +25,7 @@ from .patterns import (
     DIM_CHECKED,
     LINEAR_FUNCTIONS,
     LINEAR_MODULES,
-    _op_name,
+    op_name,
     is_per_sample,
     supported_ops_text,
 )
@@ -104,7 +104,7 @@ def _where(node: fx.Node) -> str:
     """'node x (op) from module a.b' for error messages."""
     stack = node.meta.get("nn_module_stack") or {}
     path = next(reversed(stack.values()))[0] if stack else None
-    op = node.target if node.op in ("call_module", "call_method") else _op_name(node.target)
+    op = node.target if node.op in ("call_module", "call_method") else op_name(node.target)
     return f"node '{node.name}' ({node.op} {op})" + (f" from module '{path}'" if path else "")
 
 

@@ -100,13 +100,13 @@ def is_per_sample(op, extra_ops=()) -> bool:
 def supported_ops_text() -> str:
     linear = ", ".join(["nn.Linear", "nn.Conv1d/2d/3d (and subclasses)", "F.linear", "F.conv1d/2d/3d"])
     modules = ", ".join(sorted({f"nn.{m.__name__}" for m in PER_SAMPLE_MODULES}))
-    functions = ", ".join(sorted({_op_name(f) for f in PER_SAMPLE_FUNCTIONS}))
+    functions = ", ".join(sorted({op_name(f) for f in PER_SAMPLE_FUNCTIONS}))
     methods = ", ".join(sorted(f"Tensor.{m}" for m in PER_SAMPLE_METHODS))
     return (f"linear ops (quantized): {linear}.\n  per-sample modules: {modules}.\n  functions: {functions}.\n"
             f"  methods: {methods}.\n  More per-sample ops can be allowed with convert(..., extra_ops=[...]).")
 
 
-def _op_name(op) -> str:
+def op_name(op) -> str:
     if isinstance(op, str):
         return f"Tensor.{op}"
     module = getattr(op, "__module__", None) or ""

@@ -1,1 +1,9 @@
-"""Execution backends that lower the dense reference network (see ``SigmaDeltaNet.set_backend``)."""
+"""Execution backends that lower the dense reference network (see ``SigmaDeltaNet.set_backend``).
+
+Importing this package registers them in :mod:`sigmadelta.backends`; ``import sigmadelta`` does.
+"""
+
+from ..backends import register_backend
+from .sparse import SparseEngine
+
+register_backend("sparse", SparseEngine)

@@ -27,6 +27,9 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from .._support import torch_threads
+from ..modules import SIGMA_DELTA
+from ..net import convert
 from .sparse import engine_of
 
 __all__ = ["benchmark"]
@@ -72,8 +75,6 @@ def benchmark(net_or_model, frames: torch.Tensor, *, threads: int = 1, repeats: 
         - ``profile``: per step, the median µs per frame, largest first, and totals per step kind;
         - ``scales``.
     """
-    from .. import convert
-    from ..modules import SIGMA_DELTA
 
     if frames.dim() < 2 or frames.shape[0] < 2:
         raise ValueError(f"frames must be a clip [T, B, ...] with T >= 2, got shape {tuple(frames.shape)}")
@@ -85,14 +86,8 @@ def benchmark(net_or_model, frames: torch.Tensor, *, threads: int = 1, repeats: 
     if scales is not None:
         net.set_scales(scales if isinstance(scales, Mapping) else {name: float(scales) for name in net.scales})
 
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    previous_counting = net.counting
-    try:
+    with torch_threads(threads), net.configured(counting=net.counting):  # _measure switches counting
         return _measure(net, baseline, frames, threads, repeats, model, data, profile, dense_above, SIGMA_DELTA)
-    finally:
-        torch.set_num_threads(previous_threads)
-        net.counting = previous_counting
 
 
 def _measure(net, baseline, frames, threads, repeats, model, data, profile, dense_above, sigma_delta) -> dict:
