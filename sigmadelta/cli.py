@@ -114,9 +114,14 @@ def _image_net(args):
 
 
 def _lam(args, model: str) -> float:
-    from sigmadelta.scales import default_lam
+    """``--lam``, else the λ that goes with ``--scheme``'s default parameter, else the model's default λ."""
+    from sigmadelta.scales import default_lam, default_scheme_setting
 
-    return default_lam(model) if args.lam is None else args.lam
+    if args.lam is not None:
+        return args.lam
+    scheme = getattr(args, "scheme", None)
+    use_default = scheme is not None and getattr(args, "scheme_param", None) is None
+    return default_scheme_setting(model, scheme)[1] if use_default else default_lam(model)
 
 
 def _learn_mlp_scales(net, lam: float, images: int):
@@ -339,7 +344,7 @@ def _scheme_args(p: argparse.ArgumentParser) -> None:
                    "scales file's), hysteresis (a level moves only past 0.5 + h), threshold (the peers' thresholded "
                    "deltas, θ = τ·σ of each layer's input)")
     p.add_argument("--scheme-param", type=float, metavar="P", help="h for hysteresis, τ for threshold (default: "
-                   "the model's, from `sigmadelta reproduce schemes`)")
+                   "the model's, from `sigmadelta reproduce schemes`, with the λ it was read at unless --lam)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -41,7 +41,7 @@ from .optimize import optimize_scales_sweep
 
 __all__ = ["ScalesError", "SCALES_FORMAT", "PAPER_VIDEO", "INIT_SCALE", "DEFAULT_LAMS", "default_lam",
            "scales_dict", "save_scales", "read_scales_file", "load_scales", "apply_scales", "net_digest",
-           "DEFAULT_SCHEME_PARAMS", "default_scheme_param",
+           "DEFAULT_SCHEME_PARAMS", "default_scheme_param", "default_scheme_setting",
            "Calibration", "calibrate", "calibrate_sweep", "calibration_cache_path"]
 
 SCALES_FORMAT = "sigmadelta-scales/1"
@@ -324,18 +324,25 @@ def default_lam(model: str) -> float:
     return DEFAULT_LAMS.get(model, 1e-11)
 
 
-# Per model, each scheme's parameter at the default λ: h (hysteresis) or τ (threshold: θ = τ·σ of each layer's input
-# on the training clip), read off `sigmadelta reproduce schemes` (the most events saved that keeps top-5 agreement
-# >= 98% on both test clips); other models take the first entry's.
+# Per model and scheme, (parameter, λ of the scales): h for hysteresis, τ for threshold (θ = τ·σ of each layer's input
+# on the training clip; λ None: the model's, as k is unused), read off `sigmadelta reproduce schemes`: the most events
+# saved that keeps top-5 agreement >= 98% on both test clips. Other models take the first entry's parameters.
 DEFAULT_SCHEME_PARAMS = {
-    "squeezenet1_1": {"sigma-delta": 0.0, "hysteresis": 1.0, "threshold": 0.1},
-    "efficientnet-lite0": {"sigma-delta": 0.0, "hysteresis": 1.0, "threshold": 0.1},
+    "squeezenet1_1": {"sigma-delta": (0.0, None), "hysteresis": (1.0, 3e-11), "threshold": (0.1, None)},
+    "efficientnet-lite0": {"sigma-delta": (0.0, None), "hysteresis": (0.25, 3e-11), "threshold": (0.1, None)},
 }
 
 
-def default_scheme_param(model: str, scheme: str) -> float:
-    """The default h or τ of ``scheme`` for ``model`` (:data:`DEFAULT_SCHEME_PARAMS`)."""
+def default_scheme_setting(model: str, scheme: str) -> tuple[float, float]:
+    """``(parameter, λ)``: the default h or τ of ``scheme`` for ``model`` and the λ of the scales it goes with
+    (:data:`DEFAULT_SCHEME_PARAMS`; λ defaults to :func:`default_lam`)."""
     if scheme not in SCHEMES:
         raise ValueError(f"unknown scheme {scheme!r}; choose from {SCHEMES}")
-    table = DEFAULT_SCHEME_PARAMS.get(model, next(iter(DEFAULT_SCHEME_PARAMS.values())))
-    return table[scheme]
+    table = DEFAULT_SCHEME_PARAMS.get(model)
+    param, lam = (table or next(iter(DEFAULT_SCHEME_PARAMS.values())))[scheme]
+    return param, (lam if (lam is not None and table is not None) else default_lam(model))
+
+
+def default_scheme_param(model: str, scheme: str) -> float:
+    """The default h or τ of ``scheme`` for ``model`` (:func:`default_scheme_setting`)."""
+    return default_scheme_setting(model, scheme)[0]

@@ -262,3 +262,23 @@ def test_optimize_and_run_with_a_scheme_on_squeezenet(tmp_path, monkeypatch):
     assert frame["events"] == frame["sigma_delta"]  # real-valued messages: additions are counted as events
     assert report["summary"]["reduction_events"] == pytest.approx(
         report["summary"]["ops_original_per_frame"] / report["summary"]["ops_sigma_delta_events_per_frame"])
+
+
+@pytest.mark.slow
+def test_reproduce_schemes_quick(tmp_path, monkeypatch):
+    import json
+
+    from sigmadelta.paper import schemes
+
+    monkeypatch.setenv("SIGMADELTA_CACHE", str(tmp_path / "cache"))
+    schemes.run(tmp_path, quick=True, models_=("squeezenet1_1",), progress=False)
+    results = json.loads((tmp_path / "results_squeezenet1_1.json").read_text())
+    assert [r["scheme"] for r in results["rows"]] == ["sigma-delta", "hysteresis", "threshold"]
+    for row in results["rows"]:
+        for clip in ("static", "moving"):
+            r = row[clip]
+            assert r["reduction_events"] > 0 and 0 <= r["top1"] <= r["top5"] <= 1
+            if row["scheme"] == "threshold":
+                assert r["additions"] == r["events"]
+    assert "Beside the paper and the peers" in (tmp_path / "results.md").read_text()
+    assert (tmp_path / "schemes_squeezenet1_1.png").read_bytes()[:4] == b"\x89PNG"

@@ -38,7 +38,7 @@ import sigmadelta
 from sigmadelta import data, models
 from sigmadelta.evaluation import evaluate_stream
 from sigmadelta.paper import default_out
-from sigmadelta.scales import INIT_SCALE, calibrate_sweep, default_lam
+from sigmadelta.scales import INIT_SCALE, PAPER_VIDEO, calibrate_sweep, default_lam
 
 MODELS = ("squeezenet1_1", "efficientnet-lite0")
 TRAIN_CLIP = "carphone"
@@ -173,7 +173,7 @@ def run_model(model: str, out_dir: Path, quick: bool = False, progress: bool = T
         net.set_scales({name: INIT_SCALE for name in net.scales})
         try:
             calibrations = calibrate_sweep(net, train, todo, model=model, clip=TRAIN_CLIP, progress=progress,
-                                           epochs=cfg["epochs"])
+                                           config=PAPER_VIDEO.replace(epochs=cfg["epochs"]))
         except FloatingPointError as e:  # the largest λ diverged: the curve goes without it
             print(f"{model}: {e}; dropping λ = {max(todo):g}", flush=True)
             todo.remove(max(todo))
