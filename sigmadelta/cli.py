@@ -347,6 +347,24 @@ def _scheme_args(p: argparse.ArgumentParser) -> None:
                    "the model's, from `sigmadelta reproduce schemes`, with the λ it was read at unless --lam)")
 
 
+def _add_bench(sub) -> None:
+    """The `bench` command's options."""
+    bench = sub.add_parser("bench", help="wall-clock of the sparse sigma-delta backend against the dense original")
+    bench.add_argument("--model", required=True, help="mnist-mlp, mnist-mlp-wide, efficientnet-lite0, vgg19")
+    bench.add_argument("--data", required=True, metavar="CLIP_OR_DATASET",
+                       help="temporal-mnist or mnist (test split) for the MLPs; a bundled clip or a video file")
+    bench.add_argument("--frames", type=int, default=200, metavar="N", help="frames to time (default 200)")
+    bench.add_argument("--threads", type=int, default=1, metavar="N", help="torch threads, both sides (default 1)")
+    bench.add_argument("--repeats", type=int, default=5, help="timed passes per side; the median is kept")
+    bench.add_argument("--weights", metavar="FILE", help="a state_dict file (required for vgg19)")
+    bench.add_argument("--scales", metavar="FILE", help="scales saved by `sigmadelta optimize` (default: learned "
+                                                        "as the demo does for MLPs, cached calibration for images)")
+    bench.add_argument("--lam", type=float, metavar="L", help="trade-off λ when learning scales")
+    bench.add_argument("--json", metavar="FILE", help="write the result as JSON")
+    _scheme_args(bench)
+    bench.set_defaults(func=_bench, calibrate_frames=None, epochs=5, lr=0.1)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sigmadelta",
@@ -394,20 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
     _scheme_args(optimize)
     optimize.set_defaults(func=_optimize)
 
-    bench = sub.add_parser("bench", help="wall-clock of the sparse sigma-delta backend against the dense original")
-    bench.add_argument("--model", required=True, help="mnist-mlp, mnist-mlp-wide, efficientnet-lite0, vgg19")
-    bench.add_argument("--data", required=True, metavar="CLIP_OR_DATASET",
-                       help="temporal-mnist or mnist (test split) for the MLPs; a bundled clip or a video file")
-    bench.add_argument("--frames", type=int, default=200, metavar="N", help="frames to time (default 200)")
-    bench.add_argument("--threads", type=int, default=1, metavar="N", help="torch threads, both sides (default 1)")
-    bench.add_argument("--repeats", type=int, default=5, help="timed passes per side; the median is kept")
-    bench.add_argument("--weights", metavar="FILE", help="a state_dict file (required for vgg19)")
-    bench.add_argument("--scales", metavar="FILE", help="scales saved by `sigmadelta optimize` (default: learned "
-                                                        "as the demo does for MLPs, cached calibration for images)")
-    bench.add_argument("--lam", type=float, metavar="L", help="trade-off λ when learning scales")
-    bench.add_argument("--json", metavar="FILE", help="write the result as JSON")
-    _scheme_args(bench)
-    bench.set_defaults(func=_bench, calibrate_frames=None, epochs=5, lr=0.1)
+    _add_bench(sub)
 
     reproduce = sub.add_parser("reproduce", help="reproduce a figure of the paper: figures, tables, results.json")
     reproduce.add_argument("experiment", choices=sorted(EXPERIMENTS))
