@@ -28,7 +28,7 @@ import torch
 
 from .errors import MissingDependencyError
 
-__all__ = ["cache_dir", "atomic_write", "array_digest", "require", "package_dir", "package_file", "has_package",
+__all__ = ["cache_dir", "atomic_write", "atomic_write_all", "array_digest", "require", "package_dir", "package_file", "has_package",
            "file_exists", "torch_threads", "one_thread"]
 
 
@@ -44,19 +44,41 @@ def cache_dir() -> Path:
 
 
 def atomic_write(path: Path, write: Callable[[str], None]) -> Path:
-    """Create ``path`` atomically: ``write(tmp_name)`` fills a temporary file, which then replaces ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    """Create ``path`` atomically: ``write(tmp_name)`` fills a temporary file, which then replaces ``path``.
+
+    The file gets the permissions a plain ``open(path, "w")`` would give (0666 less the umask), not the
+    temporary file's 0600. On any failure, Ctrl-C included, the temporary file is removed and ``path`` is untouched.
+    """
+    return atomic_write_all({Path(path): write})[0]
+
+
+def atomic_write_all(writes: dict[Path, Callable[[str], None]]) -> list[Path]:
+    """Create several files all or none: each ``write(tmp_name)`` fills a temporary file next to its path; only
+    when every one succeeded are they moved into place (one rename each). On failure none is written."""
+    staged: list[tuple[str, Path]] = []
     try:
-        write(tmp)
-        os.replace(tmp, path)
+        for path, write in writes.items():
+            path = Path(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            os.close(fd)
+            staged.append((tmp, path))
+            os.chmod(tmp, 0o666 & ~_umask())
+            write(tmp)
+        for tmp, path in staged:
+            os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        for tmp, _ in staged:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
         raise
-    return path
+    return [path for _, path in staged]
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # the only portable way to read it is to set it: put it straight back
+    os.umask(mask)
+    return mask
 
 
 def array_digest(*arrays: np.ndarray) -> str:

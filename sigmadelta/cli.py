@@ -3,11 +3,16 @@
     sigmadelta demo [--frames N] [--lam L] [--synthetic] [--json FILE]
     sigmadelta data [--json FILE]
     sigmadelta run VIDEO --model NAME [--weights FILE] [--scales FILE | --calibrate CLIP] [--lam L] [--frames N]
-                   [--json FILE] [--plot FILE]
+                   [--json FILE] [--plot FILE] [--strict]
     sigmadelta optimize --model NAME --calibrate CLIP [--lam L] -o scales.json
     sigmadelta reproduce {random-net,mnist,video} [--out DIR] [--quick] [--model NAME (video)]
     sigmadelta bench --model NAME --data CLIP_OR_DATASET [--frames N] [--threads N] [--json FILE]
     sigmadelta --help
+
+Errors of the user's making (a missing or bad file, a bad argument, an output path that cannot be written) print
+one line and exit with code 2, before any work where they can be seen before; Ctrl-C exits with 130. Every output
+path is checked before anything runs, and a command's files are written together at the end (temporary files,
+then renames), so a failure or an interrupt leaves none of them half-written or written alone.
 """
 
 from __future__ import annotations
@@ -16,19 +21,27 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 
+from sigmadelta.cli_checks import check_outputs, lam_value, positive_float, positive_int
+from sigmadelta.errors import SigmaDeltaError
 from sigmadelta.paper import EXPERIMENTS  # the names only: the experiments load on demand
 
 __all__ = ["main"]
 
 
 def write_json(path: str | os.PathLike, data) -> None:
-    """Write JSON atomically (a temporary file, then a rename: no half-written file)."""
+    """Write JSON atomically (a temporary file, then a rename: no half-written file), with the umask's permissions."""
     from sigmadelta._support import atomic_write
 
-    text = json.dumps(data, indent=2) + "\n"
-    atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    atomic_write(Path(path), lambda tmp: _dump_json(tmp, data))
+
+
+def _dump_json(path: str, data) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2)
+        f.write("\n")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -140,9 +153,9 @@ def _learn_mlp_scales(net, lam: float, images: int):
 def _calibrate(args, bundle, net):
     """Learn (or read from the cache) scales on a training clip; returns the Calibration."""
     from sigmadelta import data
-    from sigmadelta.scales import PAPER_VIDEO, calibrate
+    from sigmadelta.scales import calibrate, video_config
 
-    config = PAPER_VIDEO.replace(lam=_lam(args, args.model), lr=args.lr, epochs=args.epochs)
+    config = video_config(args.model).replace(lam=_lam(args, args.model), lr=args.lr, epochs=args.epochs)
     clip = args.calibrate or "carphone"
     frames = data.load_clip(clip, bundle, max_frames=args.calibrate_frames)
     print(f"scales: λ = {config.lam:g}, learned on {clip} ({len(frames)} frames; rounding network, batch "
@@ -200,10 +213,12 @@ def _run(args) -> int:
 
     from sigmadelta import data
     from sigmadelta import evaluation as video
+    from sigmadelta._support import atomic_write_all
     from sigmadelta.scales import apply_scales
 
     _fail_early(args)
     start = time.perf_counter()
+    frames = data.read_video(args.video, args.frames, strict=args.strict)  # opened and probed now, decoded lazily
     bundle, net = _image_net(args)
     if args.scales:
         meta = apply_scales(net, args.scales, args.model)
@@ -216,7 +231,7 @@ def _run(args) -> int:
 
     def chunks():  # decode and preprocess lazily: any length of video in bounded memory
         pending = []
-        for frame in data.read_video(args.video, args.frames):
+        for frame in frames:
             pending.append(frame)
             if len(pending) == args.chunk:
                 yield bundle.preprocess(np.stack(pending)).unsqueeze(1)  # (t, 1, 3, H, W)
@@ -226,19 +241,38 @@ def _run(args) -> int:
 
     scheme = _apply_scheme(args, bundle, net)
     net.set_delta_dtype(torch.float64 if args.exact else net.dtype)  # the model's dtype: about 2x faster
-    ev = video.evaluate_stream(net, chunks(), total=args.frames, desc=Path(args.video).name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", data.VideoWarning)  # said below, once, in the command's words
+        ev = video.evaluate_stream(net, chunks(), total=args.frames, desc=Path(args.video).name, per_layer=False)
     seconds = time.perf_counter() - start
-    report = {"model": args.model, "video": str(args.video), "scales": source,
+    report = {"model": args.model, "video": str(args.video), "scales": source, **_video_facts(args, frames),
               "frames": ev.frame_rows(), "summary": _run_summary(ev, seconds, scheme)}
     print(video.format_summary(ev, bundle.classes, title=f"{args.model} on {args.video}"))
     print(f"({seconds:.0f} s)")
+    writes = {}  # all or none: rendered first, then moved into place together
     if args.json:
-        write_json(args.json, report)
-        print(f"wrote {args.json}")
+        writes[Path(args.json)] = lambda tmp: _dump_json(tmp, report)
     if args.plot:
-        video.plot_stream(ev, args.plot, title=f"{args.model} on {Path(args.video).name}")
-        print(f"wrote {args.plot}")
+        fig = video.stream_figure(ev, title=f"{args.model} on {Path(args.video).name}")
+        writes[Path(args.plot)] = lambda tmp: video.save_figure(fig, tmp, Path(args.plot).suffix)
+    for path in atomic_write_all(writes):
+        print(f"wrote {path}")
     return 0
+
+
+def _video_facts(args, frames) -> dict:
+    """What `run` read of the video, for the JSON; warns (stderr) of a truncated file or fewer frames than asked."""
+    facts = {"frames_read": frames.frames_read, "truncated": frames.truncated, "still_image": frames.still_image}
+    if frames.truncated:
+        facts["video_warning"] = frames.problem
+        print(f"sigmadelta run: warning: {frames.problem} (--strict makes this an error)", file=sys.stderr)
+    if args.frames is not None and frames.frames_read < args.frames:
+        what = "a still image: 1 frame" if frames.still_image else f"{frames.frames_read} frames"
+        print(f"sigmadelta run: warning: {args.video} holds {what}, fewer than the {args.frames} asked for "
+              f"(--frames {args.frames})", file=sys.stderr)
+    elif frames.still_image:
+        print(f"sigmadelta run: note: {args.video} is a still image, run as a one-frame video", file=sys.stderr)
+    return facts
 
 
 def _optimize(args) -> int:
@@ -331,11 +365,13 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     """Options shared by `run` and `optimize`: the model, and how its scales are learned."""
     p.add_argument("--model", required=True, help="a model name (efficientnet-lite0, vgg19, ...)")
     p.add_argument("--weights", metavar="FILE", help="a state_dict file (required for vgg19)")
-    p.add_argument("--lam", type=float, metavar="L", help="trade-off λ when learning scales (default: the model's, "
-                                                          "from the trade-off curve; 1e-11 as in the paper for vgg19)")
-    p.add_argument("--calibrate-frames", type=int, metavar="N", help="learn on the first N frames of the clip only")
-    p.add_argument("--epochs", type=int, default=5, help="epochs when learning scales (default 5, as in the paper)")
-    p.add_argument("--lr", type=float, default=0.1,
+    p.add_argument("--lam", type=lam_value, metavar="L", help="trade-off λ when learning scales (default: the "
+                   "model's, from the trade-off curve; 1e-11 as in the paper for vgg19)")
+    p.add_argument("--calibrate-frames", type=positive_int, metavar="N",
+                   help="learn on the first N frames of the clip only")
+    p.add_argument("--epochs", type=positive_int, default=5,
+                   help="epochs when learning scales (default 5, as in the paper)")
+    p.add_argument("--lr", type=positive_float, default=0.1,
                    help="SGD learning rate on log-scales (default 0.1, as in the paper)")
 
 
@@ -353,13 +389,14 @@ def _add_bench(sub) -> None:
     bench.add_argument("--model", required=True, help="mnist-mlp, mnist-mlp-wide, efficientnet-lite0, vgg19")
     bench.add_argument("--data", required=True, metavar="CLIP_OR_DATASET",
                        help="temporal-mnist or mnist (test split) for the MLPs; a bundled clip or a video file")
-    bench.add_argument("--frames", type=int, default=200, metavar="N", help="frames to time (default 200)")
-    bench.add_argument("--threads", type=int, default=1, metavar="N", help="torch threads, both sides (default 1)")
-    bench.add_argument("--repeats", type=int, default=5, help="timed passes per side; the median is kept")
+    bench.add_argument("--frames", type=positive_int, default=200, metavar="N", help="frames to time (default 200)")
+    bench.add_argument("--threads", type=positive_int, default=1, metavar="N",
+                       help="torch threads, both sides (default 1)")
+    bench.add_argument("--repeats", type=positive_int, default=5, help="timed passes per side; the median is kept")
     bench.add_argument("--weights", metavar="FILE", help="a state_dict file (required for vgg19)")
     bench.add_argument("--scales", metavar="FILE", help="scales saved by `sigmadelta optimize` (default: learned "
                                                         "as the demo does for MLPs, cached calibration for images)")
-    bench.add_argument("--lam", type=float, metavar="L", help="trade-off λ when learning scales")
+    bench.add_argument("--lam", type=lam_value, metavar="L", help="trade-off λ when learning scales")
     bench.add_argument("--json", metavar="FILE", help="write the result as JSON")
     _scheme_args(bench)
     bench.set_defaults(func=_bench, calibrate_frames=None, epochs=5, lr=0.1)
@@ -374,9 +411,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="the pre-trained MNIST MLP on Temporal-MNIST as the four networks: "
                                        "per-layer table of ops, energy and error")
-    demo.add_argument("--frames", type=int, default=10_000, help="Temporal-MNIST test frames (default: all 10,000)")
-    demo.add_argument("--lam", type=float, metavar="L", help="trade-off λ for the scales (default: the MLP's, 1e-8)")
-    demo.add_argument("--calibrate", type=int, default=10_000, metavar="N",
+    demo.add_argument("--frames", type=positive_int, default=10_000,
+                      help="Temporal-MNIST test frames (default: all 10,000)")
+    demo.add_argument("--lam", type=lam_value, metavar="L", help="trade-off λ for the scales (default: the MLP's, 1e-8)")
+    demo.add_argument("--calibrate", type=positive_int, default=10_000, metavar="N",
                       help="training images to learn the scales on (default 10,000)")
     demo.add_argument("--synthetic", action="store_true",
                       help="a random MLP on a synthetic stream instead (no data needed)")
@@ -396,12 +434,15 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--scales", metavar="FILE", help="scales saved by `sigmadelta optimize`")
     which.add_argument("--calibrate", metavar="CLIP", help="learn the scales on this bundled clip or video file "
                                                            "(default: carphone; cached)")
-    run.add_argument("--frames", type=int, metavar="N", help="only the first N frames")
-    run.add_argument("--chunk", type=int, default=16, metavar="N", help="frames per clip-mode call (default 16)")
+    run.add_argument("--frames", type=positive_int, metavar="N", help="only the first N frames")
+    run.add_argument("--chunk", type=positive_int, default=16, metavar="N",
+                     help="frames per clip-mode call (default 16)")
     run.add_argument("--exact", action="store_true", help="compute the increments in float64 (closest to exact "
                                                           "arithmetic, 2-3x slower on CNNs) instead of float32")
     run.add_argument("--json", metavar="FILE", help="write per-frame results and the summary as JSON")
-    run.add_argument("--plot", metavar="FILE", help="write a per-frame figure (PNG)")
+    run.add_argument("--plot", metavar="FILE", help="write a per-frame figure (PNG, or PDF, SVG, ... by its suffix)")
+    run.add_argument("--strict", action="store_true", help="refuse a truncated or partly corrupt video (default: "
+                                                           "warn, and use its decodable frames)")
     _scheme_args(run)
     run.set_defaults(func=_run)
 
@@ -425,16 +466,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse printed the bad argument: return its code 2 (--help: exit as usual)
+        if e.code == 2:
+            return 2
+        raise
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
-    from sigmadelta.errors import SigmaDeltaError
-
     try:
+        check_outputs(args)
         return args.func(args)
-    except (SigmaDeltaError, FileNotFoundError, KeyError, ValueError) as e:
-        print(f"sigmadelta {args.command}: error: {e}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"\nsigmadelta {args.command}: interrupted; no output written", file=sys.stderr)
+        return 130
+    except (SigmaDeltaError, OSError, KeyError, ValueError) as e:  # the user's files and arguments
+        message = e.args[0] if isinstance(e, KeyError) and e.args else e  # KeyError's str() adds quotes
+        print(f"sigmadelta {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 

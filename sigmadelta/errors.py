@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 __all__ = ["SigmaDeltaError", "ConversionError", "StreamError", "MissingDependencyError", "UnknownNameError",
-           "VideoError", "WeightsError"]
+           "VideoError", "VideoWarning", "WeightsError"]
 
 
 class SigmaDeltaError(Exception):
@@ -34,6 +34,11 @@ class UnknownNameError(SigmaDeltaError, KeyError):
 
 class VideoError(SigmaDeltaError):
     """A video file that cannot be decoded: empty, corrupt or truncated. The message names the file and frame."""
+
+
+class VideoWarning(UserWarning):
+    """A video file read with ``strict=False`` that ended early or held corrupt packets: its decodable frames were
+    used. The message names the file and the frame where it ended."""
 
 
 class WeightsError(SigmaDeltaError, ValueError):

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from ._support import atomic_write
-from .accounting import EVENTS, HYBRID, energy_per_op_pj, hybrid_energy_pj
+from .accounting import EVENTS, HYBRID, HYBRID_ADDITIONS, HYBRID_DENSE, energy_per_op_pj
 from .net import SigmaDeltaNet
 
 __all__ = ["StreamEvaluation", "evaluate_stream", "chunks_of", "NETWORKS"]
@@ -65,7 +65,7 @@ class StreamEvaluation:
         ops: network (``"original"``, ``"rounding"``, ``"sigma_delta"``, ``"sigma_delta_hybrid"``: per layer and
             frame the cheaper of sigma-delta and dense, see :data:`~sigmadelta.accounting.HYBRID`) -> ops per
             frame ``[T]``.
-        ops_per_layer: network -> layer -> ops per frame ``[T]``.
+        ops_per_layer: network -> layer -> ops per frame ``[T]`` (empty when run with ``per_layer=False``).
         top1_agree: ``[T]`` fraction of streams whose Sigma-Delta argmax equals the original's (0 or 1 for B = 1).
         top5_agree: ``[T]`` fraction of streams whose Sigma-Delta argmax is in the original's top 5.
         original_top5: ``[T, B, 5]`` the original's five best classes, best first.
@@ -76,6 +76,8 @@ class StreamEvaluation:
             scaled to unit L1 norm (0: identical, 2: disjoint support); NaN at frame 0.
         cosine_similarity: ``[L, T]`` cosine similarity of adjacent frames' feature maps; NaN at frame 0.
         precision: energy table column used for :meth:`energy_nj`.
+        hybrid_split: ``(additions, dense ops)`` per frame ``[T]`` of the hybrid, summed over layers: the ops of
+            the layers that took the sigma-delta path and of those that ran dense (they give its energy).
     """
 
     frames: int
@@ -91,6 +93,7 @@ class StreamEvaluation:
     l1_distance: np.ndarray | None = None
     cosine_similarity: np.ndarray | None = None
     precision: str = "int32"
+    hybrid_split: tuple[np.ndarray, np.ndarray] | None = None
     scheme: str = "sigma-delta"  # the delta scheme that ran (net.set_scheme)
 
     def energy_nj(self, network: str) -> np.ndarray:
@@ -98,8 +101,9 @@ class StreamEvaluation:
         half multiplies, half adds; the hybrid per layer as the path it takes), from the Horowitz (2014) table
         at :attr:`precision`."""
         if network == "sigma_delta_hybrid":
-            sd, dense = self.ops_per_layer["sigma_delta"], self.ops_per_layer["original"]
-            return sum(hybrid_energy_pj(sd[layer], dense[layer], self.precision) for layer in self.layers) / 1000.0
+            additions, dense = self.hybrid_split
+            return (additions * energy_per_op_pj("sigma_delta", self.precision)
+                    + dense * energy_per_op_pj("dense", self.precision)) / 1000.0
         kind = EVENTS if (network == "sigma_delta" and self.scheme == "threshold") else NETWORKS[network]
         return self.ops[network] * energy_per_op_pj(kind, self.precision) / 1000.0
 
@@ -135,6 +139,8 @@ class StreamEvaluation:
 
     def layer_summary(self, start: int = 0, stop: int | None = None) -> dict[str, dict[str, float]]:
         """Layer -> mean ops per frame of each network over ``[start, stop)``, and Sigma-Delta / Rounding."""
+        if not self.ops_per_layer:
+            raise ValueError("no per-layer counts: this stream was evaluated with per_layer=False")
         s = slice(start, self.frames if stop is None else stop)
         out = {}
         for layer in self.layers:
@@ -199,13 +205,16 @@ class _FeatureDistances:
 @torch.no_grad()
 def evaluate_stream(net: SigmaDeltaNet, frames: torch.Tensor | Iterable[torch.Tensor], *, chunk: int = 16,
                     feature_distances: bool = False, precision: str = "int32", progress: bool = True,
-                    total: int | None = None, desc: str = "frames") -> StreamEvaluation:
+                    total: int | None = None, desc: str = "frames", per_layer: bool = True) -> StreamEvaluation:
     """Run one stream through the Sigma-Delta network and the original, frame by frame, and record both.
 
     The stream starts from zero state (the network is reset) and is never reset again: clips spliced one after
     the other are one stream, as in the paper's test. ``net``'s scales, backend and delta dtype
-    (:meth:`~sigmadelta.SigmaDeltaNet.set_delta_dtype`) are used as they are; its mode and counting are restored
-    afterwards (which resets it).
+    (:meth:`~sigmadelta.SigmaDeltaNet.set_delta_dtype`) are used as they are; its mode and counting (and
+    ``per_step_counts``) are restored afterwards (which resets it).
+
+    Memory grows with the stream by what is kept per frame: a few numbers (ops of each network, the top-5
+    classes), plus, with ``per_layer``, four numbers per layer.
 
     Args:
         net: a converted network whose output is ``[B, classes]`` (class scores or logits).
@@ -217,6 +226,8 @@ def evaluate_stream(net: SigmaDeltaNet, frames: torch.Tensor | Iterable[torch.Te
         progress: show a tqdm progress bar over frames.
         total: frames expected (for the progress bar) when ``frames`` is an iterable.
         desc: the progress bar's label.
+        per_layer: also keep each layer's ops per frame (:attr:`StreamEvaluation.ops_per_layer`,
+            :meth:`~StreamEvaluation.layer_summary`); ``False`` keeps them summed over layers only.
 
     Returns:
         A :class:`StreamEvaluation`.
@@ -233,7 +244,8 @@ def evaluate_stream(net: SigmaDeltaNet, frames: torch.Tensor | Iterable[torch.Te
     distances = _FeatureDistances(reference) if feature_distances else None
     top_orig, top_sd, max_diff = [], [], []
     bar = tqdm(total=total, disable=not progress, desc=desc, unit="frame")
-    with bar, net.configured(mode="sigma-delta", counting=True):
+    per_step = "layer" if per_layer else "total"
+    with bar, net.configured(mode="sigma-delta", counting=True, per_step_counts=per_step):
         net.reset()  # the stream starts from zero state, also when the net was in sigma-delta mode already
         for clip in frames:
             steps = clip.shape[0]
@@ -252,15 +264,17 @@ def evaluate_stream(net: SigmaDeltaNet, frames: torch.Tensor | Iterable[torch.Te
     top_orig_t, top_sd_t = torch.cat(top_orig), torch.cat(top_sd)  # (T, B, k)
     batch = counts.batch_size
     ops_per_layer = {n: {layer: v / batch for layer, v in counts.per_layer_step(kind).items()}
-                     for n, kind in NETWORKS.items()}
+                     for n, kind in NETWORKS.items()} if per_layer else {}
     ops = {n: counts.per_step(kind) / batch for n, kind in NETWORKS.items()}
+    hybrid_split = tuple(counts.step_totals[part] / batch for part in (HYBRID_ADDITIONS, HYBRID_DENSE))
     best = top_sd_t[..., :1]  # (T, B, 1)
     result = StreamEvaluation(
         frames=int(counts.steps), layers=list(counts.layers), ops=ops, ops_per_layer=ops_per_layer,
         top1_agree=(best[..., 0] == top_orig_t[..., 0]).double().mean(1).numpy(),
         top5_agree=(best == top_orig_t).any(-1).double().mean(1).numpy(),
         original_top5=top_orig_t.numpy(), sigma_delta_top5=top_sd_t.numpy(),
-        max_abs_logit_diff=torch.cat(max_diff).double().numpy(), precision=precision, scheme=counts.scheme)
+        max_abs_logit_diff=torch.cat(max_diff).double().numpy(), precision=precision, hybrid_split=hybrid_split,
+        scheme=counts.scheme)
     if distances is not None:
         result.feature_maps = list(reference.quantizers)
         result.l1_distance = np.array(distances.l1)
@@ -290,9 +304,9 @@ def format_summary(ev: StreamEvaluation, classes: list[str] | None = None, title
                      f"{s['ops_sigma_delta_events_per_frame']:>12.4g}{s['reduction_events']:>10.2f}x"
                      f"{s['energy_nj_per_frame']['sigma_delta']:>18,.0f}"
                      f"{s['top1_agreement']:>8.1%}{s['top5_agreement']:>8.1%}")
-    lines.append(f"(scheme {ev.scheme}; ops per frame; additions: the paper's count, |n| per message n and "
-                 f"connection; events: the peers', 2 ops per nonzero message and connection; reduction = original / "
-                 f"that; hybrid: additions when each layer falls "
+    lines.append(f"(scheme {ev.scheme}; additions: the paper's count, |n| per message n and connection; events: "
+                 f"2 ops per nonzero message and connection; reduction = original / that)")
+    lines.append(f"(ops per frame; reduction = original / sigma-delta; hybrid: the same when each layer falls "
                  f"back to dense on frames where that is cheaper; energy int32, original "
                  f"{ev.summary()['energy_nj_per_frame']['original']:,.0f} nJ/frame; agreement with the original)")
     if classes is not None:
@@ -308,28 +322,44 @@ def _short(name: str) -> str:
     return name.split(",")[0]
 
 
-def plot_stream(ev: StreamEvaluation, path, title: str = "", splice: int | None = None) -> None:
-    """A per-frame figure: ops of the three networks (log y) and cumulative top-1/top-5 disagreement.
-
-    Written atomically (a temporary file, then a rename).
-    """
+def stream_figure(ev: StreamEvaluation, title: str = "", splice: int | None = None):
+    """The per-frame figure: ops of the three networks (log y) and cumulative top-1/top-5 disagreement, legends
+    beside the axes (never over a curve). Returns the matplotlib ``Figure``, not saved (see :func:`save_figure`)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 6.5), sharex=True, gridspec_kw=dict(height_ratios=[2, 1]))
-    draw_ops(top, ev, splice)
-    draw_disagreement(bottom, ev, splice)
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(13, 6.5), sharex=True, gridspec_kw=dict(height_ratios=[2, 1]))
+    draw_ops(top, ev, splice, legend_outside=True)
+    draw_disagreement(bottom, ev, splice, legend_outside=True)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
+    return fig
+
+
+def save_figure(fig, path, suffix: str | None = None) -> None:
+    """Write ``fig`` to ``path`` at 110 dpi in the format of ``suffix`` (default: ``path``'s own; PNG without
+    one), then close it."""
     from pathlib import Path
 
+    import matplotlib.pyplot as plt
+
+    fmt = (Path(path).suffix if suffix is None else suffix).lstrip(".").lower() or "png"
+    try:
+        fig.savefig(path, dpi=110, format=fmt)
+    finally:
+        plt.close(fig)
+
+
+def plot_stream(ev: StreamEvaluation, path, title: str = "", splice: int | None = None) -> None:
+    """Write :func:`stream_figure` to ``path`` (format from its suffix), atomically: a temporary file, then a rename."""
+    from pathlib import Path
+
+    fig = stream_figure(ev, title, splice)
     path = Path(path)
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format=path.suffix.lstrip(".") or "png"))
-    plt.close(fig)
+    atomic_write(path, lambda tmp: save_figure(fig, tmp, path.suffix))
 
 
 COLORS = {"original": "tab:red", "rounding": "tab:blue", "sigma_delta": "tab:green", "sigma_delta_hybrid": "tab:olive",
@@ -339,8 +369,9 @@ LABELS = {"original": "original (dense)", "rounding": "rounding", "sigma_delta":
           "sigma_delta_hybrid": "sigma-delta, dense where cheaper"}
 
 
-def draw_ops(ax, ev: StreamEvaluation, splice: int | None = None) -> None:
-    """Ops per frame of the three networks, and of the hybrid (dotted), on a log axis."""
+def draw_ops(ax, ev: StreamEvaluation, splice: int | None = None, legend_outside: bool = False) -> None:
+    """Ops per frame of the three networks, and of the hybrid (dotted), on a log axis; the legend in the upper
+    right corner, or beside the axes (``legend_outside``)."""
     t = np.arange(ev.frames)
     for n in ("original", "rounding", "sigma_delta", "sigma_delta_hybrid", "sigma_delta_events"):
         ax.plot(t, ev.ops[n], color=COLORS[n], lw=1.4, label=LABELS[n], ls=":" if n == "sigma_delta_hybrid" else "-")
@@ -348,11 +379,11 @@ def draw_ops(ax, ev: StreamEvaluation, splice: int | None = None) -> None:
         ax.axvline(splice - 0.5, color="black", lw=0.8, ls="--")
     ax.set(yscale="log", ylabel="ops per frame (log)", title="Computation per frame")
     ax.grid(True, which="both", alpha=0.25)
-    ax.legend(loc="upper right", fontsize=9)
+    ax.legend(**_legend_place(legend_outside, "upper right"))
 
 
-def draw_disagreement(ax, ev: StreamEvaluation, splice: int | None = None) -> None:
-    """Cumulative top-1 and top-5 disagreement with the original, in percent."""
+def draw_disagreement(ax, ev: StreamEvaluation, splice: int | None = None, legend_outside: bool = False) -> None:
+    """Cumulative top-1 and top-5 disagreement with the original, in percent; legend as in :func:`draw_ops`."""
     t = np.arange(ev.frames)
     ax.plot(t, 100 * (1 - ev.cumulative(ev.top1_agree)), color="tab:purple", lw=1.6,
             label="top-1: sigma-delta argmax ≠ original argmax")
@@ -363,4 +394,10 @@ def draw_disagreement(ax, ev: StreamEvaluation, splice: int | None = None) -> No
     ax.set(xlabel="frame", ylabel="cumulative disagreement (%)", ylim=(0, None),
            title="Disagreement with the original network (cumulative mean)")
     ax.grid(True, alpha=0.25)
-    ax.legend(loc="upper left", fontsize=9)
+    ax.legend(**_legend_place(legend_outside, "upper left"))
+
+
+def _legend_place(outside: bool, corner: str) -> dict:
+    if outside:  # to the right of the axes, top-aligned
+        return dict(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, fontsize=9, frameon=False)
+    return dict(loc=corner, fontsize=9)

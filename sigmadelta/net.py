@@ -10,6 +10,9 @@ by clip, and counts its operations.
 torch.Size([5, 1, 2])
 >>> net.op_counts().steps
 5
+>>> net.reset(); net.per_step_counts = "total"      # keep counts per step too (off by default: bounded memory)
+>>> _ = net.run(clip); net.op_counts().per_step("sigma_delta").shape
+(5,)
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import numbers
 from collections.abc import Iterator, Mapping
 
 import torch
@@ -25,13 +29,15 @@ from torch import nn
 from torch.utils._pytree import tree_map
 
 from . import backends
-from .accounting import OpCounter, OpCounts
+from .accounting import PER_STEP, OpCounter, OpCounts
 from .errors import StreamError
 from .functional import HYSTERESIS, SCHEMES, SIGMA_DELTA_SCHEME, THRESHOLD
 from .modules import MODES, ORIGINAL, SIGMA_DELTA, Quantizer, SigmaDeltaLinear
 from .rewrite.graph import rewrite
 
 __all__ = ["SigmaDeltaNet", "convert", "SCHEMES"]
+
+_KEEP = object()  # configured(per_step_counts=...) left out: None is a value of that setting
 
 
 def convert(model: nn.Module, example_input: torch.Tensor, *, per_channel_scales: bool = False,
@@ -124,18 +130,20 @@ class SigmaDeltaNet(nn.Module):
         """Set scales by quantizer name; names not given keep their scale. Checks everything before changing any.
 
         Resets state and op counts: a stream's integrated state holds increments quantized with the old scales.
+
+        Raises:
+            KeyError: an unknown quantizer name.
+            TypeError: ``scales`` is not a mapping, or a value is not a real number or a tensor/list of them
+                (the message names the key and the type given).
+            ValueError: a value of the wrong shape, not finite, not > 0, or outside the scale dtype's range.
         """
+        if not isinstance(scales, Mapping):
+            raise TypeError(f"set_scales takes a mapping quantizer name -> k, got {type(scales).__name__}")
         updates = {}
         for name, k in scales.items():
             if name not in self._quantizers:
                 raise KeyError(f"no quantizer named {name!r}; the scales are {list(self._quantizers)}")
-            param = self._quantizers[name].log_scale
-            k = torch.as_tensor(k, dtype=param.dtype)
-            if k.shape != param.shape and k.numel() != 1:
-                raise ValueError(f"scale {name!r}: shape {tuple(k.shape)} does not fit {tuple(param.shape)}")
-            if not torch.isfinite(k).all() or (k <= 0).any():
-                raise ValueError(f"scale {name!r} must be finite and > 0, got {k.tolist()}")
-            updates[name] = k.log().expand(param.shape)
+            updates[name] = _log_scale(name, k, self._quantizers[name].log_scale)
         with torch.no_grad():
             for name, log_k in updates.items():
                 self._quantizers[name].log_scale.copy_(log_k)
@@ -260,13 +268,16 @@ class SigmaDeltaNet(nn.Module):
 
     @contextlib.contextmanager
     def configured(self, *, mode: str | None = None, counting: bool | None = None, backend: str | None = None,
-                   delta_dtype: torch.dtype | None = None, noise: str | None = None) -> Iterator["SigmaDeltaNet"]:
+                   delta_dtype: torch.dtype | None = None, noise: str | None = None,
+                   per_step_counts=_KEEP) -> Iterator["SigmaDeltaNet"]:
         """Run a block with some settings changed, then restore every one of them, also on error.
 
         ``mode``, ``backend`` and ``delta_dtype`` as their setters (each change resets state and op counts, so
         leaving the block resets too when one of them was given); ``counting``: count ops on each call;
         ``noise``: ``"uniform"`` makes every quantizer add ``U(−½, ½)`` to ``k·x`` instead of rounding (scale
-        learning with noise), ``"round"`` is the normal network. Settings left ``None`` are not touched.
+        learning with noise), ``"round"`` is the normal network; ``per_step_counts`` as the property (here
+        ``None`` turns per-step counts off; leave it out to keep the setting). Settings left ``None`` are not
+        touched.
 
         >>> import torch, sigmadelta
         >>> net = sigmadelta.convert(torch.nn.Linear(3, 2).eval(), torch.zeros(1, 3))
@@ -280,20 +291,24 @@ class SigmaDeltaNet(nn.Module):
         saved = dict(mode=self.mode, backend=self.backend, delta_dtype=self.delta_dtype)
         changes = {k: v for k, v in dict(mode=mode, backend=backend, delta_dtype=delta_dtype).items()
                    if v is not None and v != saved[k]}
-        saved_counting = self.counting
+        saved_counting, saved_per_step = self.counting, self.per_step_counts
         if noise not in (None, "round", "uniform"):
             raise ValueError(f"unknown noise {noise!r}; choose from ('round', 'uniform')")
+        if per_step_counts is not _KEEP and per_step_counts not in PER_STEP:
+            raise ValueError(f"per_step_counts must be one of {PER_STEP}, got {per_step_counts!r}")
         try:
             self._apply(changes)
             if counting is not None:
                 self.counting = counting
+            if per_step_counts is not _KEEP:
+                self.per_step_counts = per_step_counts
             for q in self._quantizers.values():
                 q.noise = noises[q] if noise is None else noise
             yield self
         finally:
             for q, n in noises.items():
                 q.noise = n
-            self.counting = saved_counting
+            self.counting, self.per_step_counts = saved_counting, saved_per_step
             self._apply({k: saved[k] for k in changes})
 
     def _apply(self, settings: dict) -> None:
@@ -317,8 +332,21 @@ class SigmaDeltaNet(nn.Module):
         self._batch_size = None
 
     def op_counts(self) -> OpCounts:
-        """Operation counts of the steps run since the last :meth:`reset`."""
+        """Operation counts of the steps run since the last :meth:`reset`: totals per layer and kind, and per-step
+        counts as :attr:`per_step_counts` asks."""
         return self._counter.counts()
+
+    @property
+    def per_step_counts(self) -> str | None:
+        """What op counting keeps per step besides its running totals (which take bounded memory on any stream):
+        ``None`` (the default) nothing, ``"total"`` each kind per step summed over layers (a few numbers a step;
+        :meth:`OpCounts.per_step`), ``"layer"`` per layer and step (:meth:`OpCounts.per_layer_step`). Set it
+        before a stream: steps run before it was set have no per-step record. Survives :meth:`reset`."""
+        return self._counter.per_step
+
+    @per_step_counts.setter
+    def per_step_counts(self, what: str | None) -> None:
+        self._counter.set_per_step(what)
 
     # ----------------------------------------------------------------------------------------------------
     # running
@@ -397,3 +425,26 @@ def _copy_for_probe(net: SigmaDeltaNet) -> SigmaDeltaNet:
     probe = copy.deepcopy(net, {id(net._engine): None})  # the engine is not needed in the original mode
     probe._engine, probe._engine_name, probe.backend, probe.counting = None, None, "dense", False
     return probe.set_mode(ORIGINAL)
+
+
+def _log_scale(name: str, k, param: torch.Tensor) -> torch.Tensor:
+    """``log k`` shaped like the log-scale ``param``, or a TypeError/ValueError naming the scale ``name``."""
+    if isinstance(k, bool) or not isinstance(k, (numbers.Real, torch.Tensor, list, tuple)) and not hasattr(
+            k, "__array__"):
+        raise TypeError(f"scale {name!r} must be a real number or a tensor of them, got {type(k).__name__} {k!r}")
+    try:
+        t = k.detach() if isinstance(k, torch.Tensor) else torch.as_tensor(k)  # to see its dtype
+        if t.dtype == torch.bool or t.is_complex():
+            raise TypeError(f"a {type(k).__name__} of {t.dtype}")
+        t = t.to("cpu", torch.float64) if isinstance(k, torch.Tensor) else torch.as_tensor(k, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError) as e:  # float64: 1e300 is not inf yet
+        raise TypeError(f"scale {name!r} must be a real number or a tensor of them, got {type(k).__name__} "
+                        f"({e})") from None
+    if t.shape != param.shape and t.numel() != 1:
+        raise ValueError(f"scale {name!r}: shape {tuple(t.shape)} does not fit {tuple(param.shape)}")
+    if not torch.isfinite(t).all() or (t <= 0).any():
+        raise ValueError(f"scale {name!r} must be finite and > 0, got {t.tolist()}")
+    log_k = t.to(param.dtype).log()
+    if not torch.isfinite(log_k).all():
+        raise ValueError(f"scale {name!r} = {t.tolist()} is outside the range of {param.dtype}")
+    return log_k.expand(param.shape).to(param.device)

@@ -39,7 +39,8 @@ from .errors import SigmaDeltaError
 from .net import SCHEMES, SigmaDeltaNet
 from .optimize import optimize_scales_sweep
 
-__all__ = ["ScalesError", "SCALES_FORMAT", "PAPER_VIDEO", "INIT_SCALE", "DEFAULT_LAMS", "default_lam",
+__all__ = ["ScalesError", "SCALES_FORMAT", "PAPER_VIDEO", "INIT_SCALE", "INIT_SCALES", "init_scale", "video_config",
+           "DEFAULT_LAMS", "default_lam",
            "scales_dict", "save_scales", "read_scales_file", "load_scales", "apply_scales", "net_digest",
            "DEFAULT_SCHEME_PARAMS", "default_scheme_param", "default_scheme_setting",
            "Calibration", "calibrate", "calibrate_sweep", "calibration_cache_path"]
@@ -48,6 +49,9 @@ SCALES_FORMAT = "sigmadelta-scales/1"
 
 # Where learning starts for image models (PAPER_VIDEO.init_scale; why k = 16 and not the paper's 1: sigmadelta.config)
 INIT_SCALE = PAPER_VIDEO.init_scale
+# Models fed 0-255 pixels, like the paper's VGG-19, start where the paper did (SqueezeNet: Caffe inputs, 0-255
+# minus the mean; from k = 1 its curve is better at every λ than from 16: experiments/oconnor2017/README.md).
+INIT_SCALES = {"squeezenet1_1": 1.0}
 # the config fields that key the calibration cache (with the weights, frames, initial scales and λ)
 _KEY_FIELDS = ("error", "lr", "epochs", "batch_size", "noise", "normalization")
 
@@ -103,15 +107,41 @@ def read_scales_file(path: str | os.PathLike) -> dict:
     if not isinstance(scales, dict) or not isinstance(content.get("model"), str):
         raise ScalesError(f"{path}: a scales file needs 'model' (a name) and 'scales' (name -> k)")
     for name, k in scales.items():
-        values = torch.as_tensor(k, dtype=torch.float64) if isinstance(k, (int, float, list)) else None
-        if values is None or not torch.isfinite(values).all() or (values <= 0).any():
-            raise ScalesError(f"{path}: scale {name!r} must be a finite number > 0 (or a list of them), got {k!r}")
+        problem = _scale_problem(k)
+        if problem:
+            raise ScalesError(f"{path}: scale {name!r} {problem}")
     scheme = content.get("scheme", {"name": "sigma-delta", "params": {}})
     if (not isinstance(scheme, dict) or scheme.get("name") not in SCHEMES or not isinstance(scheme.get("params"), dict)
             or not all(isinstance(v, (int, float)) and 0 <= v < math.inf for v in scheme["params"].values())):
         raise ScalesError(f"{path}: 'scheme' must be {{'name': one of {SCHEMES}, 'params': name -> a number >= 0}}, "
                           f"got {scheme!r}")
     return content
+
+
+_FLOAT32 = torch.finfo(torch.float32)
+
+
+def _scale_problem(k) -> str | None:
+    """Why ``k`` (as read from JSON) is not a scale: a number in float32's normal range, > 0, or nested lists of
+    them; ``None`` if it is one."""
+    if isinstance(k, list):
+        if not k:
+            return "is an empty list"
+        problems = [p for p in map(_scale_problem, k) if p]
+        if problems:
+            return f"holds an entry that {problems[0]}"
+        shapes = {tuple(torch.as_tensor(v, dtype=torch.float64).shape) if isinstance(v, list) else () for v in k}
+        return None if len(shapes) == 1 else "is a ragged list (entries of different lengths)"
+    if isinstance(k, bool) or not isinstance(k, (int, float)):
+        return f"must be a number > 0 (or a list of them), got {type(k).__name__} {k!r}"
+    try:
+        value = float(k)
+    except OverflowError:  # an integer beyond any float
+        value = math.inf
+    if not (math.isfinite(value) and _FLOAT32.tiny <= value <= _FLOAT32.max):
+        return (f"must be a finite number > 0 within float32's range "
+                f"[{_FLOAT32.tiny:.3g}, {_FLOAT32.max:.3g}], got {k!r}")
+    return None
 
 
 def load_scales(path: str | os.PathLike, net: SigmaDeltaNet | None = None, model: str | None = None) -> dict:
@@ -317,6 +347,16 @@ def calibrate(net: SigmaDeltaNet, frames: torch.Tensor, lam: float, *, model: st
 # video` (see its README), the paper's for VGG-19; for the MNIST MLPs the demo's (one epoch, 16.6x at 2.09% error)
 DEFAULT_LAMS = {"vgg19": 1e-11, "efficientnet-lite0": 1e-10, "squeezenet1_1": 1e-10, "mnist-mlp": 1e-8,
                 "mnist-mlp-wide": 1e-8}
+
+
+def init_scale(model: str) -> float:
+    """Where learning the scales starts for ``model``: :data:`INIT_SCALES`, else :data:`INIT_SCALE`."""
+    return INIT_SCALES.get(model, INIT_SCALE)
+
+
+def video_config(model: str) -> ScaleConfig:
+    """The paper's video recipe (:data:`~sigmadelta.config.PAPER_VIDEO`) for ``model``: its :func:`init_scale`."""
+    return PAPER_VIDEO.replace(init_scale=init_scale(model))
 
 
 def default_lam(model: str) -> float:

@@ -2,6 +2,8 @@
 
 import itertools
 
+import numpy as np
+
 import pytest
 import torch
 from torch import nn
@@ -26,6 +28,7 @@ def test_paper_mlp_dense_ops_and_energy():
 def test_sparse_and_quantized_counts_of_a_linear_layer_by_hand():
     layer = nn.Linear(4, 3)
     net = sigmadelta.convert(layer.eval(), torch.zeros(1, 4))
+    net.per_step_counts = "layer"  # per-step counts are opt-in
     net.set_scales({next(iter(net.scales)): 2.0})
     net.set_mode("sigma-delta")
     frames = torch.tensor([[[0.0, 0.3, -1.0, 0.0]],  # k x = [0, 0.6, -2, 0] → r = [0, 1, -2, 0]
@@ -72,6 +75,7 @@ def test_convolution_counts_equal_brute_force(kwargs):
     conv = nn.Conv2d(**kwargs).eval()
     shape = (kwargs["in_channels"], 7, 6)
     net = sigmadelta.convert(conv, torch.zeros(1, *shape))
+    net.per_step_counts = "layer"  # per-step counts are opt-in
     fan = brute_force_fanout(conv, shape)
     name = next(iter(net.scales))
     net.set_scales({name: 3.0})
@@ -94,6 +98,7 @@ def test_convolution_counts_equal_brute_force(kwargs):
 
 def test_counts_reset_and_per_layer_steps():
     net = sigmadelta.convert(mlp((8, 6, 2)), torch.zeros(1, 8))
+    net.per_step_counts = "layer"  # per-step counts are opt-in
     net.set_mode("sigma-delta")
     net.run(correlated_stream(7, (8,), batch=3))
     c = net.op_counts()
@@ -113,6 +118,7 @@ def test_counts_reset_and_per_layer_steps():
 def test_hybrid_is_the_cheaper_of_sigma_delta_and_dense_per_layer_and_step():
     layer = nn.Linear(4, 3)
     net = sigmadelta.convert(layer.eval(), torch.zeros(1, 4))
+    net.per_step_counts = "layer"  # per-step counts are opt-in
     net.set_scales({next(iter(net.scales)): 2.0})
     net.set_mode("sigma-delta")
     # step 0: r = [0, 1, -2, 0] → 3·3 = 9 additions < 21 dense ops; step 1: k x = [8, 8, 8, 8] → s = [8, 7, 10, 8]:
@@ -126,3 +132,82 @@ def test_hybrid_is_the_cheaper_of_sigma_delta_and_dense_per_layer_and_step():
     assert c.energy_nj("sigma_delta_hybrid", per_sample=True) == pytest.approx((9 * 0.1 + dense * 1.6) / 2000)
     with pytest.raises(ValueError, match="mixes additions"):
         energy_per_op_pj("sigma_delta_hybrid")
+
+
+def _brute_force_step(net, batch):
+    """One step's counts per layer and kind, from the quantizers' records by the definitions (FC layers)."""
+    out = {}
+    for name, layer in net.layers.items():
+        q = net.quantizers[net.layer_inputs[name]]
+        n_out, n_in = layer.weight.shape
+        r, s = q.record["r"].double(), q.record["s"].double()
+        dense = float(batch * (2 * n_in - 1) * n_out)
+        sd = float(s.abs().sum() * n_out)
+        out[name] = {"dense": dense, "rounding": float(r.abs().sum() * n_out),
+                     "rounding_muladd": float(2 * (r != 0).sum() * n_out), "sigma_delta": sd,
+                     "sigma_delta_muladd": float(2 * (s != 0).sum() * n_out), "sigma_delta_hybrid": min(sd, dense),
+                     "hybrid_energy_pj": sd * 0.1 if sd <= dense else dense * 1.6}
+    return out
+
+
+def test_running_totals_equal_the_per_step_counts_of_a_long_stream():
+    """Totals only (the default, bounded memory) give exactly the counts that per-step records sum to."""
+    torch.manual_seed(0)
+    model = mlp((6, 5, 3))
+    nets = {}
+    for per_step in (None, "total", "layer"):
+        nets[per_step] = net = sigmadelta.convert(model, torch.zeros(1, 6))
+        net.set_scales({name: 4.0 for name in net.scales})
+        net.set_mode("sigma-delta")
+        net.per_step_counts = per_step
+    stream = correlated_stream(300, (6,), batch=2, step_std=0.2, generator=torch.Generator().manual_seed(1))
+    reference = []
+    for frame in stream:  # one step at a time, as a camera would
+        for net in nets.values():
+            net(frame)
+        reference.append(_brute_force_step(nets[None], batch=2))
+    layers = list(nets[None].layers)
+    kinds = ("dense", "rounding", "rounding_muladd", "sigma_delta", "sigma_delta_muladd", "sigma_delta_hybrid")
+    expected = {k: {l: np.array([step[l][k] for step in reference]) for l in layers} for k in kinds}
+    sd, hybrid = (np.concatenate(list(expected[k].values())) for k in ("sigma_delta", "sigma_delta_hybrid"))
+    assert (hybrid < sd).any() and (hybrid == sd).any()  # both paths taken
+    hybrid_pj = sum(step[l]["hybrid_energy_pj"] for step in reference for l in layers)
+    dicts = []
+    for per_step, net in nets.items():
+        c = net.op_counts()
+        assert c.steps == 300 and c.batch_size == 2 and set(c.kinds) == set(kinds)
+        for k in kinds:
+            assert c.per_layer(k) == {l: float(v.sum()) for l, v in expected[k].items()}, (per_step, k)  # exact
+            assert c.total(k) == sum(v.sum() for v in expected[k].values())
+            assert c.per_sample(k) == c.total(k) / 600
+        assert c.energy_nj("sigma_delta_hybrid") == pytest.approx(hybrid_pj / 1000, rel=1e-12)
+        int8 = c.energy_nj("sigma_delta", "int8", per_sample=True)
+        assert int8 == pytest.approx(c.per_sample("sigma_delta") * 0.03e-3)
+        dicts.append(c.to_dict())
+    assert dicts[0] == dicts[1] == dicts[2]
+    c = nets["layer"].op_counts()
+    for k in kinds:
+        per_layer = {l: v.tolist() for l, v in c.per_layer_step(k).items()}
+        assert per_layer == {l: v.tolist() for l, v in expected[k].items()}
+        over_layers = sum(expected[k].values()).tolist()
+        assert nets["total"].op_counts().per_step(k).tolist() == c.per_step(k).tolist() == over_layers
+    with pytest.raises(ValueError, match="net.per_step_counts = 'total'"):
+        nets[None].op_counts().per_step("sigma_delta")
+    with pytest.raises(ValueError, match="summed over layers only"):
+        nets["total"].op_counts().per_layer_step("sigma_delta")
+
+
+def test_per_step_counts_asked_for_mid_stream_say_so_and_survive_reset():
+    net = sigmadelta.convert(mlp((4, 3)), torch.zeros(1, 4))
+    net(torch.rand(1, 4))
+    net.per_step_counts = "total"
+    net(torch.rand(1, 4))
+    assert net.op_counts().steps == 2 and net.op_counts().total("dense") == 2 * 7 * 3
+    with pytest.raises(ValueError, match="from step 1 only"):
+        net.op_counts().per_step("dense")
+    net.reset()
+    net(torch.rand(1, 4))
+    assert net.per_step_counts == "total" and net.op_counts().per_step("dense").tolist() == [21.0]
+    with pytest.raises(ValueError, match="must be one of"):
+        net.per_step_counts = "frames"
+    assert net.per_step_counts == "total"

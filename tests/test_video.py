@@ -50,6 +50,7 @@ def test_per_frame_counts_match_op_counts_and_agreement_matches_the_outputs(net,
     net.set_mode("original")
     original = net.run(frames)
     net.set_mode("sigma-delta")
+    net.per_step_counts = "total"  # per-step counts are opt-in
     out = net.run(frames)
     counts = net.op_counts()
     np.testing.assert_allclose(ev.ops["sigma_delta"], counts.per_step("sigma_delta"), rtol=1e-12)
@@ -248,7 +249,7 @@ def _clip():
     (["run", "/no/such/video.mp4", "--model", "efficientnet-lite0"], "no video file"),
     (["run", "VIDEO", "--model", "efficientnet-lite0", "--scales", "/no/such.json"], "no scales file"),
     (["run", "VIDEO", "--model", "efficientnet-lite0", "--calibrate", "nope"], "neither a bundled clip"),
-    (["run", "VIDEO", "--model", "efficientnet-lite0", "--frames", "0"], "--frames must be >= 1"),
+    (["run", "VIDEO", "--model", "efficientnet-lite0", "--frames", "0"], "argument --frames: must be >= 1"),
     (["optimize", "--model", "nope", "--calibrate", "carphone", "-o", "OUT"], "unknown model 'nope'"),
 ])
 def test_cli_errors_exit_2_and_write_nothing(argv, message, tmp_path, capsys):

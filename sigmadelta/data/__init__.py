@@ -19,11 +19,11 @@ Optional packages (zarr, av) are imported on first use; a missing one raises
 """
 
 from .._support import cache_dir
-from ..errors import MissingDependencyError, UnknownNameError, VideoError
+from ..errors import MissingDependencyError, UnknownNameError, VideoError, VideoWarning
 from .catalog import catalog
 from .mnist import MNIST_ENV, load_mnist
 from .temporal import mnist_clip, temporal_mnist, temporal_mnist_order
-from .video import CLIPS, clip_path, load_clip, read_video
+from .video import CLIPS, VideoFrames, clip_path, load_clip, read_video
 
 __all__ = [
     "load_mnist",
@@ -31,6 +31,7 @@ __all__ = [
     "temporal_mnist_order",
     "mnist_clip",
     "read_video",
+    "VideoFrames",
     "clip_path",
     "load_clip",
     "CLIPS",
@@ -38,6 +39,7 @@ __all__ = [
     "cache_dir",
     "MNIST_ENV",
     "VideoError",
+    "VideoWarning",
     "MissingDependencyError",
     "UnknownNameError",
 ]

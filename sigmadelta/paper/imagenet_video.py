@@ -12,7 +12,8 @@ with the original network: top-1 (same argmax) and top-5 (the Sigma-Delta argmax
 
 One change to the paper's protocol: scales start at k = 16, not 1. The paper's k = 1 was for VGG-19 on 0-255 pixels
 (256 levels); EfficientNet's inputs are in [-1, 1], where k = 1 leaves 3 levels, no frame agrees with the original
-and the L2 error on probabilities has no gradient left to climb back.
+and the L2 error on probabilities has no gradient left to climb back. SqueezeNet takes 0-255 pixels (minus the
+mean), like the paper's VGG, and starts at the paper's k = 1 (:func:`sigmadelta.scales.init_scale`).
 
 λ is swept (all values trained at once) to draw the trade-off curve; the default λ is the model's
 (:func:`sigmadelta.scales.default_lam`), read off that curve. Uniform scales (k the same everywhere) are evaluated
@@ -40,7 +41,7 @@ import sigmadelta
 from sigmadelta.paper import default_out
 from sigmadelta import data, models
 from sigmadelta.config import PAPER_VIDEO
-from sigmadelta.scales import calibrate_sweep, default_lam
+from sigmadelta.scales import calibrate_sweep, default_lam, video_config
 from sigmadelta.evaluation import draw_disagreement, draw_ops, evaluate_stream
 
 # --- defaults (the paper's settings, except the initial scale: see the docstring)
@@ -50,8 +51,9 @@ TEST_CLIPS = (("bigbuckbunny", 100), ("bikes", 100))  # static shot, then moving
 SCALES = PAPER_VIDEO  # the paper's recipe: L2 on softmax probabilities, SGD lr 0.1, 5 epochs, batch 1, from k = 16
 LAMS = (3e-11, 1e-10, 2e-10, 5e-10, 1e-9, 3e-9)
 # a model whose curve needs other points to bracket the target (SqueezeNet's top-5 falls between 1e-10 and 1e-9)
-MODEL_LAMS = {"squeezenet1_1": (1e-11, 3e-11, 1e-10, 2e-10, 3e-10, 5e-10, 1e-9)}
+MODEL_LAMS = {"squeezenet1_1": (1e-11, 3e-11, 5e-11, 7e-11, 1e-10, 2e-10, 3e-10, 5e-10, 1e-9)}
 UNIFORM = (16.0, 32.0)  # naive uniform scales, for reference
+MODEL_UNIFORM = {"squeezenet1_1": (0.5, 1.0)}  # 0-255 inputs: k = 16 is 50x the original's cost
 SPEED_FRAMES = 16
 CHUNK = 20  # frames per clip-mode call (memory only)
 QUICK = dict(train_frames=6, test_frames=(8, 8), epochs=1, lams=None, uniform=(16.0,), speed_frames=4)
@@ -123,7 +125,7 @@ def run(out_dir=None, quick: bool = False, model: str = MODEL, weights=None, pro
     out_dir = results_dir(model) if out_dir is None else out_dir
     cfg = dict(train_frames=TRAIN_FRAMES, test_frames=tuple(n for _, n in TEST_CLIPS), epochs=SCALES.epochs,
                lams=MODEL_LAMS.get(model, LAMS),
-               uniform=UNIFORM, speed_frames=SPEED_FRAMES) | (QUICK if quick else {})
+               uniform=MODEL_UNIFORM.get(model, UNIFORM), speed_frames=SPEED_FRAMES) | (QUICK if quick else {})
     lams = tuple(sorted(set(cfg["lams"] or ()) | {lam0}))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -140,7 +142,7 @@ def run(out_dir=None, quick: bool = False, model: str = MODEL, weights=None, pro
 
     # --- learn the scales for every λ at once (cached in the user cache)
     t = time.perf_counter()
-    scale_config = SCALES.replace(epochs=cfg["epochs"])
+    scale_config = video_config(model).replace(epochs=cfg["epochs"])  # SCALES, from the model's init_scale
     calibrations = calibrate_sweep(net, train, lams, model=model, clip=TRAIN_CLIP, progress=progress,
                                    config=scale_config)
     timings["calibrate"] = time.perf_counter() - t

@@ -232,7 +232,26 @@ def appendix_table(rows: list[dict]) -> str:
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    """Figure 4: test class error (log) against ops and against energy, MNIST and Temporal-MNIST."""
+    """Write :func:`figure4` to ``path``."""
+    fig = figure4(rows)
+    import matplotlib.pyplot as plt  # after figure4 chose the Agg backend
+
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
+def lam_range(lams) -> str:
+    """The λ values of a curve in words, e.g. ``"λ = 1e-10 … 1e-5, 10 values"``, ``"λ = 1e-7"``."""
+    lams = sorted(lams)
+    short = [f"{lam:.0e}".replace("e-0", "e-").replace("e+0", "e") for lam in lams]
+    if len(lams) == 1:
+        return f"λ = {short[0]}"
+    return f"λ = {short[0]} … {short[-1]}, {len(lams)} values"
+
+
+def figure4(rows: list[dict]):
+    """Figure 4: test class error (log) against ops and against energy, MNIST and Temporal-MNIST; the legend
+    names the λ values actually run. Returns the matplotlib ``Figure``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -248,7 +267,7 @@ def plot(rows: list[dict], path: Path) -> None:
             for network, color in colors.items():
                 curve = sorted(_find(test, setting="optimized", network=network), key=lambda r: r["lambda"])
                 ax.plot([r[x_key] for r in curve], [r["class_error"] for r in curve], "-o", color=color, ms=4,
-                        label=f"{network} (λ = 1e-10 … 1e-5)")
+                        label=f"{network} ({lam_range(r['lambda'] for r in curve)})")
                 unopt = _find(test, setting="unoptimized", network=network)
                 ax.plot([unopt[0][x_key]], [unopt[0]["class_error"]], "s", color=color, mfc="white", ms=7,
                         label=f"{network}, k = 1")
@@ -274,8 +293,7 @@ def plot(rows: list[dict], path: Path) -> None:
     fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=9, frameon=False)
     fig.suptitle("MNIST MLP 784-200-200-10: Rounding and Sigma-Delta networks over λ, against the original", fontsize=12)
     fig.tight_layout(rect=(0, 0.07, 1, 1))
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
+    return fig
 
 
 def main(argv=None) -> None:

@@ -38,16 +38,17 @@ import sigmadelta
 from sigmadelta import data, models
 from sigmadelta.evaluation import evaluate_stream
 from sigmadelta.paper import default_out
-from sigmadelta.scales import INIT_SCALE, PAPER_VIDEO, calibrate_sweep, default_lam
+from sigmadelta.scales import calibrate_sweep, default_lam, video_config
 
 MODELS = ("squeezenet1_1", "efficientnet-lite0")
 TRAIN_CLIP = "carphone"
 CLIPS = (("static", "bigbuckbunny", 100), ("moving", "bikes", 100))
-LAMS = {"squeezenet1_1": (1e-11, 3e-11, 1e-10, 3e-10),  # λ = 3e-9 diverges for SqueezeNet at lr 0.1
-        "efficientnet-lite0": (3e-11, 1e-10)}  # Lite0: λ the video experiment learned (its results.json)
-HS = {"squeezenet1_1": (0.25, 0.5, 1.0, 1.5, 2.0), "efficientnet-lite0": (0.25, 0.5, 1.0)}
-TAUS = {"squeezenet1_1": (0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.3),
-        "efficientnet-lite0": (0.01, 0.03, 0.1, 0.2)}  # fewer settings on Lite0: ~3x slower per frame
+# λ whose scales the video experiment learned (its results.json, read back; same protocol); small grids: ~1 min per
+# setting on SqueezeNet, ~3 min on Lite0 (1 thread, loaded machine)
+LAMS = {"squeezenet1_1": (1e-11, 3e-11, 1e-10), "efficientnet-lite0": (3e-11, 1e-10)}
+HS = {"squeezenet1_1": (0.5, 1.0, 2.0), "efficientnet-lite0": (0.25, 0.5, 1.0)}
+TAUS = {"squeezenet1_1": (0.01, 0.02, 0.03, 0.05, 0.07, 0.1),
+        "efficientnet-lite0": (0.01, 0.03, 0.1, 0.2)}
 AGREEMENT = dict(top1=0.90, top5=0.98)
 TARGET = dict(vs_threshold=1.5, vs_original=16.0, vs_additions=4.0, sparse_speedup=2.0)
 PAPER_VGG19 = dict(static=11.0, moving=4.0)  # the paper's VGG-19 reductions (additions), Figure 5
@@ -73,12 +74,13 @@ def settings(lams, hs, taus) -> list[dict]:
 def committed_scales(model: str, lams, train_frames: int) -> dict:
     """Scales already learned by the video experiment under this protocol (its committed ``results.json``), by λ:
     the same training as :func:`~sigmadelta.scales.calibrate_sweep` here would do, so they are reused."""
-    path = default_out("video") / "results.json"
+    path = default_out("video" if model == "efficientnet-lite0" else f"video_{model}") / "results.json"
     if not path.is_file():
         return {}
     content = json.loads(path.read_text())
     cfg = content.get("config", {})
-    same = dict(model=model, train_clip=TRAIN_CLIP, train_frames=train_frames, init_scale=INIT_SCALE, lr=0.1,
+    same = dict(model=model, train_clip=TRAIN_CLIP, train_frames=train_frames, init_scale=video_config(model).init_scale,
+                lr=0.1,
                 epochs=5, batch_size=1, error="l2-softmax", normalization="paper")
     if any(cfg.get(k) != v for k, v in same.items()):
         return {}
@@ -170,10 +172,9 @@ def run_model(model: str, out_dir: Path, quick: bool = False, progress: bool = T
     scales = {} if quick else committed_scales(model, lams, len(train))
     todo = [lam for lam in lams if lam not in scales]
     while todo:
-        net.set_scales({name: INIT_SCALE for name in net.scales})
         try:
             calibrations = calibrate_sweep(net, train, todo, model=model, clip=TRAIN_CLIP, progress=progress,
-                                           config=PAPER_VIDEO.replace(epochs=cfg["epochs"]))
+                                           config=video_config(model).replace(epochs=cfg["epochs"]))
         except FloatingPointError as e:  # the largest λ diverged: the curve goes without it
             print(f"{model}: {e}; dropping λ = {max(todo):g}", flush=True)
             todo.remove(max(todo))

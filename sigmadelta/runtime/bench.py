@@ -86,7 +86,8 @@ def benchmark(net_or_model, frames: torch.Tensor, *, threads: int = 1, repeats: 
     if scales is not None:
         net.set_scales(scales if isinstance(scales, Mapping) else {name: float(scales) for name in net.scales})
 
-    with torch_threads(threads), net.configured(counting=net.counting):  # _measure switches counting
+    # _measure switches counting and per-step counts: restored on the way out
+    with torch_threads(threads), net.configured(counting=net.counting, per_step_counts=net.per_step_counts):
         return _measure(net, baseline, frames, threads, repeats, model, data, profile, dense_above, SIGMA_DELTA)
 
 
@@ -97,7 +98,7 @@ def _measure(net, baseline, frames, threads, repeats, model, data, profile, dens
 
     # reference: the dense simulation, with op counts
     net.set_mode(sigma_delta).set_backend("dense")
-    net.counting = True
+    net.counting, net.per_step_counts = True, "total"  # per step: the first frame is left out below
     # the dense simulation stacks a clip's frames into one batch: run it in chunks (state carries over)
     with torch.no_grad():  # else every chunk's autograd graph (all activations) stays alive in `reference`
         reference = torch.cat([net.run(frames[i:i + chunk]) for i in range(0, steps, chunk)])
