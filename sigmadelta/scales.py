@@ -368,7 +368,7 @@ def default_lam(model: str) -> float:
 # on the training clip; λ None: the model's, as k is unused), read off `sigmadelta reproduce schemes`: the most events
 # saved that keeps top-5 agreement >= 98% on both test clips. Other models take the first entry's parameters.
 DEFAULT_SCHEME_PARAMS = {
-    "squeezenet1_1": {"sigma-delta": (0.0, None), "hysteresis": (2.0, 3e-11), "threshold": (0.07, None)},
+    "squeezenet1_1": {"sigma-delta": (0.0, None), "hysteresis": (1.0, 3e-11), "threshold": (0.07, None)},
     "efficientnet-lite0": {"sigma-delta": (0.0, None), "hysteresis": (0.25, 1e-10), "threshold": (0.01, None)},
 }
 
