@@ -30,9 +30,8 @@ outputs and the feature maps (read from ``quantizer.record["x"]`` after each cal
 
 from __future__ import annotations
 
-import copy
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -41,6 +40,7 @@ import torch
 from ._support import atomic_write
 from .accounting import EVENTS, HYBRID, HYBRID_ADDITIONS, HYBRID_DENSE, energy_per_op_pj
 from .net import SigmaDeltaNet
+from .stream import chunks_of, run_stream
 
 __all__ = ["StreamEvaluation", "evaluate_stream", "chunks_of", "NETWORKS"]
 
@@ -166,24 +166,18 @@ def _ratio(a: float, b: float) -> float:
 # running
 
 
-def chunks_of(frames: torch.Tensor, chunk: int) -> Iterator[torch.Tensor]:
-    """Cut a clip ``[T, B, ...]`` into clips of at most ``chunk`` steps (views, no copy)."""
-    for i in range(0, len(frames), chunk):
-        yield frames[i:i + chunk]
-
-
 class _FeatureDistances:
     """Adjacent-frame distances of every quantizer's input, accumulated chunk by chunk."""
 
     def __init__(self, net: SigmaDeltaNet):
-        self.quantizers = net.quantizers
         self.last: dict[str, torch.Tensor] = {}  # quantizer -> last frame's normalized map (B, N)
-        self.l1: list[list[float]] = [[] for _ in self.quantizers]
-        self.cos: list[list[float]] = [[] for _ in self.quantizers]
+        self.l1: list[list[float]] = [[] for _ in net.quantizers]
+        self.cos: list[list[float]] = [[] for _ in net.quantizers]
 
     @torch.no_grad()
-    def update(self, steps: int) -> None:
-        for i, (name, q) in enumerate(self.quantizers.items()):
+    def update(self, steps: int, quantizers: dict) -> None:
+        """Add the frames of the call that just ran, read from ``quantizers`` (those of the original network)."""
+        for i, (name, q) in enumerate(quantizers.items()):
             x = q.record["x"].reshape(steps, -1, math.prod(q.record["x"].shape[1:])).double()  # (T, B, N)
             norm = x.abs().sum(-1, keepdim=True)
             unit = x / norm.clamp_min(1e-300)  # each frame's map scaled to unit L1 norm
@@ -205,7 +199,8 @@ class _FeatureDistances:
 @torch.no_grad()
 def evaluate_stream(net: SigmaDeltaNet, frames: torch.Tensor | Iterable[torch.Tensor], *, chunk: int = 16,
                     feature_distances: bool = False, precision: str = "int32", progress: bool = True,
-                    total: int | None = None, desc: str = "frames", per_layer: bool = True) -> StreamEvaluation:
+                    total: int | None = None, desc: str = "frames", per_layer: bool = True,
+                    reference: SigmaDeltaNet | None = None) -> StreamEvaluation:
     """Run one stream through the Sigma-Delta network and the original, frame by frame, and record both.
 
     The stream starts from zero state (the network is reset) and is never reset again: clips spliced one after
@@ -228,6 +223,8 @@ def evaluate_stream(net: SigmaDeltaNet, frames: torch.Tensor | Iterable[torch.Te
         desc: the progress bar's label.
         per_layer: also keep each layer's ops per frame (:attr:`StreamEvaluation.ops_per_layer`,
             :meth:`~StreamEvaluation.layer_summary`); ``False`` keeps them summed over layers only.
+        reference: the network whose ``"original"`` mode is the reference (copied); default ``net``. Pass the
+            unmodified converted model when ``net``'s weights were fine-tuned.
 
     Returns:
         A :class:`StreamEvaluation`.
@@ -235,32 +232,23 @@ def evaluate_stream(net: SigmaDeltaNet, frames: torch.Tensor | Iterable[torch.Te
     from tqdm.auto import tqdm
 
     energy_per_op_pj("dense", precision)  # check the precision before running anything
-    if isinstance(frames, torch.Tensor):
-        total = len(frames)
-        frames = chunks_of(frames, chunk)
-    reference = copy.deepcopy(net)  # the original network: its own (stateless) copy, so `net` keeps its state
-    reference.set_backend("dense").set_mode("original")
-    reference.counting = False  # a copy of its own: its settings need no restoring
-    distances = _FeatureDistances(reference) if feature_distances else None
+    total = len(frames) if isinstance(frames, torch.Tensor) else total
+    distances = _FeatureDistances(net) if feature_distances else None
     top_orig, top_sd, max_diff = [], [], []
-    bar = tqdm(total=total, disable=not progress, desc=desc, unit="frame")
-    per_step = "layer" if per_layer else "total"
-    with bar, net.configured(mode="sigma-delta", counting=True, per_step_counts=per_step):
-        net.reset()  # the stream starts from zero state, also when the net was in sigma-delta mode already
-        for clip in frames:
-            steps = clip.shape[0]
-            original = reference.run(clip)  # (t, B, classes)
-            if distances is not None:
-                distances.update(steps)
-            out = net.run(clip)
-            k = min(5, original.shape[-1])
-            top_orig.append(original.topk(k, -1).indices)
-            top_sd.append(out.topk(k, -1).indices)
-            max_diff.append((out - original).abs().flatten(1).max(1).values)
-            bar.update(steps)
-        counts = net.op_counts()
-    if not top_orig:
-        raise ValueError("the stream holds no frame")
+
+    def collect(clip, outputs, nets):
+        original, out = outputs["original"], outputs["sigma-delta"]  # (t, B, classes)
+        if distances is not None:
+            distances.update(len(clip), nets["original"].quantizers)
+        k = min(5, original.shape[-1])
+        top_orig.append(original.topk(k, -1).indices)
+        top_sd.append(out.topk(k, -1).indices)
+        max_diff.append((out - original).abs().flatten(1).max(1).values)
+
+    with tqdm(total=total, disable=not progress, desc=desc, unit="frame") as bar:
+        counts = run_stream(net, frames, ("original", "sigma-delta"), chunk=chunk, reference=reference,
+                            per_step_counts="layer" if per_layer else "total", on_chunk=collect,
+                            progress=bar)["sigma-delta"]
     top_orig_t, top_sd_t = torch.cat(top_orig), torch.cat(top_sd)  # (T, B, k)
     batch = counts.batch_size
     ops_per_layer = {n: {layer: v / batch for layer, v in counts.per_layer_step(kind).items()}
@@ -276,7 +264,7 @@ def evaluate_stream(net: SigmaDeltaNet, frames: torch.Tensor | Iterable[torch.Te
         max_abs_logit_diff=torch.cat(max_diff).double().numpy(), precision=precision, hybrid_split=hybrid_split,
         scheme=counts.scheme)
     if distances is not None:
-        result.feature_maps = list(reference.quantizers)
+        result.feature_maps = list(net.quantizers)
         result.l1_distance = np.array(distances.l1)
         result.cosine_similarity = np.array(distances.cos)
     return result

@@ -30,6 +30,7 @@ from torch import nn
 from .._support import torch_threads
 from ..modules import SIGMA_DELTA
 from ..net import convert
+from ..stream import run_stream
 from .sparse import engine_of
 
 __all__ = ["benchmark"]
@@ -96,13 +97,13 @@ def _measure(net, baseline, frames, threads, repeats, model, data, profile, dens
     chunk = max(1, int(6e5 // max(frames[0].numel(), 1)))  # frames per dense-simulation call (memory)
     timed = frames[1:]
 
-    # reference: the dense simulation, with op counts
-    net.set_mode(sigma_delta).set_backend("dense")
-    net.counting, net.per_step_counts = True, "total"  # per step: the first frame is left out below
-    # the dense simulation stacks a clip's frames into one batch: run it in chunks (state carries over)
-    with torch.no_grad():  # else every chunk's autograd graph (all activations) stays alive in `reference`
-        reference = torch.cat([net.run(frames[i:i + chunk]) for i in range(0, steps, chunk)])
-    counts = net.op_counts()
+    # reference: the dense simulation, with op counts (per step: the first frame is left out below), in chunks:
+    # it stacks a clip's frames into one batch
+    pieces = []
+    with net.configured(backend="dense"):
+        counts = run_stream(net, frames, (sigma_delta,), chunk=chunk, per_step_counts="total",
+                            on_chunk=lambda _, out, nets: pieces.append(out[sigma_delta]))[sigma_delta]
+    reference = torch.cat(pieces)
     dense_ops = counts.per_step("dense")[1:].sum()
     sd_ops = counts.per_step("sigma_delta")[1:].sum()
     sd_muladd = counts.per_step("sigma_delta_muladd")[1:].sum()
