@@ -26,6 +26,14 @@ layer's outputs with all-ones weights and input: ∂/∂x_i Σ_o Σ_j 1·x_j = #
 
 Biases, nonlinearities, pooling and state updates are not counted, as in the paper.
 
+Two conventions, named plainly everywhere results are shown: **additions** (the paper's: a message ``n``
+costs ``|n|`` additions per connection; the ``sigma_delta`` kind) and **events** (the peers' and the dense
+original's: each nonzero message costs one multiply-accumulate per connection, 2 ops; the ``sigma_delta_muladd``
+kind, :data:`EVENTS`). Both are counted for every delta scheme (:mod:`sigmadelta.functional`): ``s`` is the
+scheme's message ``L_t − L_{t−1}``. The threshold scheme's messages are real numbers, which additions cannot
+apply: its ``sigma_delta`` kind counts them as events too (2 ops per nonzero message and connection, priced as
+multiply-adds), so both conventions give the same number for it.
+
 Storage: :class:`OpCounter` keeps running totals per layer and kind, so counting takes the same memory after
 a million steps as after one. Per-step counts are kept only when asked for (:attr:`OpCounter.per_step`, set
 through ``SigmaDeltaNet.per_step_counts``): ``"total"`` keeps each kind per step summed over layers (a few
@@ -46,10 +54,11 @@ import torch
 
 from .modules import Quantizer, SigmaDeltaLinear
 
-__all__ = ["KINDS", "HYBRID", "HYBRID_ADDITIONS", "HYBRID_DENSE", "ENERGY_PJ", "PER_STEP", "INTEGER_RECORDS",
+__all__ = ["KINDS", "HYBRID", "ADDITIONS", "EVENTS", "HYBRID_ADDITIONS", "HYBRID_DENSE", "ENERGY_PJ", "PER_STEP", "INTEGER_RECORDS",
            "DERIVED", "OpCounts", "OpCounter", "fanout_map", "energy_per_op_pj", "hybrid_energy_pj"]
 
 HYBRID = "sigma_delta_hybrid"
+ADDITIONS, EVENTS = "sigma_delta", "sigma_delta_muladd"  # the two conventions for a delta network's ops
 KINDS = ("dense", "sparse", "rounding", "rounding_muladd", "sigma_delta", "sigma_delta_muladd", HYBRID)
 ADD_ONLY = ("rounding", "sigma_delta")
 # kinds counted from the integers a quantizer records: record key -> (additions kind, multiply-add kind)
@@ -171,6 +180,7 @@ class OpCounts:
     step_totals: dict[str, np.ndarray] | None = None
     layer_steps: dict[str, dict[str, np.ndarray]] | None = None
     steps_note: str = ""
+    scheme: str = "sigma-delta"  # the delta scheme that ran (threshold: its additions are multiply-adds)
 
     @property
     def kinds(self) -> tuple[str, ...]:
@@ -230,7 +240,8 @@ class OpCounts:
             pj = add * sum(self.totals[HYBRID_ADDITIONS].values()) + mixed * sum(self.totals[HYBRID_DENSE].values())
             return pj / 1000.0 / (max(self.steps * self.batch_size, 1) if per_sample else 1)
         ops = self.per_sample(kind) if per_sample else self.total(kind)
-        return ops * energy_per_op_pj(kind, precision) / 1000.0
+        priced_as = EVENTS if (kind == ADDITIONS and self.scheme == "threshold") else kind
+        return ops * energy_per_op_pj(priced_as, precision) / 1000.0
 
     def to_dict(self) -> dict:
         """JSON-ready summary: per kind, the total, per-sample and per-layer counts."""
@@ -326,11 +337,15 @@ class OpCounter:
                 per_step["sparse"] = ((2 * nnz_rows - 1).clamp(min=0) * plan.n_out).sum(1).cpu()
             else:
                 per_step["sparse"] = 2 * plan.weighted(nonzero, steps)
+        real_messages = self.quantizers[self.layer_inputs[name]].scheme == "threshold"
         for key, (additions, muladd) in INTEGER_RECORDS.items():
             if key in record:
-                magnitude = torch.abs(record[key], out=self._scratch_like(record[key]))  # integers
-                per_step[additions] = plan.weighted(magnitude, steps)
-                per_step[muladd] = 2 * plan.weighted(magnitude.clamp_(max=1), steps)
+                magnitude = torch.abs(record[key], out=self._scratch_like(record[key]))  # integers, or real (threshold)
+                if not (real_messages and key == "s"):
+                    per_step[additions] = plan.weighted(magnitude, steps)
+                per_step[muladd] = 2 * plan.weighted(magnitude.sign_(), steps)
+                if real_messages and key == "s":  # real-valued messages: counted as multiply-adds in both
+                    per_step[additions] = per_step[muladd]
         for derive in DERIVED:
             per_step.update(derive(per_step))
         return per_step
@@ -361,7 +376,9 @@ class OpCounter:
         present = [k for k in first if all(k in t for t in self._totals.values())]
         kinds = [k for k in KINDS if k in present] + [k for k in present if k not in KINDS]
         totals = {k: {name: t[k] for name, t in self._totals.items()} for k in kinds}
-        result = OpCounts(self.steps, self.batch_size, totals, steps_note=self._steps_note())
+        schemes = {q.scheme for q in self.quantizers.values()}
+        result = OpCounts(self.steps, self.batch_size, totals, steps_note=self._steps_note(),
+                          scheme=schemes.pop() if len(schemes) == 1 else "mixed")
         if self.per_step is None or self._recorded_from:
             return result
         if self.per_step == "layer":

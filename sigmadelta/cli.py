@@ -130,9 +130,14 @@ def _image_net(args):
 
 
 def _lam(args, model: str) -> float:
-    from sigmadelta.scales import default_lam
+    """``--lam``, else the λ that goes with ``--scheme``'s default parameter, else the model's default λ."""
+    from sigmadelta.scales import default_lam, default_scheme_setting
 
-    return default_lam(model) if args.lam is None else args.lam
+    if args.lam is not None:
+        return args.lam
+    scheme = getattr(args, "scheme", None)
+    use_default = scheme is not None and getattr(args, "scheme_param", None) is None
+    return default_scheme_setting(model, scheme)[1] if use_default else default_lam(model)
 
 
 def _learn_mlp_scales(net, lam: float, images: int):
@@ -162,6 +167,45 @@ def _calibrate(args, bundle, net):
     result = calibrate(net, frames, config.lam, model=args.model, clip=str(clip), config=config)
     print("  read from the cache: " if result.cached else "  saved to the cache: ", result.path, sep="")
     return result
+
+
+SCHEME_NAMES = ("sigma-delta", "hysteresis", "threshold")  # sigmadelta.functional.SCHEMES (not imported to parse)
+
+
+def _apply_scheme(args, bundle, net, calibration=None) -> dict:
+    """Set ``--scheme`` (with ``--scheme-param`` or the model's default) in ``net``; returns what was set. The
+    threshold scheme measures σ on ``calibration`` frames ``[T, B, ...]``, else on the calibration clip."""
+    if args.scheme is None:
+        return {"name": net.scheme, "params": net.scheme_params}
+    from sigmadelta import data
+    from sigmadelta.scales import default_scheme_param
+
+    param = default_scheme_param(args.model, args.scheme) if args.scheme_param is None else args.scheme_param
+    if not param >= 0:
+        raise ValueError(f"--scheme-param must be >= 0, got {param}")
+    if args.scheme == "threshold":
+        clip = "the given frames" if calibration is not None else (getattr(args, "calibrate", None) or "carphone")
+        if calibration is None:
+            calibration = data.load_clip(clip, bundle, max_frames=args.calibrate_frames)
+        net.set_scheme("threshold", tau=param, calibration=calibration)
+        print(f"scheme: threshold, θ = {param:g}·σ of each layer's input on {clip}")
+    else:
+        net.set_scheme(args.scheme, h=param)
+        print(f"scheme: {args.scheme}" + (f", h = {param:g}" if args.scheme == "hysteresis" else ""))
+    return {"name": args.scheme, "param": param, "params": net.scheme_params}
+
+
+def _run_summary(ev, seconds: float, scheme: dict) -> dict:
+    """The summary of `run --json`: both conventions for the delta network's ops, and the scheme that ran."""
+    summary = ev.summary()
+    keys = ("ops_original_per_frame", "ops_sigma_delta_per_frame", "reduction", "top1_agreement", "top5_agreement")
+    return {k: summary[k] for k in keys} | {
+        "scheme": scheme, "ops_rounding_per_frame": summary["ops_rounding_per_frame"],
+        "ops_sigma_delta_events_per_frame": summary["ops_sigma_delta_events_per_frame"],
+        "reduction_additions": summary["reduction_additions"], "reduction_events": summary["reduction_events"],
+        "conventions": {"additions": "the paper's: |n| additions per message n and connection (ops.sigma_delta)",
+                        "events": "2 ops per nonzero message and connection, as the dense original (ops.events)"},
+        "energy_nj_per_frame_int32": summary["energy_nj_per_frame"], "frames": ev.frames, "seconds": seconds}
 
 
 def _run(args) -> int:
@@ -202,19 +246,15 @@ def _run(args) -> int:
         if pending:
             yield bundle.preprocess(np.stack(pending)).unsqueeze(1)
 
+    scheme = _apply_scheme(args, bundle, net)
     net.set_delta_dtype(torch.float64 if args.exact else net.dtype)  # the model's dtype: about 2x faster
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", data.VideoWarning)  # said below, once, in the command's words
         ev = video.evaluate_stream(net, chunks(), total=args.frames, desc=Path(args.video).name, per_layer=False,
                                    reference=reference)
-    summary = ev.summary()
     seconds = time.perf_counter() - start
     report = {"model": args.model, "video": str(args.video), "scales": source, **_video_facts(args, frames),
-              "frames": ev.frame_rows(), "summary": {k: summary[k] for k in (
-                  "ops_original_per_frame", "ops_sigma_delta_per_frame", "reduction", "top1_agreement",
-                  "top5_agreement")} | {"ops_rounding_per_frame": summary["ops_rounding_per_frame"],
-                                        "energy_nj_per_frame_int32": summary["energy_nj_per_frame"],
-                                        "frames": ev.frames, "seconds": seconds}}
+              "frames": ev.frame_rows(), "summary": _run_summary(ev, seconds, scheme)}
     print(video.format_summary(ev, bundle.classes, title=f"{args.model} on {args.video}"))
     print(f"({seconds:.0f} s)")
     writes = {}  # all or none: rendered first, then moved into place together
@@ -249,6 +289,7 @@ def _optimize(args) -> int:
     _fail_early(args)
     bundle, net = _image_net(args)
     result = _calibrate(args, bundle, net)
+    _apply_scheme(args, bundle, net)
     save_scales(args.output, net, args.model, result.meta)
     print("  " + ", ".join(f"{name}: {k:.3g}" for name, k in list(net.scales.items())[:6])
           + (f", ... ({len(net.scales)} scales)" if len(net.scales) > 6 else ""))
@@ -404,13 +445,19 @@ def _bench(args) -> int:
     else:
         args.calibrate = None
         _calibrate(args, bundle, net)
-    print(f"timing {args.model} on {args.data}: {len(frames)} frames, {args.threads} thread(s), "
+    if args.scheme == "threshold" and bundle.input_shape == (784,):  # σ on training images, not the timed ones
+        _apply_scheme(args, bundle, net, calibration=data.mnist_clip("train", temporal=False, max_frames=1000)[0])
+    else:
+        _apply_scheme(args, bundle, net)
+    print(f"scheme {net.scheme}; timing {args.model} on {args.data}: {len(frames)} frames, {args.threads} thread(s), "
           f"{args.repeats} repeats, dense original vs sparse sigma-delta backend")
     result = benchmark(net, frames, threads=args.threads, repeats=args.repeats, original=bundle.model,
                        model=args.model, data=str(args.data))
-    print(f"dense {result['dense_ms_per_frame']:.2f} ms/frame, sigma-delta (sparse) "
+    result["scheme"] = {"name": net.scheme, "params": net.scheme_params}
+    print(f"dense {result['dense_ms_per_frame']:.2f} ms/frame, sigma-delta (sparse, {net.scheme}) "
           f"{result['sigma_delta_ms_per_frame']:.2f} ms/frame: speed-up {result['speedup']:.2f}x; "
-          f"op reduction {result['op_reduction']:.1f}x; max |sparse - simulation| {result['max_abs_diff']:.2e}")
+          f"fewer ops {result['op_reduction']:.1f}x (additions), {result['op_reduction_muladd']:.1f}x (events); "
+          f"max |sparse - simulation| {result['max_abs_diff']:.2e}")
     if args.json:
         write_json(args.json, result)
         print(f"wrote {args.json}")
@@ -429,6 +476,34 @@ def _model_args(p: argparse.ArgumentParser) -> None:
                    help="epochs when learning scales (default 5, as in the paper)")
     p.add_argument("--lr", type=positive_float, default=0.1,
                    help="SGD learning rate on log-scales (default 0.1, as in the paper)")
+
+
+def _scheme_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--scheme", choices=SCHEME_NAMES, help="delta scheme: the paper's sigma-delta (default, or the "
+                   "scales file's), hysteresis (a level moves only past 0.5 + h), threshold (the peers' thresholded "
+                   "deltas, θ = τ·σ of each layer's input)")
+    p.add_argument("--scheme-param", type=float, metavar="P", help="h for hysteresis, τ for threshold (default: "
+                   "the model's, from `sigmadelta reproduce schemes`, with the λ it was read at unless --lam)")
+
+
+def _add_bench(sub) -> None:
+    """The `bench` command's options."""
+    bench = sub.add_parser("bench", help="wall-clock of the sparse sigma-delta backend against the dense original")
+    bench.add_argument("--model", help="mnist-mlp, mnist-mlp-wide, efficientnet-lite0, vgg19 (or --checkpoint)")
+    bench.add_argument("--data", required=True, metavar="CLIP_OR_DATASET",
+                       help="temporal-mnist or mnist (test split) for the MLPs; a bundled clip or a video file")
+    bench.add_argument("--frames", type=positive_int, default=200, metavar="N", help="frames to time (default 200)")
+    bench.add_argument("--threads", type=positive_int, default=1, metavar="N",
+                       help="torch threads, both sides (default 1)")
+    bench.add_argument("--repeats", type=positive_int, default=5, help="timed passes per side; the median is kept")
+    bench.add_argument("--weights", metavar="FILE", help="a state_dict file (required for vgg19)")
+    bench.add_argument("--scales", metavar="FILE", help="scales saved by `sigmadelta optimize` (default: learned "
+                                                        "as the demo does for MLPs, cached calibration for images)")
+    bench.add_argument("--lam", type=lam_value, metavar="L", help="trade-off λ when learning scales")
+    bench.add_argument("--checkpoint", metavar="FILE", help="weights and scales from `sigmadelta finetune`")
+    bench.add_argument("--json", metavar="FILE", help="write the result as JSON")
+    _scheme_args(bench)
+    bench.set_defaults(func=_bench, calibrate_frames=None, epochs=5, lr=0.1)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -474,12 +549,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--plot", metavar="FILE", help="write a per-frame figure (PNG, or PDF, SVG, ... by its suffix)")
     run.add_argument("--strict", action="store_true", help="refuse a truncated or partly corrupt video (default: "
                                                            "warn, and use its decodable frames)")
+    _scheme_args(run)
     run.set_defaults(func=_run)
 
     optimize = sub.add_parser("optimize", help="learn a model's scales on a clip (the paper's protocol) and save them")
     _model_args(optimize)
     optimize.add_argument("--calibrate", metavar="CLIP", required=True, help="a bundled clip name or a video file")
     optimize.add_argument("-o", "--output", metavar="FILE", required=True, help="the scales file to write (JSON)")
+    _scheme_args(optimize)
     optimize.set_defaults(func=_optimize)
 
     tune = sub.add_parser("finetune", help="train a model's weights and scales for the Sigma-Delta cost "
@@ -497,21 +574,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                              "in the user cache)")
     tune.set_defaults(func=_finetune, calibrate=None)
 
-    bench = sub.add_parser("bench", help="wall-clock of the sparse sigma-delta backend against the dense original")
-    bench.add_argument("--model", help="mnist-mlp, mnist-mlp-wide, efficientnet-lite0, vgg19 (or --checkpoint)")
-    bench.add_argument("--data", required=True, metavar="CLIP_OR_DATASET",
-                       help="temporal-mnist or mnist (test split) for the MLPs; a bundled clip or a video file")
-    bench.add_argument("--frames", type=positive_int, default=200, metavar="N", help="frames to time (default 200)")
-    bench.add_argument("--threads", type=positive_int, default=1, metavar="N",
-                       help="torch threads, both sides (default 1)")
-    bench.add_argument("--repeats", type=positive_int, default=5, help="timed passes per side; the median is kept")
-    bench.add_argument("--weights", metavar="FILE", help="a state_dict file (required for vgg19)")
-    bench.add_argument("--scales", metavar="FILE", help="scales saved by `sigmadelta optimize` (default: learned "
-                                                        "as the demo does for MLPs, cached calibration for images)")
-    bench.add_argument("--lam", type=lam_value, metavar="L", help="trade-off λ when learning scales")
-    bench.add_argument("--checkpoint", metavar="FILE", help="weights and scales from `sigmadelta finetune`")
-    bench.add_argument("--json", metavar="FILE", help="write the result as JSON")
-    bench.set_defaults(func=_bench, calibrate_frames=None, epochs=5, lr=0.1)
+    _add_bench(sub)
 
     reproduce = sub.add_parser("reproduce", help="reproduce a figure of the paper: figures, tables, results.json")
     reproduce.add_argument("experiment", choices=sorted(EXPERIMENTS))

@@ -30,22 +30,25 @@ outputs and the feature maps (read from ``quantizer.record["x"]`` after each cal
 
 from __future__ import annotations
 
-import copy
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from ._support import atomic_write
-from .accounting import HYBRID, HYBRID_ADDITIONS, HYBRID_DENSE, energy_per_op_pj
+from .accounting import EVENTS, HYBRID, HYBRID_ADDITIONS, HYBRID_DENSE, energy_per_op_pj
 from .net import SigmaDeltaNet
+from .stream import chunks_of, run_stream
 
 __all__ = ["StreamEvaluation", "evaluate_stream", "chunks_of", "NETWORKS"]
 
 # network name -> op kind of OpCounts that gives its cost
-NETWORKS = {"original": "dense", "rounding": "rounding", "sigma_delta": "sigma_delta", "sigma_delta_hybrid": HYBRID}
+# "sigma_delta" counts the paper's additions (|n| per message n and connection), "sigma_delta_events" the peers' events
+# (2 ops per nonzero message and connection): both for whichever delta scheme ran (accounting module docstring)
+NETWORKS = {"original": "dense", "rounding": "rounding", "sigma_delta": "sigma_delta", "sigma_delta_hybrid": HYBRID,
+            "sigma_delta_events": EVENTS}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -91,6 +94,7 @@ class StreamEvaluation:
     cosine_similarity: np.ndarray | None = None
     precision: str = "int32"
     hybrid_split: tuple[np.ndarray, np.ndarray] | None = None
+    scheme: str = "sigma-delta"  # the delta scheme that ran (net.set_scheme)
 
     def energy_nj(self, network: str) -> np.ndarray:
         """Energy per frame ``[T]`` in nJ of ``network`` (adds for the discretized ones; the original's ops are
@@ -100,7 +104,8 @@ class StreamEvaluation:
             additions, dense = self.hybrid_split
             return (additions * energy_per_op_pj("sigma_delta", self.precision)
                     + dense * energy_per_op_pj("dense", self.precision)) / 1000.0
-        return self.ops[network] * energy_per_op_pj(NETWORKS[network], self.precision) / 1000.0
+        kind = EVENTS if (network == "sigma_delta" and self.scheme == "threshold") else NETWORKS[network]
+        return self.ops[network] * energy_per_op_pj(kind, self.precision) / 1000.0
 
     def cumulative(self, values: np.ndarray) -> np.ndarray:
         """Running mean over frames: ``out[t] = mean(values[:t + 1])``."""
@@ -114,12 +119,16 @@ class StreamEvaluation:
         s = slice(start, self.frames if stop is None else stop)
         ops = {n: float(v[s].mean()) for n, v in self.ops.items()}
         return {
+            "scheme": self.scheme,
             "frames": len(range(*s.indices(self.frames))),
             "ops_original_per_frame": ops["original"],
             "ops_rounding_per_frame": ops["rounding"],
             "ops_sigma_delta_per_frame": ops["sigma_delta"],
             "ops_sigma_delta_hybrid_per_frame": ops["sigma_delta_hybrid"],
+            "ops_sigma_delta_events_per_frame": ops["sigma_delta_events"],
             "reduction": _ratio(ops["original"], ops["sigma_delta"]),
+            "reduction_additions": _ratio(ops["original"], ops["sigma_delta"]),
+            "reduction_events": _ratio(ops["original"], ops["sigma_delta_events"]),
             "reduction_rounding": _ratio(ops["original"], ops["rounding"]),
             "reduction_hybrid": _ratio(ops["original"], ops["sigma_delta_hybrid"]),
             "sigma_delta_vs_rounding": _ratio(ops["sigma_delta"], ops["rounding"]),
@@ -142,7 +151,8 @@ class StreamEvaluation:
 
     def frame_rows(self) -> list[dict]:
         """One JSON-ready dict per frame: index, ops of the three networks, agreement."""
-        return [{"index": t, "ops": {n: float(v[t]) for n, v in self.ops.items()},
+        names = {"sigma_delta_events": "events"}  # "sigma_delta": the paper's additions; "events": 2 ops per message
+        return [{"index": t, "ops": {names.get(n, n): float(v[t]) for n, v in self.ops.items()},
                  "top1_agree": bool(self.top1_agree[t] >= 0.5) if self.top1_agree.ndim == 1 else None,
                  "top5_agree": bool(self.top5_agree[t] >= 0.5) if self.top5_agree.ndim == 1 else None}
                 for t in range(self.frames)]
@@ -156,24 +166,18 @@ def _ratio(a: float, b: float) -> float:
 # running
 
 
-def chunks_of(frames: torch.Tensor, chunk: int) -> Iterator[torch.Tensor]:
-    """Cut a clip ``[T, B, ...]`` into clips of at most ``chunk`` steps (views, no copy)."""
-    for i in range(0, len(frames), chunk):
-        yield frames[i:i + chunk]
-
-
 class _FeatureDistances:
     """Adjacent-frame distances of every quantizer's input, accumulated chunk by chunk."""
 
     def __init__(self, net: SigmaDeltaNet):
-        self.quantizers = net.quantizers
         self.last: dict[str, torch.Tensor] = {}  # quantizer -> last frame's normalized map (B, N)
-        self.l1: list[list[float]] = [[] for _ in self.quantizers]
-        self.cos: list[list[float]] = [[] for _ in self.quantizers]
+        self.l1: list[list[float]] = [[] for _ in net.quantizers]
+        self.cos: list[list[float]] = [[] for _ in net.quantizers]
 
     @torch.no_grad()
-    def update(self, steps: int) -> None:
-        for i, (name, q) in enumerate(self.quantizers.items()):
+    def update(self, steps: int, quantizers: dict) -> None:
+        """Add the frames of the call that just ran, read from ``quantizers`` (those of the original network)."""
+        for i, (name, q) in enumerate(quantizers.items()):
             x = q.record["x"].reshape(steps, -1, math.prod(q.record["x"].shape[1:])).double()  # (T, B, N)
             norm = x.abs().sum(-1, keepdim=True)
             unit = x / norm.clamp_min(1e-300)  # each frame's map scaled to unit L1 norm
@@ -228,33 +232,23 @@ def evaluate_stream(net: SigmaDeltaNet, frames: torch.Tensor | Iterable[torch.Te
     from tqdm.auto import tqdm
 
     energy_per_op_pj("dense", precision)  # check the precision before running anything
-    if isinstance(frames, torch.Tensor):
-        total = len(frames)
-        frames = chunks_of(frames, chunk)
-    # the original network: its own (stateless) copy, so `net` keeps its state
-    reference = copy.deepcopy(net if reference is None else reference)
-    reference.set_backend("dense").set_mode("original")
-    reference.counting = False  # a copy of its own: its settings need no restoring
-    distances = _FeatureDistances(reference) if feature_distances else None
+    total = len(frames) if isinstance(frames, torch.Tensor) else total
+    distances = _FeatureDistances(net) if feature_distances else None
     top_orig, top_sd, max_diff = [], [], []
-    bar = tqdm(total=total, disable=not progress, desc=desc, unit="frame")
-    per_step = "layer" if per_layer else "total"
-    with bar, net.configured(mode="sigma-delta", counting=True, per_step_counts=per_step):
-        net.reset()  # the stream starts from zero state, also when the net was in sigma-delta mode already
-        for clip in frames:
-            steps = clip.shape[0]
-            original = reference.run(clip)  # (t, B, classes)
-            if distances is not None:
-                distances.update(steps)
-            out = net.run(clip)
-            k = min(5, original.shape[-1])
-            top_orig.append(original.topk(k, -1).indices)
-            top_sd.append(out.topk(k, -1).indices)
-            max_diff.append((out - original).abs().flatten(1).max(1).values)
-            bar.update(steps)
-        counts = net.op_counts()
-    if not top_orig:
-        raise ValueError("the stream holds no frame")
+
+    def collect(clip, outputs, nets):
+        original, out = outputs["original"], outputs["sigma-delta"]  # (t, B, classes)
+        if distances is not None:
+            distances.update(len(clip), nets["original"].quantizers)
+        k = min(5, original.shape[-1])
+        top_orig.append(original.topk(k, -1).indices)
+        top_sd.append(out.topk(k, -1).indices)
+        max_diff.append((out - original).abs().flatten(1).max(1).values)
+
+    with tqdm(total=total, disable=not progress, desc=desc, unit="frame") as bar:
+        counts = run_stream(net, frames, ("original", "sigma-delta"), chunk=chunk, reference=reference,
+                            per_step_counts="layer" if per_layer else "total", on_chunk=collect,
+                            progress=bar)["sigma-delta"]
     top_orig_t, top_sd_t = torch.cat(top_orig), torch.cat(top_sd)  # (T, B, k)
     batch = counts.batch_size
     ops_per_layer = {n: {layer: v / batch for layer, v in counts.per_layer_step(kind).items()}
@@ -267,9 +261,10 @@ def evaluate_stream(net: SigmaDeltaNet, frames: torch.Tensor | Iterable[torch.Te
         top1_agree=(best[..., 0] == top_orig_t[..., 0]).double().mean(1).numpy(),
         top5_agree=(best == top_orig_t).any(-1).double().mean(1).numpy(),
         original_top5=top_orig_t.numpy(), sigma_delta_top5=top_sd_t.numpy(),
-        max_abs_logit_diff=torch.cat(max_diff).double().numpy(), precision=precision, hybrid_split=hybrid_split)
+        max_abs_logit_diff=torch.cat(max_diff).double().numpy(), precision=precision, hybrid_split=hybrid_split,
+        scheme=counts.scheme)
     if distances is not None:
-        result.feature_maps = list(reference.quantizers)
+        result.feature_maps = list(net.quantizers)
         result.l1_distance = np.array(distances.l1)
         result.cosine_similarity = np.array(distances.cos)
     return result
@@ -285,17 +280,20 @@ def format_summary(ev: StreamEvaluation, classes: list[str] | None = None, title
     the reduction, energy and agreement; then the classes of a few frames."""
     segments = segments or {"all frames": (0, ev.frames)}
     lines = [title] if title else []
-    head = (f"{'':<22}{'original ops':>14}{'rounding ops':>14}{'sigma-delta ops':>17}{'reduction':>11}"
-            f"{'hybrid':>9}{'energy nJ (SD)':>16}{'top-1':>8}{'top-5':>8}")
+    head = (f"{'':<22}{'original ops':>14}{'rounding ops':>14}{'additions':>12}{'reduction':>11}"
+            f"{'hybrid':>9}{'events':>12}{'reduction':>11}{'energy nJ (add.)':>18}{'top-1':>8}{'top-5':>8}")
     lines += [head, "-" * len(head)]
     for name, (a, b) in segments.items():
         s = ev.summary(a, b)
         label = f"{name} ({s['frames']})"
         lines.append(f"{label:<22}{s['ops_original_per_frame']:>14.4g}"
-                     f"{s['ops_rounding_per_frame']:>14.4g}{s['ops_sigma_delta_per_frame']:>17.4g}"
+                     f"{s['ops_rounding_per_frame']:>14.4g}{s['ops_sigma_delta_per_frame']:>12.4g}"
                      f"{s['reduction']:>10.2f}x{s['reduction_hybrid']:>8.2f}x"
-                     f"{s['energy_nj_per_frame']['sigma_delta']:>16,.0f}"
+                     f"{s['ops_sigma_delta_events_per_frame']:>12.4g}{s['reduction_events']:>10.2f}x"
+                     f"{s['energy_nj_per_frame']['sigma_delta']:>18,.0f}"
                      f"{s['top1_agreement']:>8.1%}{s['top5_agreement']:>8.1%}")
+    lines.append(f"(scheme {ev.scheme}; additions: the paper's count, |n| per message n and connection; events: "
+                 f"2 ops per nonzero message and connection; reduction = original / that)")
     lines.append(f"(ops per frame; reduction = original / sigma-delta; hybrid: the same when each layer falls "
                  f"back to dense on frames where that is cheaper; energy int32, original "
                  f"{ev.summary()['energy_nj_per_frame']['original']:,.0f} nJ/frame; agreement with the original)")
@@ -352,8 +350,10 @@ def plot_stream(ev: StreamEvaluation, path, title: str = "", splice: int | None 
     atomic_write(path, lambda tmp: save_figure(fig, tmp, path.suffix))
 
 
-COLORS = {"original": "tab:red", "rounding": "tab:blue", "sigma_delta": "tab:green", "sigma_delta_hybrid": "tab:olive"}
-LABELS = {"original": "original (dense)", "rounding": "rounding", "sigma_delta": "sigma-delta",
+COLORS = {"original": "tab:red", "rounding": "tab:blue", "sigma_delta": "tab:green", "sigma_delta_hybrid": "tab:olive",
+          "sigma_delta_events": "tab:purple"}
+LABELS = {"original": "original (dense)", "rounding": "rounding", "sigma_delta": "sigma-delta (additions)",
+          "sigma_delta_events": "sigma-delta (events)",
           "sigma_delta_hybrid": "sigma-delta, dense where cheaper"}
 
 
@@ -361,7 +361,7 @@ def draw_ops(ax, ev: StreamEvaluation, splice: int | None = None, legend_outside
     """Ops per frame of the three networks, and of the hybrid (dotted), on a log axis; the legend in the upper
     right corner, or beside the axes (``legend_outside``)."""
     t = np.arange(ev.frames)
-    for n in ("original", "rounding", "sigma_delta", "sigma_delta_hybrid"):
+    for n in ("original", "rounding", "sigma_delta", "sigma_delta_hybrid", "sigma_delta_events"):
         ax.plot(t, ev.ops[n], color=COLORS[n], lw=1.4, label=LABELS[n], ls=":" if n == "sigma_delta_hybrid" else "-")
     if splice is not None:
         ax.axvline(splice - 0.5, color="black", lw=0.8, ls="--")

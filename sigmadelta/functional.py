@@ -24,6 +24,11 @@ __all__ = [
     "running_sum",
     "herding_quantize",
     "sigma_delta_encode",
+    "SCHEMES",
+    "round_levels",
+    "hysteresis_levels",
+    "threshold_levels",
+    "encode_levels",
 ]
 
 
@@ -169,3 +174,71 @@ def sigma_delta_encode(
     r = torch.round(scaled)
     s, last = temporal_difference(r, last_rounded)
     return s, r, last
+
+
+# ---------------------------------------------------------------------------------------------------------
+# delta schemes: one frame's level update, L_t = f(v_t, L_{t-1}; p), with v = k·x the scaled input
+
+SIGMA_DELTA_SCHEME, HYSTERESIS, THRESHOLD = "sigma-delta", "hysteresis", "threshold"
+SCHEMES = (SIGMA_DELTA_SCHEME, HYSTERESIS, THRESHOLD)
+
+
+def round_levels(scaled: torch.Tensor, last: torch.Tensor, param: float = 0.0, *,
+                 out: torch.Tensor | None = None) -> torch.Tensor:
+    """The paper's scheme: :math:`L_t = \\mathrm{round}(v_t)` (``last`` and ``param`` unused).
+
+    Its messages :math:`s_t = L_t - L_{t-1}` are those of the herding quantizer :math:`Q(\\Delta v)`
+    (:func:`sigma_delta_encode`). ``out`` (may be ``scaled``) receives the result.
+    """
+    return torch.round(scaled, out=out) if out is not None else torch.round(scaled)
+
+
+def hysteresis_levels(scaled: torch.Tensor, last: torch.Tensor, h: float, *,
+                      out: torch.Tensor | None = None) -> torch.Tensor:
+    """Sigma-Delta with hysteresis: a unit's integer level moves only when ``v`` is ``0.5 + h`` or more from it.
+
+    .. math:: L_t = \\begin{cases} \\mathrm{round}(v_t) & |v_t - L_{t-1}| \\ge \\tfrac12 + h \\\\
+              L_{t-1} & \\text{otherwise} \\end{cases}
+
+    Hence :math:`|v_t - L_t| \\le \\tfrac12 + h` always (the error of ``x`` is at most ``(0.5 + h)/k``), and
+    ``h = 0`` gives :math:`L_t = \\mathrm{round}(v_t)` bit for bit (where ``|v − L| < 1/2`` the rounding is ``L``
+    itself; the subtraction is exact there by Sterbenz' lemma). Idempotent: a unit whose input did not change keeps
+    its level, so skipping unchanged inputs (the sparse engine) changes nothing. Messages ``L_t − L_{t−1}`` are
+    integers, as in the paper's scheme.
+    """
+    move = torch.sub(scaled, last).abs_() >= 0.5 + h
+    rounded = torch.round(scaled)
+    return torch.where(move, rounded, last, out=out) if out is not None else torch.where(move, rounded, last)
+
+
+def threshold_levels(scaled: torch.Tensor, last: torch.Tensor, theta: float, *,
+                     out: torch.Tensor | None = None) -> torch.Tensor:
+    """The peers' thresholded deltas (EvNets, DeltaCNN): a full-precision reference per unit.
+
+    .. math:: L_t = \\begin{cases} v_t & |v_t - L_{t-1}| > \\theta \\\\ L_{t-1} & \\text{otherwise} \\end{cases}
+
+    The message :math:`L_t - L_{t-1}` is ``v − ref`` where the unit moved more than θ and 0 elsewhere; the
+    error ``|v_t − L_t| ≤ θ``. Networks run this scheme with ``k = 1`` (``v = x``, θ in the input's units).
+    Idempotent, like :func:`hysteresis_levels`. Messages are real numbers: each costs a multiply-add.
+    """
+    move = torch.sub(scaled, last).abs_() > theta
+    return torch.where(move, scaled, last, out=out) if out is not None else torch.where(move, scaled, last)
+
+
+LEVEL_FUNCTIONS = {SIGMA_DELTA_SCHEME: round_levels, HYSTERESIS: hysteresis_levels, THRESHOLD: threshold_levels}
+
+
+def encode_levels(scheme: str, scaled: torch.Tensor, last: torch.Tensor, param: float = 0.0
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The levels ``L [T, ...]`` of a clip ``scaled [T, ...]`` under ``scheme``, from ``last`` (the level before
+    ``scaled[0]``): frame by frame, so a clip gives what streaming gives, bit for bit. Returns ``(L, L[-1])``."""
+    if scheme == SIGMA_DELTA_SCHEME:
+        levels = torch.round(scaled)
+        return levels, levels[-1]
+    if scheme not in LEVEL_FUNCTIONS:
+        raise ValueError(f"unknown scheme {scheme!r}; choose from {SCHEMES}")
+    level = LEVEL_FUNCTIONS[scheme]
+    levels = torch.empty_like(scaled)
+    for t in range(len(scaled)):
+        last = level(scaled[t], last.to(scaled.dtype), param, out=levels[t])
+    return levels, levels[-1]

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .functional import integrate, round_ste, temporal_difference
+from .functional import SCHEMES, SIGMA_DELTA_SCHEME, THRESHOLD, encode_levels, integrate, round_ste, temporal_difference
 
 __all__ = ["MODES", "Quantizer", "SigmaDeltaLinear", "StatefulMixin"]
 
@@ -100,13 +100,22 @@ class Quantizer(StatefulMixin, nn.Module):
     values; the differences are taken in :attr:`delta_dtype` (float64 unless set to the model's dtype). The
     integers ``r`` and ``s`` are exact in float32 while ``|r| < 2**24``.
 
+    :attr:`scheme` chooses how the sigma-delta mode forms its levels ``L_t`` (``r_t`` above), from
+    :mod:`sigmadelta.functional`: ``"sigma-delta"`` (the paper's, ``L_t = round(k x_t)``), ``"hysteresis"``
+    (:func:`~sigmadelta.functional.hysteresis_levels`, :attr:`scheme_param` = h) or ``"threshold"``
+    (:func:`~sigmadelta.functional.threshold_levels`, :attr:`scheme_param` = θ, with ``k = 1``); the message is
+    ``(L_t − L_{t−1}) / k`` in every scheme. The other modes ignore the scheme.
+
     After each call :attr:`record` holds the tensors the op counter reads: ``x`` (the real input), ``r``
-    (rounding and sigma-delta modes) and ``s`` (sigma-delta mode), each ``[T·B, ...]``.
+    (rounding and sigma-delta modes: the rounding network's integers ``round(k x)``, whatever the scheme) and
+    ``s`` (sigma-delta mode: the scheme's messages ``L_t − L_{t−1}`` before ``/k``), each ``[T·B, ...]``.
 
     Args:
         name: the layer name (the first linear layer this quantizer feeds).
         scale_shape: shape of κ; ``()`` for the paper's one scale per layer, ``(C, 1, 1)`` for per-channel.
     """
+
+    noise: str = "round"  # "uniform": kx + U(−½, ½) instead of rounding (scale learning; SigmaDeltaNet.configured)
 
     def __init__(self, name: str, scale_shape: tuple[int, ...] = ()):
         super().__init__()
@@ -114,12 +123,37 @@ class Quantizer(StatefulMixin, nn.Module):
         self.log_scale = nn.Parameter(torch.zeros(scale_shape))
         self._init_state("last")  # x_{t-1} (temporal-difference) or r_{t-1} (sigma-delta), [B, ...]
         self.record: dict[str, torch.Tensor] = {}
+        self.scheme = SIGMA_DELTA_SCHEME
+        self.scheme_param = 0.0  # h (hysteresis) or θ (threshold)
 
     @property
     def scale(self) -> torch.Tensor:
         return self.log_scale.exp()
 
-    noise: str = "round"  # "uniform": kx + U(−½, ½) instead of rounding (scale learning; SigmaDeltaNet.configured)
+    @property
+    def message_scale(self) -> torch.Tensor:
+        """The ``k`` the sigma-delta mode uses: the scale, or 1 for the threshold scheme (full-precision levels)."""
+        return torch.ones_like(self.log_scale) if self.scheme == THRESHOLD else self.scale
+
+    def set_scheme(self, scheme: str, param: float = 0.0) -> None:
+        """Choose the level recurrence of the sigma-delta mode (see the class docstring)."""
+        if scheme not in SCHEMES:
+            raise ValueError(f"quantizer {self.name!r}: unknown scheme {scheme!r}; choose from {SCHEMES}")
+        param = float(param)
+        if not (param >= 0 and param < float("inf")):
+            raise ValueError(f"quantizer {self.name!r}: the {scheme} parameter must be finite and >= 0, got {param}")
+        self.scheme, self.scheme_param = scheme, param
+        self.reset()
+
+    def _levels(self, scaled: torch.Tensor) -> torch.Tensor:
+        """The levels ``L [T, B, ...]`` of the clip ``scaled = k·x`` under :attr:`scheme`, from the state."""
+        if self.scheme == SIGMA_DELTA_SCHEME:
+            return self._round(scaled)
+        last = self._state_or_zeros(scaled, scaled.dtype).to(scaled.dtype)
+        levels, _ = encode_levels(self.scheme, scaled.detach(), last, self.scheme_param)
+        if torch.is_grad_enabled() and scaled.requires_grad:
+            return scaled + (levels - scaled).detach()  # straight through, as round_ste
+        return levels
 
     def _round(self, scaled: torch.Tensor) -> torch.Tensor:
         """Round ``scaled``, a temporary ``k·x`` that nothing else holds (or add uniform noise, see :attr:`noise`)."""
@@ -148,16 +182,19 @@ class Quantizer(StatefulMixin, nn.Module):
             self._stage(last)
             return d.flatten(0, 1)
 
-        # sigma-delta: round in the model's dtype (bit-identical to the rounding network), difference in dt
-        r = self._round(k * clip)
+        # sigma-delta: levels in the model's dtype (rounding: bit-identical to the rounding network), difference in dt
+        k = self.message_scale.to(x.dtype)
+        r = self._levels(k * clip)
         s, last = temporal_difference(r.to(dt), self._state_or_zeros(r, dt))
         self._stage(last)
-        self.record["r"] = r.flatten(0, 1).detach()
+        rounded = r if self.scheme == SIGMA_DELTA_SCHEME else torch.round(self.scale.to(x.dtype) * clip)
+        self.record["r"] = rounded.flatten(0, 1).detach()  # the rounding network's integers, at the same scale
         self.record["s"] = s.flatten(0, 1).detach()
         return s.flatten(0, 1) / k.to(dt)
 
     def extra_repr(self) -> str:
-        return f"name={self.name!r}, scale_shape={tuple(self.log_scale.shape)}"
+        scheme = "" if self.scheme == SIGMA_DELTA_SCHEME else f", scheme={self.scheme}({self.scheme_param:g})"
+        return f"name={self.name!r}, scale_shape={tuple(self.log_scale.shape)}" + scheme
 
 
 _LINEAR_FUNCTIONS = {"linear": F.linear, "conv1d": F.conv1d, "conv2d": F.conv2d, "conv3d": F.conv3d}

@@ -18,6 +18,7 @@ torch.Size([5, 1, 2])
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import numbers
 from collections.abc import Iterator, Mapping
@@ -30,16 +31,17 @@ from torch.utils._pytree import tree_map
 from . import backends
 from .accounting import PER_STEP, OpCounter, OpCounts
 from .errors import StreamError
+from .functional import HYSTERESIS, SCHEMES, SIGMA_DELTA_SCHEME, THRESHOLD
 from .modules import MODES, ORIGINAL, SIGMA_DELTA, Quantizer, SigmaDeltaLinear
 from .rewrite.graph import rewrite
 
-__all__ = ["SigmaDeltaNet", "convert"]
+__all__ = ["SigmaDeltaNet", "convert", "SCHEMES"]
 
 _KEEP = object()  # configured(per_step_counts=...) left out: None is a value of that setting
 
 
 def convert(model: nn.Module, example_input: torch.Tensor, *, per_channel_scales: bool = False,
-            extra_ops=()) -> "SigmaDeltaNet":
+            extra_ops=(), scheme: str = SIGMA_DELTA_SCHEME, **scheme_params) -> "SigmaDeltaNet":
     """Convert any eval-mode PyTorch model into a :class:`SigmaDeltaNet`.
 
     The model is traced with ``torch.fx`` (a deep copy: the model passed in is never changed). Every linear
@@ -56,11 +58,16 @@ def convert(model: nn.Module, example_input: torch.Tensor, *, per_channel_scales
         extra_ops: further per-sample ops to allow: module classes (also kept as opaque leaves when tracing),
             functions, or tensor method names. Only list ops that treat each sample on its own and hold no
             linear layer: those would run unquantized and uncounted.
+        scheme, scheme_params: the delta scheme of the sigma-delta mode and its parameters
+            (:meth:`SigmaDeltaNet.set_scheme`).
 
     Returns:
         The converted network, in ``"original"`` mode.
     """
-    return SigmaDeltaNet(rewrite(model, example_input, per_channel_scales=per_channel_scales, extra_ops=extra_ops))
+    net = SigmaDeltaNet(rewrite(model, example_input, per_channel_scales=per_channel_scales, extra_ops=extra_ops))
+    if scheme != SIGMA_DELTA_SCHEME or scheme_params:
+        net.set_scheme(scheme, **scheme_params)
+    return net
 
 
 class SigmaDeltaNet(nn.Module):
@@ -141,6 +148,74 @@ class SigmaDeltaNet(nn.Module):
             for name, log_k in updates.items():
                 self._quantizers[name].log_scale.copy_(log_k)
         self.reset()
+
+    # ----------------------------------------------------------------------------------------------------
+    # delta scheme
+
+    @property
+    def scheme(self) -> str:
+        """The delta scheme of the sigma-delta mode: ``"sigma-delta"``, ``"hysteresis"`` or ``"threshold"``."""
+        return next(iter(self._quantizers.values())).scheme if self._quantizers else SIGMA_DELTA_SCHEME
+
+    @property
+    def scheme_params(self) -> dict[str, float]:
+        """Quantizer name -> its scheme parameter (h for hysteresis, θ for threshold, 0 for sigma-delta)."""
+        return {name: q.scheme_param for name, q in self._quantizers.items()}
+
+    def set_scheme(self, scheme: str, *, h: float | Mapping[str, float] = 0.5,
+                   theta: float | Mapping[str, float] | None = None, tau: float | None = None,
+                   calibration: torch.Tensor | None = None) -> "SigmaDeltaNet":
+        """Choose how the sigma-delta mode forms its messages (:mod:`sigmadelta.functional`), in every quantizer:
+
+        - ``"sigma-delta"``: the paper's, ``L = round(k x)``;
+        - ``"hysteresis"``: a level moves only when ``k x`` is ``0.5 + h`` or more from it (``h`` one value or
+          one per quantizer name; ``h = 0`` is the paper's network exactly);
+        - ``"threshold"``: the peers' thresholded deltas, a full-precision reference per unit moved where the
+          input is more than θ from it; θ given (one value or per quantizer), or ``tau`` times the standard
+          deviation of each quantizer's input over the frames ``calibration [T, B, ...]`` (:meth:`input_std`).
+
+        Checks everything before changing anything. Resets state and op counts. Returns the network.
+        """
+        if scheme not in SCHEMES:
+            raise ValueError(f"unknown scheme {scheme!r}; choose from {SCHEMES}")
+        names = list(self._quantizers)
+        if scheme == HYSTERESIS:
+            params = _per_quantizer(h, names, "h")
+        elif scheme == THRESHOLD:
+            if (theta is None) == (tau is None and calibration is None):
+                raise ValueError("threshold scheme: give theta, or tau with calibration frames (not both)")
+            if theta is None:
+                if tau is None or calibration is None:
+                    raise ValueError("threshold scheme: tau needs calibration frames [T, B, ...] and vice versa")
+                stds = self.input_std(calibration)
+                params = {name: float(tau) * std for name, std in stds.items()}
+            else:
+                params = _per_quantizer(theta, names, "theta")
+        else:
+            params = dict.fromkeys(names, 0.0)
+        for name, p in params.items():
+            if not (0 <= p < math.inf):
+                raise ValueError(f"{scheme} parameter of quantizer {name!r} must be finite and >= 0, got {p}")
+        for name, q in self._quantizers.items():
+            q.set_scheme(scheme, params[name])
+        self.reset()
+        return self
+
+    @torch.no_grad()
+    def input_std(self, frames: torch.Tensor, chunk: int = 8) -> dict[str, float]:
+        """Quantizer name -> standard deviation of its input (the original network's activation) over all units
+        and frames of the clip ``frames [T, B, ...]``, run ``chunk`` frames at a time on a copy of this network
+        in the original mode (this network is unchanged)."""
+        self._check(frames, "calibration clip", 2)
+        probe = _copy_for_probe(self)
+        sums = {name: torch.zeros(3, dtype=torch.float64) for name in probe._quantizers}  # n, Σx, Σx²
+        for start in range(0, len(frames), chunk):
+            probe.run(frames[start:start + chunk])
+            for name, q in probe._quantizers.items():
+                x = q.record["x"].double()
+                sums[name] += torch.stack([torch.tensor(float(x.numel()), dtype=torch.float64), x.sum(), x.square().sum()])
+        return {name: math.sqrt(max(float(sq / n - (sx / n) ** 2), 0.0) * n / max(n - 1, 1))
+                for name, (n, sx, sq) in ((name, v.tolist()) for name, v in sums.items())}
 
     def scale_parameters(self):
         """The learnable log-scales κ (``k = exp(κ)``), in graph order: what scale optimisation trains."""
@@ -332,6 +407,24 @@ class SigmaDeltaNet(nn.Module):
     def extra_repr(self) -> str:
         n_scales = sum(math.prod(q.log_scale.shape) for q in self._quantizers.values())
         return f"mode={self.mode!r}, layers={len(self._layers)}, scales={n_scales}, sample_shape={self.sample_shape}"
+
+
+def _per_quantizer(value, names: list[str], what: str) -> dict[str, float]:
+    """One value for every quantizer, or a mapping by quantizer name (names left out: an error)."""
+    if isinstance(value, Mapping):
+        unknown = sorted(set(value) - set(names))
+        missing = [n for n in names if n not in value]
+        if unknown or missing:
+            raise KeyError(f"{what} per quantizer: unknown {unknown[:4]}, missing {missing[:4]}; the quantizers "
+                           f"are {names[:4]}{'...' if len(names) > 4 else ''}")
+        return {n: float(value[n]) for n in names}
+    return dict.fromkeys(names, float(value))
+
+
+def _copy_for_probe(net: SigmaDeltaNet) -> SigmaDeltaNet:
+    probe = copy.deepcopy(net, {id(net._engine): None})  # the engine is not needed in the original mode
+    probe._engine, probe._engine_name, probe.backend, probe.counting = None, None, "dense", False
+    return probe.set_mode(ORIGINAL)
 
 
 def _log_scale(name: str, k, param: torch.Tensor) -> torch.Tensor:

@@ -15,6 +15,27 @@ other scale sees it. ``cost="sigma_delta"`` replaces ``|k x_t|`` by ``|k (x_t �
 Several λ are trained at once (:func:`optimize_scales_sweep`): the minibatch is repeated once per λ and each
 copy runs with its own scales, which is exact, since the copies share nothing but the (fixed) weights.
 
+**λ normalization.** ``normalization="paper"`` (default) sums ``C`` over the minibatch and averages the
+error, as the reference code did, so the paper's λ values mean what they meant there, *at the paper's
+batch size*: the effective trade-off is ``λ·R``. ``normalization="mean"`` averages ``C`` too
+(``λ_mean = λ_paper · R`` gives the same objective), so λ does not depend on the batch size.
+
+**Sigma-delta cost** (``cost="sigma_delta"``, beyond the paper): ``data`` are clips and
+``C = Σ_l Σ_{t,b,i} k_l |x_{l,t,b,i} − x_{l,t−1,b,i}| fanout_{l,i}``, the surrogate of the sigma-delta
+network's additions. The error term is unchanged, since the sigma-delta network's output equals the rounding
+network's (paper-notes section 4): the forward pass runs frame-wise in rounding mode, which gives the same
+value and gradient at a fraction of the cost. A tensor ``[T, B, ...]`` is one long stream of ``B`` streams
+cut into windows of ``batch_size`` steps; the stream carries over between windows (the first frame of a
+window is differenced against the last of the previous one, recomputed with the current scales), and only
+the very first frame is differenced against zero. An iterable of clips holds independent clips, each
+starting from zero state (its first frame costs what the rounding network pays), as
+:meth:`SigmaDeltaNet.run` after :meth:`~SigmaDeltaNet.reset` would count them. Evaluations run the real
+sigma-delta network.
+
+**Speed.** Time grows with (number of λ) × (samples per epoch); the per-step overhead is amortised by
+training several λ at once (:func:`optimize_scales_sweep`) or by larger batches. For small networks on a
+shared CPU, ``num_threads=1`` is often several times faster than torch's default.
+
 >>> import torch, sigmadelta
 >>> model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4)).eval()
 >>> net = sigmadelta.convert(model, torch.zeros(1, 8))
@@ -127,27 +148,7 @@ def optimize_scales(net: SigmaDeltaNet, data, lam: float | None = None, error: s
     labels). In ``C`` the quantizer inputs ``x_l`` are constants: each κ_l sees only its own layer's cost. With
     per-channel scales each channel's κ sees only its own channel's cost.
 
-    **λ normalization.** ``normalization="paper"`` (default) sums ``C`` over the minibatch and averages the
-    error, as the reference code did, so the paper's λ values mean what they meant there, *at the paper's
-    batch size*: the effective trade-off is ``λ·R``. ``normalization="mean"`` averages ``C`` too
-    (``λ_mean = λ_paper · R`` gives the same objective), so λ does not depend on the batch size.
-
-    **Sigma-delta cost** (``cost="sigma_delta"``, beyond the paper): ``data`` are clips and
-    ``C = Σ_l Σ_{t,b,i} k_l |x_{l,t,b,i} − x_{l,t−1,b,i}| fanout_{l,i}``, the surrogate of the sigma-delta
-    network's additions. The error term is unchanged, since the sigma-delta network's output equals the rounding
-    network's (paper-notes section 4): the forward pass runs frame-wise in rounding mode, which gives the same
-    value and gradient at a fraction of the cost. A tensor ``[T, B, ...]`` is one long stream of ``B`` streams
-    cut into windows of ``batch_size`` steps; the stream carries over between windows (the first frame of a
-    window is differenced against the last of the previous one, recomputed with the current scales), and only
-    the very first frame is differenced against zero. An iterable of clips holds independent clips, each
-    starting from zero state (its first frame costs what the rounding network pays), as
-    :meth:`SigmaDeltaNet.run` after :meth:`~SigmaDeltaNet.reset` would count them. Evaluations run the real
-    sigma-delta network.
-
-    **Speed.** Time grows with (number of λ) × (samples per epoch); the per-step overhead is amortised by
-    training several λ at once (:func:`optimize_scales_sweep`) or by larger batches. For small networks on a
-    shared CPU, ``num_threads=1`` is often several times faster than torch's default.
-
+    The module docstring says how λ is normalized, what the sigma-delta cost is and what the time grows with.
     Every setting of the objective and the optimiser lives in one validated :class:`~sigmadelta.ScaleConfig`:
     pass ``config=``, or its fields as keywords (``lr=0.01, epochs=5``), which override ``config``'s; ``lam`` and
     ``error`` may also be given positionally. The config of each run is kept in :attr:`History.config`.

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import torch
 
-from .accounting import OpCounts
+from .modules import MODES
 from .net import SigmaDeltaNet
+from .stream import run_stream
 
 __all__ = ["compare_networks", "format_layer_table"]
 
@@ -26,13 +27,10 @@ def compare_networks(net: SigmaDeltaNet, clip: torch.Tensor, labels: torch.Tenso
     the original (mean |Δ| / mean |original|), agreement of the argmax with the original's, class error if
     ``labels`` ``[T, B]`` are given, and the two exactness checks (max |TD − original|, max |SD − rounding|).
     """
-    outputs: dict[str, torch.Tensor] = {}
-    counts: dict[str, OpCounts] = {}
-    for mode in ("original", "temporal-difference", "rounding", "sigma-delta"):
-        net.set_mode(mode)
-        outputs[mode] = torch.cat([net.run(clip[i:i + chunk]) for i in range(0, len(clip), chunk)])
-        counts[mode] = net.op_counts()
-    net.set_mode("original")
+    chunks: dict[str, list[torch.Tensor]] = {mode: [] for mode in MODES}
+    counts = run_stream(net, clip, MODES, chunk=chunk,
+                        on_chunk=lambda _, out, nets: [chunks[m].append(o) for m, o in out.items()])
+    outputs = {mode: torch.cat(c) for mode, c in chunks.items()}
     original = outputs["original"]
     sd = counts["sigma-delta"]
     result = {

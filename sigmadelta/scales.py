@@ -36,12 +36,13 @@ import torch
 from ._support import atomic_write, cache_dir
 from .config import PAPER_VIDEO, ScaleConfig  # noqa: F401  (PAPER_VIDEO: the calibration default)
 from .errors import SigmaDeltaError
-from .net import SigmaDeltaNet
+from .net import SCHEMES, SigmaDeltaNet
 from .optimize import optimize_scales_sweep
 
 __all__ = ["ScalesError", "SCALES_FORMAT", "PAPER_VIDEO", "INIT_SCALE", "INIT_SCALES", "init_scale", "video_config",
            "DEFAULT_LAMS", "default_lam",
            "scales_dict", "save_scales", "read_scales_file", "load_scales", "apply_scales", "net_digest",
+           "DEFAULT_SCHEME_PARAMS", "default_scheme_param", "default_scheme_setting",
            "Calibration", "calibrate", "calibrate_sweep", "calibration_cache_path"]
 
 SCALES_FORMAT = "sigmadelta-scales/1"
@@ -64,9 +65,11 @@ class ScalesError(SigmaDeltaError, ValueError):
 
 
 def scales_dict(net: SigmaDeltaNet, model: str, meta: dict | None = None) -> dict:
-    """The JSON-ready content of a scales file for ``net``'s current scales."""
+    """The JSON-ready content of a scales file for ``net``'s current scales and delta scheme (``"scheme"``: its
+    name and its parameter per quantizer, h or θ; files without it are the paper's scheme)."""
     scales = {name: (float(k) if isinstance(k, float) else k.tolist()) for name, k in net.scales.items()}
-    return {"format": SCALES_FORMAT, "model": model, "layers": list(scales), "scales": scales, "meta": meta or {}}
+    return {"format": SCALES_FORMAT, "model": model, "layers": list(scales), "scales": scales, "meta": meta or {},
+            "scheme": {"name": net.scheme, "params": net.scheme_params}}
 
 
 def _atomic_write_text(path: Path, text: str) -> Path:
@@ -107,6 +110,11 @@ def read_scales_file(path: str | os.PathLike) -> dict:
         problem = _scale_problem(k)
         if problem:
             raise ScalesError(f"{path}: scale {name!r} {problem}")
+    scheme = content.get("scheme", {"name": "sigma-delta", "params": {}})
+    if (not isinstance(scheme, dict) or scheme.get("name") not in SCHEMES or not isinstance(scheme.get("params"), dict)
+            or not all(isinstance(v, (int, float)) and 0 <= v < math.inf for v in scheme["params"].values())):
+        raise ScalesError(f"{path}: 'scheme' must be {{'name': one of {SCHEMES}, 'params': name -> a number >= 0}}, "
+                          f"got {scheme!r}")
     return content
 
 
@@ -176,8 +184,15 @@ def _checked_content(path, net: SigmaDeltaNet | None, model: str | None) -> dict
 
 
 def apply_scales(net: SigmaDeltaNet, path: str | os.PathLike, model: str | None = None) -> dict:
-    """Load a scales file (checked as in :func:`load_scales`) into ``net``. Returns the file's ``meta``."""
+    """Load a scales file (checked as in :func:`load_scales`) into ``net``, with its delta scheme when the file
+    names one other than the paper's. Returns the file's ``meta``."""
     content = _checked_content(path, net, model)
+    scheme = content.get("scheme", {"name": "sigma-delta", "params": {}})
+    if scheme["name"] != "sigma-delta":
+        try:
+            net.set_scheme(scheme["name"], **{"h" if scheme["name"] == "hysteresis" else "theta": scheme["params"]})
+        except KeyError as e:
+            raise ScalesError(f"{path}: the scheme parameters do not fit this network's quantizers ({e})") from None
     net.set_scales({name: torch.as_tensor(k, dtype=torch.float64) for name, k in content["scales"].items()})
     return content.get("meta", {})
 
@@ -347,3 +362,27 @@ def video_config(model: str) -> ScaleConfig:
 def default_lam(model: str) -> float:
     """The default trade-off λ for a model: :data:`DEFAULT_LAMS`, else the paper's 1e-11."""
     return DEFAULT_LAMS.get(model, 1e-11)
+
+
+# Per model and scheme, (parameter, λ of the scales): h for hysteresis, τ for threshold (θ = τ·σ of each layer's input
+# on the training clip; λ None: the model's, as k is unused), read off `sigmadelta reproduce schemes`: the most events
+# saved that keeps top-5 agreement >= 98% on both test clips. Other models take the first entry's parameters.
+DEFAULT_SCHEME_PARAMS = {
+    "squeezenet1_1": {"sigma-delta": (0.0, None), "hysteresis": (1.0, 3e-11), "threshold": (0.07, None)},
+    "efficientnet-lite0": {"sigma-delta": (0.0, None), "hysteresis": (0.25, 1e-10), "threshold": (0.01, None)},
+}
+
+
+def default_scheme_setting(model: str, scheme: str) -> tuple[float, float]:
+    """``(parameter, λ)``: the default h or τ of ``scheme`` for ``model`` and the λ of the scales it goes with
+    (:data:`DEFAULT_SCHEME_PARAMS`; λ defaults to :func:`default_lam`)."""
+    if scheme not in SCHEMES:
+        raise ValueError(f"unknown scheme {scheme!r}; choose from {SCHEMES}")
+    table = DEFAULT_SCHEME_PARAMS.get(model)
+    param, lam = (table or next(iter(DEFAULT_SCHEME_PARAMS.values())))[scheme]
+    return param, (lam if (lam is not None and table is not None) else default_lam(model))
+
+
+def default_scheme_param(model: str, scheme: str) -> float:
+    """The default h or τ of ``scheme`` for ``model`` (:func:`default_scheme_setting`)."""
+    return default_scheme_setting(model, scheme)[0]

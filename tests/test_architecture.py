@@ -24,14 +24,15 @@ LAYERS = {
     "sigmadelta.modules": 2, "sigmadelta.data": 2,
     "sigmadelta.accounting": 3, "sigmadelta.rewrite": 3, "sigmadelta.models": 3,
     "sigmadelta.net": 4,
-    "sigmadelta.optimize": 5, "sigmadelta.evaluation": 5, "sigmadelta.report": 5,
-    "sigmadelta.scales": 6,
-    "sigmadelta.runtime": 7,
-    "sigmadelta": 8,  # the package's face: re-exports, registers the backends
-    "sigmadelta.paper": 9,  # the paper's experiments, on the public API
-    "sigmadelta.cli_checks": 9,  # the command line's argument and output-path checks
-    "sigmadelta.cli": 10,
-    "sigmadelta.__main__": 11,
+    "sigmadelta.stream": 5,
+    "sigmadelta.optimize": 6, "sigmadelta.evaluation": 6, "sigmadelta.report": 6,
+    "sigmadelta.scales": 7,
+    "sigmadelta.runtime": 8,
+    "sigmadelta": 9,  # the package's face: re-exports, registers the backends
+    "sigmadelta.paper": 10,  # the paper's experiments, on the public API
+    "sigmadelta.cli_checks": 10,  # the command line's argument and output-path checks
+    "sigmadelta.cli": 11,
+    "sigmadelta.__main__": 12,
 }
 
 

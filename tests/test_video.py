@@ -123,7 +123,7 @@ def test_summary_energy_and_cumulative_means(net, frames):
     np.testing.assert_allclose(ev.cumulative([1, 0, 1, 1]), [1, 0.5, 2 / 3, 0.75])
     rows = ev.frame_rows()
     assert len(rows) == len(frames) and set(rows[0]) == {"index", "ops", "top1_agree", "top5_agree"}
-    assert set(rows[0]["ops"]) == {"original", "rounding", "sigma_delta", "sigma_delta_hybrid"}
+    assert set(rows[0]["ops"]) == {"original", "rounding", "sigma_delta", "sigma_delta_hybrid", "events"}
     text = video.format_summary(ev, [f"class {i}" for i in range(10)], title="toy")
     assert "reduction" in text and "hybrid" in text and "class" in text
 

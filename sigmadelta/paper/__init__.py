@@ -15,7 +15,8 @@ from pathlib import Path
 __all__ = ["EXPERIMENTS", "default_out"]
 
 # `sigmadelta reproduce NAME` -> module of this package
-EXPERIMENTS = {"random-net": "random_net", "mnist": "mnist", "video": "imagenet_video", "finetune": "finetune"}
+EXPERIMENTS = {"random-net": "random_net", "mnist": "mnist", "video": "imagenet_video", "schemes": "schemes",
+               "finetune": "finetune"}
 
 
 def default_out(name: str) -> Path:

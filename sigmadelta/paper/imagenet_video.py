@@ -42,7 +42,8 @@ from sigmadelta.paper import default_out
 from sigmadelta import data, models
 from sigmadelta.config import PAPER_VIDEO
 from sigmadelta.scales import calibrate_sweep, default_lam, video_config
-from sigmadelta.evaluation import draw_disagreement, draw_ops, evaluate_stream
+from sigmadelta.evaluation import evaluate_stream
+from sigmadelta.paper.video_figures import plot_fig5, plot_fig6, plot_tradeoff, short_class
 
 # --- defaults (the paper's settings, except the initial scale: see the docstring)
 MODEL = "efficientnet-lite0"
@@ -118,6 +119,31 @@ def time_speed(net, bundle, frames: torch.Tensor) -> dict:
                 sigma_delta_float32_s_per_frame=fast / n, ratio_float64=exact / dense, ratio_float32=fast / dense)
 
 
+def evaluate_all(net, calibrations, uniform_scales, stream, segments, lam0: float, progress: bool):
+    """Every λ's and every uniform scale's point of the curve; the default λ's evaluation and scales."""
+    curve, uniform, default_ev, default_scales = [], [], None, None
+    for cal in calibrations:
+        net.set_scales(cal.scales)
+        ev = evaluate_stream(net, stream, chunk=CHUNK, progress=progress, feature_distances=cal.lam == lam0,
+                             desc=f"λ = {cal.lam:g}")
+        curve.append(point(ev, segments, f"λ = {cal.lam:g}", cal.lam, cal.scales))
+        if cal.lam == lam0:
+            default_ev, default_scales = ev, dict(cal.scales)
+    for k in uniform_scales:
+        net.set_scales({name: k for name in net.scales})
+        ev = evaluate_stream(net, stream, chunk=CHUNK, progress=progress, desc=f"uniform k = {k:g}")
+        uniform.append(point(ev, segments, f"uniform k = {k:g}", None, k))
+    return curve, uniform, default_ev, default_scales
+
+
+def default_result(ev, segments, lam0: float, scales: dict) -> dict:
+    """The default λ's part of results.json: summaries per segment (also without the stream's first frame), layers."""
+    return dict(lam=lam0, scales=scales, summary={name: ev.summary(a, b) for name, a, b in segments},
+                steady={name: ev.summary(max(a, 1), b) for name, a, b in segments},
+                layers={name: ev.layer_summary(max(a, 1), b) for name, a, b in segments},
+                first_frame_ops={n: float(ev.ops[n][0]) for n in ("original", "rounding", "sigma_delta")})
+
+
 def run(out_dir=None, quick: bool = False, model: str = MODEL, weights=None, progress: bool = True) -> dict:
     """Run the experiment; write the figures, ``frames.csv``, ``results.json`` and ``results.md`` to ``out_dir``
     (default :func:`results_dir`); return them."""
@@ -149,21 +175,8 @@ def run(out_dir=None, quick: bool = False, model: str = MODEL, weights=None, pro
 
     # --- evaluate every λ, and uniform scales, on the test stream
     t = time.perf_counter()
-    curve, default_ev = [], None
-    for cal in calibrations:
-        net.set_scales(cal.scales)
-        ev = evaluate_stream(net, stream, chunk=CHUNK, progress=progress,
-                             feature_distances=cal.lam == lam0, desc=f"λ = {cal.lam:g}")
-        curve.append(point(ev, segments, f"λ = {cal.lam:g}", cal.lam, cal.scales))
-        if cal.lam == lam0:
-            default_ev = ev
-            default_scales = dict(cal.scales)
-    uniform = []
-    for k in cfg["uniform"]:
-        net.set_scales({name: k for name in net.scales})
-        ev = evaluate_stream(net, stream, chunk=CHUNK, progress=progress,
-                             desc=f"uniform k = {k:g}")
-        uniform.append(point(ev, segments, f"uniform k = {k:g}", None, k))
+    curve, uniform, default_ev, default_scales = evaluate_all(net, calibrations, cfg["uniform"], stream, segments,
+                                                              lam0, progress)
     timings["evaluate"] = time.perf_counter() - t
 
     # --- speed of the simulation itself (default scales)
@@ -173,26 +186,22 @@ def run(out_dir=None, quick: bool = False, model: str = MODEL, weights=None, pro
     timings["speed"] = time.perf_counter() - t
 
     ev = default_ev
-    classes = bundle.classes
-    summary = {name: ev.summary(a, b) for name, a, b in segments}
-    steady = {name: ev.summary(max(a, 1), b) for name, a, b in segments}  # without the stream's first frame
-    layers = {name: ev.layer_summary(max(a, 1), b) for name, a, b in segments}
     results = dict(
         config=dict(model=model, weights=str(weights) if weights else None, train_clip=TRAIN_CLIP,
                     train_frames=len(train), test=[dict(clip=n, start=a, stop=b) for n, a, b in segments],
                     **{k: scale_config.to_dict()[k] for k in ("init_scale", "lr", "epochs", "batch_size", "error",
                                                               "normalization")},
                     scale_config=scale_config.to_dict(), lams=lams, default_lam=lam0, uniform=cfg["uniform"],
-                    delta_dtype=str(net.delta_dtype).removeprefix("torch."), quick=quick, threads=torch.get_num_threads(), torch=torch.__version__),
-        default=dict(lam=lam0, scales=default_scales, summary=summary, steady=steady, layers=layers,
-                     first_frame_ops=dict(original=float(ev.ops["original"][0]), rounding=float(ev.ops["rounding"][0]),
-                                          sigma_delta=float(ev.ops["sigma_delta"][0]))),
+                    delta_dtype=str(net.delta_dtype).removeprefix("torch."), quick=quick,
+                    threads=torch.get_num_threads(), torch=torch.__version__),
+        default=default_result(ev, segments, lam0, default_scales),
         curve=curve, uniform=uniform, speed=speed, target=TARGET,
         feature_distance_means=dict(maps=ev.feature_maps, l1=np.nanmean(ev.l1_distance, 1).tolist(),
                                     cosine=np.nanmean(ev.cosine_similarity, 1).tolist()),
         timings=timings)
+    classes = bundle.classes
     write_frames_csv(ev, segments, classes, out_dir / "frames.csv")
-    plot_fig5(ev, stream, segments, bundle, out_dir / "video_fig5.png", lam0)
+    plot_fig5(ev, stream, segments, bundle, out_dir / "video_fig5.png", lam0, TRAIN_CLIP)
     plot_fig6(ev, segments, out_dir / "video_fig6.png")
     plot_tradeoff(results, segments, out_dir / "video_tradeoff.png")
     results["seconds"] = time.perf_counter() - start
@@ -231,11 +240,7 @@ def write_frames_csv(ev, segments, classes, path: Path) -> None:
             w.writerow([t, clip_of[t], f"{ev.ops['original'][t]:.0f}", f"{ev.ops['rounding'][t]:.0f}",
                         f"{ev.ops['sigma_delta'][t]:.0f}", f"{e_orig[t]:.1f}", f"{e_sd[t]:.1f}",
                         int(ev.top1_agree[t]), int(ev.top5_agree[t]), f"{cum1[t]:.4f}", f"{cum5[t]:.4f}",
-                        _short(classes[ev.original_top5[t, 0, 0]]), _short(classes[ev.sigma_delta_top5[t, 0, 0]])])
-
-
-def _short(name: str) -> str:
-    return name.split(",")[0]
+                        short_class(classes[ev.original_top5[t, 0, 0]]), short_class(classes[ev.sigma_delta_top5[t, 0, 0]])])
 
 
 def report(results: dict, segments) -> str:
@@ -286,167 +291,6 @@ def report(results: dict, segments) -> str:
     lines += ["", f"Total time {results.get('seconds', 0):.0f} s (" + ", ".join(
         f"{k} {v:.0f} s" for k, v in results["timings"].items()) + ").", ""]
     return "\n".join(lines)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# figures
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _display(frame: torch.Tensor, preprocess) -> np.ndarray:
-    """A preprocessed frame ``[3, H, W]`` back to an RGB image in [0, 1]."""
-    mean, std = getattr(preprocess, "mean", None), getattr(preprocess, "std", None)
-    x = frame.double()
-    if mean is not None and std is not None:
-        x = x * torch.tensor(std).view(3, 1, 1) + torch.tensor(mean).view(3, 1, 1)
-        x = x * getattr(preprocess, "unit", 255.0) / 255.0  # back to [0, 1]
-        if getattr(preprocess, "channels", "RGB") == "BGR":
-            x = x.flip(0)
-    else:
-        x = (x - x.min()) / (x.max() - x.min()).clamp_min(1e-12)
-    return x.clamp(0, 1).permute(1, 2, 0).numpy()
-
-
-def _short_layer(name: str) -> str:
-    return name.replace("features.", "").replace("_blocks.", "b").replace("._", ".").replace("_conv", "").replace("depthwise", "dw") \
-        .replace("expand", "exp").replace("project", "proj").lstrip("_")
-
-
-def plot_fig5(ev, stream, segments, bundle, path: Path, lam: float) -> None:
-    """Figure 5: sampled frames with both networks' classes, computation per frame, cumulative disagreement,
-    per-layer cost, layer-wise ratio of Sigma-Delta to Rounding cost."""
-    plt = _plt()
-    classes = bundle.classes
-    n_thumbs = 6
-    fig = plt.figure(figsize=(15, 15))
-    grid = fig.add_gridspec(4, n_thumbs, height_ratios=[0.8, 1.3, 0.9, 1.3], hspace=0.4, top=0.93)
-    per_clip = [np.linspace(a, b - 1, n_thumbs // len(segments)).round().astype(int) for _, a, b in segments]
-    picks = np.concatenate(per_clip)[:n_thumbs]
-    for i, t in enumerate(picks):
-        ax = fig.add_subplot(grid[0, i])
-        ax.imshow(_display(stream[t, 0], bundle.preprocess))
-        o, s = ev.original_top5[t, 0, 0], ev.sigma_delta_top5[t, 0, 0]
-        color = "black" if o == s else "tab:red"
-        ax.set_title(f"frame {t}\noriginal: {_short(classes[o])[:22]}\nsigma-delta: {_short(classes[s])[:22]}",
-                     fontsize=8.5, color=color)
-        ax.axis("off")
-    splice = segments[1][1] if len(segments) > 1 else None
-    ax = fig.add_subplot(grid[1, :])
-    draw_ops(ax, ev, splice)
-    for name, a, b in segments:
-        s = ev.summary(max(a, 1), b)
-        ax.text((a + b) / 2, 0.04, f"{name}: original / sigma-delta = {s['reduction']:.2f}x\n"
-                f"original / rounding = {s['reduction_rounding']:.2f}x", transform=ax.get_xaxis_transform(),
-                ha="center",
-                fontsize=9, bbox=dict(fc="white", ec="0.7", alpha=0.9))
-    ax.set_title(f"Computation per frame (ops; λ = {lam:g}); dashed: the splice, no reset")
-    ax = fig.add_subplot(grid[2, :])
-    draw_disagreement(ax, ev, splice)
-    # --- per-layer cost and SD / rounding ratio
-    layers = ev.layers
-    x = np.arange(len(layers))
-    ax = fig.add_subplot(grid[3, :4])
-    width = 0.27
-    orig = [ev.ops_per_layer["original"][l].mean() for l in layers]
-    ax.bar(x - width, orig, width, color="tab:red", label="original (dense)")
-    for j, (name, a, b) in enumerate(segments[:2]):
-        sd = [ev.ops_per_layer["sigma_delta"][l][max(a, 1):b].mean() for l in layers]
-        ax.bar(x + j * width, sd, width, color=("tab:green", "darkgreen")[j], label=f"sigma-delta, {name}")
-    ax.set(yscale="log", ylabel="ops per frame (log)", title="Cost per layer (mean over frames, without frame 0)")
-    ax.set_xticks(x, [_short_layer(l) for l in layers], rotation=90, fontsize=6.5)
-    ax.legend(fontsize=8)
-    ax.grid(True, axis="y", which="both", alpha=0.25)
-    ax = fig.add_subplot(grid[3, 4:])
-    for j, (name, a, b) in enumerate(segments[:2]):
-        rd = np.array([ev.ops_per_layer["rounding"][l][max(a, 1):b].mean() for l in layers])
-        sd = np.array([ev.ops_per_layer["sigma_delta"][l][max(a, 1):b].mean() for l in layers])
-        ax.plot(x, sd / np.maximum(rd, 1e-30), marker=".", color=("tab:green", "darkgreen")[j], label=name)
-    ax.set(ylabel="sigma-delta / rounding ops", xlabel="layer (input → output)", ylim=(0, None),
-           title="Layer-wise ratio of Sigma-Delta to Rounding cost")
-    ax.legend(fontsize=8)
-    ax.grid(True, alpha=0.25)
-    fig.suptitle(f"{bundle.name} on " + " → ".join(n for n, _, _ in segments) + f": Sigma-Delta network vs the "
-                 f"original (scales learned on {TRAIN_CLIP})", fontsize=13)
-    fig.savefig(path, dpi=80, bbox_inches="tight")
-    plt.close(fig)
-
-
-def plot_fig6(ev, segments, path: Path) -> None:
-    """Figure 6: per layer and frame, the L1 distance and the cosine similarity of adjacent frames' feature maps,
-    with their per-layer means."""
-    plt = _plt()
-    maps = ev.feature_maps
-    labels = ["0: input"] + [f"{i}: {_short_layer(m)}" for i, m in enumerate(maps) if i > 0]
-    fig, axes = plt.subplots(2, 2, figsize=(15, 12), gridspec_kw=dict(width_ratios=[4, 1]))
-    splice = segments[1][1] if len(segments) > 1 else None
-    for row, (values, what, cmap) in enumerate(((ev.l1_distance, "L1 distance of adjacent frames' feature maps "
-                                                 "(each scaled to unit L1 norm; 0 = same, 2 = disjoint)", "magma"),
-                                                (ev.cosine_similarity, "cosine similarity of adjacent frames' "
-                                                 "feature maps", "viridis"))):
-        ax = axes[row, 0]
-        im = ax.imshow(values, aspect="auto", interpolation="nearest", cmap=cmap)
-        if splice is not None:
-            ax.axvline(splice - 0.5, color="white", lw=1, ls="--")
-        ax.set_yticks(range(len(labels)), labels, fontsize=6)
-        ax.set(xlabel="frame", ylabel="layer (feature map = input of the layer's quantizer)", title=what)
-        fig.colorbar(im, ax=ax, fraction=0.03, pad=0.01)
-        ax = axes[row, 1]
-        for name, a, b in segments:
-            ax.plot(np.nanmean(values[:, max(a, 1):b], 1), np.arange(len(labels)), marker=".", label=name)
-        ax.set_ylim(len(labels) - 0.5, -0.5)
-        ax.set_yticks(range(len(labels)), [str(i) for i in range(len(labels))], fontsize=6)
-        ax.set(xlabel="mean over frames", title="per-layer mean")
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle("How much each layer's input changes between neighbouring frames (Figure 6)", fontsize=13)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-
-
-def plot_tradeoff(results: dict, segments, path: Path) -> None:
-    """Reduction in ops against top-1 and top-5 agreement, per clip, over λ (and uniform scales)."""
-    plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(14, 5.5))
-    colors = ("tab:blue", "tab:orange", "tab:green")
-    for ax, key, target in ((axes[0], "top1_agreement", TARGET["top1"]), (axes[1], "top5_agreement", TARGET["top5"])):
-        for (name, _, _), c, goal in zip(segments, colors, (TARGET["static"], TARGET["moving"])):
-            xs = [p[name]["reduction"] for p in results["curve"]]
-            ys = [100 * p[name][key] for p in results["curve"]]
-            ax.plot(xs, ys, marker="o", color=c, label=f"{name}: learned scales")
-            ax.plot([p[name]["reduction_hybrid"] for p in results["curve"]], ys, marker="o", mfc="white", ls=":",
-                    color=c, label=f"{name}: learned scales, dense where cheaper (hybrid)")
-            for p, x, y in zip(results["curve"], xs, ys):
-                ax.annotate(f"{p['lam']:.0e}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7,
-                            color=c)
-            ux = [p[name]["reduction"] for p in results["uniform"]]
-            uy = [100 * p[name][key] for p in results["uniform"]]
-            ax.scatter(ux, uy, marker="s", color=c, alpha=0.45, label=f"{name}: uniform k "
-                       + ", ".join(f"{p['scales']:g}" for p in results["uniform"]))
-            ax.axvline(goal, color=c, ls=":", lw=1)
-        ax.axvline(1.0, color="tab:red", lw=1.2, label="original (dense) cost")
-        ax.axhline(100 * target, color="black", ls="--", lw=0.8, label=f"target {target:.0%}")
-        which = "top-1" if key.startswith("top1") else "top-5"
-        ax.set(xscale="log", ylim=(0, 101), ylabel=f"{which} agreement with the original (%)",
-               xlabel="reduction: original ops / sigma-delta ops (log; dotted: paper's VGG-19, 11x and 4x)")
-        ax.grid(True, which="both", alpha=0.25)
-        ax.legend(fontsize=7.5, loc="lower left")
-    axes[0].set_title("Top-1 agreement against computation (labels: λ)")
-    axes[1].set_title("Top-5 agreement against computation")
-    cfg = results["config"]
-    fig.suptitle(f"Trade-off over λ: {cfg['model']}, scales learned on {cfg['train_clip']}",
-                 fontsize=12)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
 
 
 def main(argv=None) -> None:

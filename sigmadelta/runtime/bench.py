@@ -30,6 +30,7 @@ from torch import nn
 from .._support import torch_threads
 from ..modules import SIGMA_DELTA
 from ..net import convert
+from ..stream import run_stream
 from .sparse import engine_of
 
 __all__ = ["benchmark"]
@@ -92,58 +93,76 @@ def benchmark(net_or_model, frames: torch.Tensor, *, threads: int = 1, repeats: 
 
 
 def _measure(net, baseline, frames, threads, repeats, model, data, profile, dense_above, sigma_delta) -> dict:
-    steps = frames.shape[0]
-    chunk = max(1, int(6e5 // max(frames[0].numel(), 1)))  # frames per dense-simulation call (memory)
     timed = frames[1:]
-
-    # reference: the dense simulation, with op counts
-    net.set_mode(sigma_delta).set_backend("dense")
-    net.counting, net.per_step_counts = True, "total"  # per step: the first frame is left out below
-    # the dense simulation stacks a clip's frames into one batch: run it in chunks (state carries over)
-    with torch.no_grad():  # else every chunk's autograd graph (all activations) stays alive in `reference`
-        reference = torch.cat([net.run(frames[i:i + chunk]) for i in range(0, steps, chunk)])
-    counts = net.op_counts()
-    dense_ops = counts.per_step("dense")[1:].sum()
-    sd_ops = counts.per_step("sigma_delta")[1:].sum()
-    sd_muladd = counts.per_step("sigma_delta_muladd")[1:].sum()
-
-    # the dense original
-    if baseline is None:
-        net.set_mode("original")
-        original_net = net
-
-        def dense_pass():
-            for frame in timed:
-                original_net(frame)
-    else:
-        def dense_pass():
-            for frame in timed:
-                baseline(frame)
-
-    # measure the original first (the net's mode changes below)
-    net.counting = False
-    with torch.inference_mode():
-        dense_pass()  # warm-up
-    dense_times, sparse_times, first_times = [], [], []
-
+    reference, counts = _reference(net, frames, sigma_delta)
+    step_ops = {kind: counts.per_step(kind)[1:].sum() for kind in ("dense", "sigma_delta", "sigma_delta_muladd")}
     net.set_mode(sigma_delta).set_backend("sparse")
     engine = engine_of(net)
     if dense_above:
         engine.set_dense_above(**dense_above)
     out = net.run(frames)  # warm-up; builds the plan; also the output to compare
-    max_abs = (out - reference).abs().max().item()
-    scale = reference.abs().max().item()
+    max_abs, scale = (out - reference).abs().max().item(), reference.abs().max().item()
     per_frame = (out - reference).abs().flatten(1).amax(1)  # (T,)
-    off = int((per_frame > 1e-4 * scale).sum())  # frames beyond float32 precision: a flipped rounding upstream
-    agreement = (out.argmax(-1) == reference.argmax(-1)).double().mean().item()
+    dense_times, sparse_times, first_times = _timings(net, baseline, frames, repeats, sigma_delta)
+    paths = engine.paths()
+    result = {
+        "model": model or type(baseline or net).__name__,
+        "data": data or f"{len(frames)} frames of shape {tuple(frames.shape[1:])}",
+        "frames": len(timed),
+        "threads": threads,
+        "dense_ms_per_frame": 1e3 * statistics.median(dense_times),
+        "sigma_delta_ms_per_frame": 1e3 * statistics.median(sparse_times),
+        "speedup": statistics.median(dense_times) / statistics.median(sparse_times),
+        "op_reduction": float(step_ops["dense"] / max(step_ops["sigma_delta"], 1.0)),
+        "max_abs_diff": max_abs,
+        "rel_max_abs_diff": max_abs / scale if scale > 0 else max_abs,
+        "argmax_agreement": (out.argmax(-1) == reference.argmax(-1)).double().mean().item(),
+        # frames beyond float32 precision: a flipped rounding upstream
+        "frames_beyond_1e-4": int((per_frame > 1e-4 * scale).sum()),
+        "op_reduction_muladd": float(step_ops["dense"] / max(step_ops["sigma_delta_muladd"], 1.0)),
+        "speedup_paired": statistics.median(d / s for d, s in zip(dense_times, sparse_times)),
+        "first_frame_ms": 1e3 * statistics.median(first_times),
+        "memory": _memory(engine),
+        "layer_paths": {name: {k: v / max(sum(p.values()), 1) for k, v in p.items()} for name, p in paths.items()},
+        "layer_activity": engine.activity(),
+        "scales": {name: (k if isinstance(k, float) else k.tolist()) for name, k in net.scales.items()},
+    }
+    if profile:
+        result["profile"] = _profile(net, engine, frames)
+    return result
 
-    for _ in range(repeats):
+
+def _reference(net, frames, sigma_delta):
+    """The dense simulation's outputs and op counts (per step: the first frame is left out by the caller), in
+    chunks: it stacks a clip's frames into one batch."""
+    chunk = max(1, int(6e5 // max(frames[0].numel(), 1)))  # frames per dense-simulation call (memory)
+    pieces = []
+    with net.configured(backend="dense"):
+        counts = run_stream(net, frames, (sigma_delta,), chunk=chunk, per_step_counts="total",
+                            on_chunk=lambda _, out, nets: pieces.append(out[sigma_delta]))[sigma_delta]
+    return torch.cat(pieces), counts
+
+
+def _timings(net, baseline, frames, repeats, sigma_delta):
+    """Per repeat, seconds per frame of the dense original (``baseline``, else the net in original mode) over the
+    frames after the first, of the backend over the same frames, and of the backend's first frame (dense)."""
+    timed = frames[1:]
+    run_original = baseline if baseline is not None else net
+
+    def dense_pass():
         if baseline is None:
             net.set_mode("original")
         with torch.inference_mode():
-            start = time.perf_counter()
-            dense_pass()
-            dense_times.append((time.perf_counter() - start) / len(timed))
+            for frame in timed:
+                run_original(frame)
+
+    net.counting = False
+    dense_pass()  # warm-up
+    dense_times, sparse_times, first_times = [], [], []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        dense_pass()
+        dense_times.append((time.perf_counter() - start) / len(timed))
         net.set_mode(sigma_delta)  # resets: a new stream
         start = time.perf_counter()
         net.run(frames[:1])
@@ -151,32 +170,7 @@ def _measure(net, baseline, frames, threads, repeats, model, data, profile, dens
         start = time.perf_counter()
         net.run(timed)
         sparse_times.append((time.perf_counter() - start) / len(timed))
-    paths, activity = engine.paths(), engine.activity()
-
-    result = {
-        "model": model or type(baseline or net).__name__,
-        "data": data or f"{steps} frames of shape {tuple(frames.shape[1:])}",
-        "frames": len(timed),
-        "threads": threads,
-        "dense_ms_per_frame": 1e3 * statistics.median(dense_times),
-        "sigma_delta_ms_per_frame": 1e3 * statistics.median(sparse_times),
-        "speedup": statistics.median(dense_times) / statistics.median(sparse_times),
-        "op_reduction": float(dense_ops / max(sd_ops, 1.0)),
-        "max_abs_diff": max_abs,
-        "rel_max_abs_diff": max_abs / scale if scale > 0 else max_abs,
-        "argmax_agreement": agreement,
-        "frames_beyond_1e-4": off,
-        "op_reduction_muladd": float(dense_ops / max(sd_muladd, 1.0)),
-        "speedup_paired": statistics.median(d / s for d, s in zip(dense_times, sparse_times)),
-        "first_frame_ms": 1e3 * statistics.median(first_times),
-        "memory": _memory(engine),
-        "layer_paths": {name: {k: v / max(sum(p.values()), 1) for k, v in p.items()} for name, p in paths.items()},
-        "layer_activity": activity,
-        "scales": {name: (k if isinstance(k, float) else k.tolist()) for name, k in net.scales.items()},
-    }
-    if profile:
-        result["profile"] = _profile(net, engine, frames)
-    return result
+    return dense_times, sparse_times, first_times
 
 
 def _memory(engine) -> dict:
