@@ -195,8 +195,10 @@ class OpCounts:
             why = ("run the network in sigma-delta mode to count it" if kind.startswith("sigma_delta") else
                    "run the network in rounding or sigma-delta mode to count it" if kind.startswith("rounding")
                    else "run the network in original or temporal-difference mode to count it")
+            hint = (f" (op kinds are spelled with underscores, {kind.replace('-', '_')!r}; the network's modes with "
+                    "hyphens)" if kind.replace("-", "_") in KINDS else "")
             raise KeyError(f"no {kind!r} counts for these steps ({why}); available: {list(self.kinds)}"
-                           if kind in KINDS else f"unknown op kind {kind!r}; choose from {KINDS}")
+                           if kind in KINDS else f"unknown op kind {kind!r}{hint}; choose from {KINDS}")
 
     def total(self, kind: str) -> float:
         """All ops of ``kind`` over all layers, steps and streams."""

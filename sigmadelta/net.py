@@ -239,7 +239,9 @@ class SigmaDeltaNet(nn.Module):
         Resets state and op counts. Returns the network.
         """
         if mode not in MODES:
-            raise ValueError(f"unknown mode {mode!r}; choose from {MODES}")
+            hint = (f" (modes are spelled with hyphens, {mode.replace('_', '-')!r}; op kinds with underscores)"
+                    if isinstance(mode, str) and mode.replace("_", "-") in MODES else "")
+            raise ValueError(f"unknown mode {mode!r}{hint}; choose from {MODES}")
         self.mode = mode
         for m in self._stateful:
             m.mode = mode
