@@ -33,7 +33,7 @@ def std_scales(net, clip: torch.Tensor, levels: float) -> dict[str, float]:
     net.set_mode("original")
     with torch.no_grad():
         net.run(clip)
-    scales = {name: levels / max(q.record["x"].std().item(), 1e-6) for name, q in net.quantizers.items()}
+    scales = {name: levels / max(q.observation.x.std().item(), 1e-6) for name, q in net.quantizers.items()}
     net.reset()
     return scales
 

@@ -1,6 +1,6 @@
 """Operation and energy accounting (paper-notes, section 5).
 
-Per linear layer and per time step, from what its quantizer sent (:attr:`Quantizer.record`):
+Per linear layer and per time step, from what its quantizer sent (:attr:`Quantizer.observation`):
 
 ==================  ===================================================================================
 kind                ops
@@ -195,8 +195,10 @@ class OpCounts:
             why = ("run the network in sigma-delta mode to count it" if kind.startswith("sigma_delta") else
                    "run the network in rounding or sigma-delta mode to count it" if kind.startswith("rounding")
                    else "run the network in original or temporal-difference mode to count it")
+            hint = (f" (op kinds are spelled with underscores, {kind.replace('-', '_')!r}; the network's modes with "
+                    "hyphens)" if kind.replace("-", "_") in KINDS else "")
             raise KeyError(f"no {kind!r} counts for these steps ({why}); available: {list(self.kinds)}"
-                           if kind in KINDS else f"unknown op kind {kind!r}; choose from {KINDS}")
+                           if kind in KINDS else f"unknown op kind {kind!r}{hint}; choose from {KINDS}")
 
     def total(self, kind: str) -> float:
         """All ops of ``kind`` over all layers, steps and streams."""
@@ -325,12 +327,12 @@ class OpCounter:
 
     def _layer_counts(self, name: str, steps: int, batch_size: int) -> dict[str, torch.Tensor]:
         """Kind -> ops per step ``[steps]`` (float64, CPU) of layer ``name`` in the call that just ran."""
-        record = self.quantizers[self.layer_inputs[name]].record
-        x = record["x"]
+        seen = self.quantizers[self.layer_inputs[name]].observation
+        x = seen.x
         plan = self._plan_for(name, tuple(x.shape[1:]))
         per_step = {"dense": torch.full((steps,), plan.dense * batch_size, dtype=torch.float64)}
         # 0/1 indicators in the record's dtype: abs/sign/clamp run several times faster than ne + bool cast
-        if "r" not in record:  # x is the original network's activation only in the unquantized modes
+        if seen.r is None:  # x is the original network's activation only in the unquantized modes
             nonzero = x.abs().sign_()
             if plan.is_linear:
                 nnz_rows = nonzero.reshape(steps, -1, x.shape[-1]).sum(-1, dtype=torch.float64)  # (T, B·rows)
@@ -339,8 +341,9 @@ class OpCounter:
                 per_step["sparse"] = 2 * plan.weighted(nonzero, steps)
         real_messages = self.quantizers[self.layer_inputs[name]].scheme == "threshold"
         for key, (additions, muladd) in INTEGER_RECORDS.items():
-            if key in record:
-                magnitude = torch.abs(record[key], out=self._scratch_like(record[key]))  # integers, or real (threshold)
+            sent = getattr(seen, key)
+            if sent is not None:
+                magnitude = torch.abs(sent, out=self._scratch_like(sent))  # integers, or real (threshold)
                 if not (real_messages and key == "s"):
                     per_step[additions] = plan.weighted(magnitude, steps)
                 per_step[muladd] = 2 * plan.weighted(magnitude.sign_(), steps)

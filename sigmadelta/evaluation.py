@@ -14,7 +14,7 @@ Sigma-Delta network and through the original network, and records for every fram
   linear layer; the first is the image itself, "layer 0").
 
 It only uses the network's public API: a deep copy of the network in ``"original"`` mode gives the reference
-outputs and the feature maps (read from ``quantizer.record["x"]`` after each call), the network itself runs in
+outputs and the feature maps (read from ``net.observations()`` after each call), the network itself runs in
 ``"sigma-delta"`` mode with op counting on.
 
 >>> import torch, sigmadelta
@@ -175,10 +175,10 @@ class _FeatureDistances:
         self.cos: list[list[float]] = [[] for _ in net.quantizers]
 
     @torch.no_grad()
-    def update(self, steps: int, quantizers: dict) -> None:
-        """Add the frames of the call that just ran, read from ``quantizers`` (those of the original network)."""
-        for i, (name, q) in enumerate(quantizers.items()):
-            x = q.record["x"].reshape(steps, -1, math.prod(q.record["x"].shape[1:])).double()  # (T, B, N)
+    def update(self, steps: int, observations: dict) -> None:
+        """Add the frames of the call that just ran: the original network's ``observations()``."""
+        for i, (name, seen) in enumerate(observations.items()):
+            x = seen.x.reshape(steps, -1, math.prod(seen.x.shape[1:])).double()  # (T, B, N)
             norm = x.abs().sum(-1, keepdim=True)
             unit = x / norm.clamp_min(1e-300)  # each frame's map scaled to unit L1 norm
             prev = torch.cat([self.last[name].unsqueeze(0), unit[:-1]]) if name in self.last else None
@@ -239,7 +239,7 @@ def evaluate_stream(net: SigmaDeltaNet, frames: torch.Tensor | Iterable[torch.Te
     def collect(clip, outputs, nets):
         original, out = outputs["original"], outputs["sigma-delta"]  # (t, B, classes)
         if distances is not None:
-            distances.update(len(clip), nets["original"].quantizers)
+            distances.update(len(clip), nets["original"].observations())
         k = min(5, original.shape[-1])
         top_orig.append(original.topk(k, -1).indices)
         top_sd.append(out.topk(k, -1).indices)

@@ -30,13 +30,15 @@ committed by the network once the whole forward pass succeeded, so a failing cal
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .functional import SCHEMES, SIGMA_DELTA_SCHEME, THRESHOLD, encode_levels, integrate, round_ste, temporal_difference
 
-__all__ = ["MODES", "Quantizer", "SigmaDeltaLinear", "StatefulMixin"]
+__all__ = ["MODES", "Observation", "Quantizer", "SigmaDeltaLinear", "StatefulMixin"]
 
 ORIGINAL, TEMPORAL_DIFFERENCE, ROUNDING, SIGMA_DELTA = "original", "temporal-difference", "rounding", "sigma-delta"
 MODES = (ORIGINAL, TEMPORAL_DIFFERENCE, ROUNDING, SIGMA_DELTA)
@@ -84,6 +86,21 @@ class StatefulMixin:
         self._pending = None
 
 
+@dataclass(frozen=True)
+class Observation:
+    """What one quantizer saw and sent in one call, each ``[T·B, ...]``, detached (``None`` where not sent).
+
+    Attributes:
+        x: the real input (in the original and temporal-difference modes the original network's activation).
+        r: the rounding network's integers ``round(k x)`` (rounding and sigma-delta modes, whatever the scheme).
+        s: the sigma-delta mode's messages ``L_t − L_{t−1}`` before ``/k`` (integers; real for thresholds).
+    """
+
+    x: torch.Tensor
+    r: torch.Tensor | None = None
+    s: torch.Tensor | None = None
+
+
 class Quantizer(StatefulMixin, nn.Module):
     """The input side of one linear layer: scale, round, difference and quantize.
 
@@ -106,9 +123,8 @@ class Quantizer(StatefulMixin, nn.Module):
     (:func:`~sigmadelta.functional.threshold_levels`, :attr:`scheme_param` = θ, with ``k = 1``); the message is
     ``(L_t − L_{t−1}) / k`` in every scheme. The other modes ignore the scheme.
 
-    After each call :attr:`record` holds the tensors the op counter reads: ``x`` (the real input), ``r``
-    (rounding and sigma-delta modes: the rounding network's integers ``round(k x)``, whatever the scheme) and
-    ``s`` (sigma-delta mode: the scheme's messages ``L_t − L_{t−1}`` before ``/k``), each ``[T·B, ...]``.
+    After each call :attr:`observation` (an :class:`Observation`) holds what it saw and sent: what the op counter,
+    scale learning and the evaluation read (through :meth:`sigmadelta.SigmaDeltaNet.observations`).
 
     Args:
         name: the layer name (the first linear layer this quantizer feeds).
@@ -122,7 +138,7 @@ class Quantizer(StatefulMixin, nn.Module):
         self.name = name
         self.log_scale = nn.Parameter(torch.zeros(scale_shape))
         self._init_state("last")  # x_{t-1} (temporal-difference) or r_{t-1} (sigma-delta), [B, ...]
-        self.record: dict[str, torch.Tensor] = {}
+        self.observation: Observation | None = None  # of the last call
         self.scheme = SIGMA_DELTA_SCHEME
         self.scheme_param = 0.0  # h (hysteresis) or θ (threshold)
 
@@ -166,13 +182,13 @@ class Quantizer(StatefulMixin, nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (T·B, ...)
         mode = self.mode
-        self.record = {"x": x.detach()}
         if mode == ORIGINAL:
+            self.observation = Observation(x.detach())
             return x
         k = self.scale.to(x.dtype)
         if mode == ROUNDING:
             r = self._round(k * x)
-            self.record["r"] = r.detach()
+            self.observation = Observation(x.detach(), r.detach())
             return r / k
 
         clip = x.unflatten(0, (self.steps, -1))  # (T, B, ...)
@@ -180,6 +196,7 @@ class Quantizer(StatefulMixin, nn.Module):
         if mode == TEMPORAL_DIFFERENCE:
             d, last = temporal_difference(clip.to(dt), self._state_or_zeros(clip, dt))
             self._stage(last)
+            self.observation = Observation(x.detach())
             return d.flatten(0, 1)
 
         # sigma-delta: levels in the model's dtype (rounding: bit-identical to the rounding network), difference in dt
@@ -188,8 +205,8 @@ class Quantizer(StatefulMixin, nn.Module):
         s, last = temporal_difference(r.to(dt), self._state_or_zeros(r, dt))
         self._stage(last)
         rounded = r if self.scheme == SIGMA_DELTA_SCHEME else torch.round(self.scale.to(x.dtype) * clip)
-        self.record["r"] = rounded.flatten(0, 1).detach()  # the rounding network's integers, at the same scale
-        self.record["s"] = s.flatten(0, 1).detach()
+        # r: the rounding network's integers, at the same scale
+        self.observation = Observation(x.detach(), rounded.flatten(0, 1).detach(), s.flatten(0, 1).detach())
         return s.flatten(0, 1) / k.to(dt)
 
     def extra_repr(self) -> str:

@@ -32,7 +32,7 @@ from . import backends
 from .accounting import PER_STEP, OpCounter, OpCounts
 from .errors import StreamError
 from .functional import HYSTERESIS, SCHEMES, SIGMA_DELTA_SCHEME, THRESHOLD
-from .modules import MODES, ORIGINAL, SIGMA_DELTA, Quantizer, SigmaDeltaLinear
+from .modules import MODES, ORIGINAL, SIGMA_DELTA, Observation, Quantizer, SigmaDeltaLinear
 from .rewrite.graph import rewrite
 
 __all__ = ["SigmaDeltaNet", "convert", "SCHEMES"]
@@ -212,10 +212,19 @@ class SigmaDeltaNet(nn.Module):
         for start in range(0, len(frames), chunk):
             probe.run(frames[start:start + chunk])
             for name, q in probe._quantizers.items():
-                x = q.record["x"].double()
+                x = q.observation.x.double()
                 sums[name] += torch.stack([torch.tensor(float(x.numel()), dtype=torch.float64), x.sum(), x.square().sum()])
         return {name: math.sqrt(max(float(sq / n - (sx / n) ** 2), 0.0) * n / max(n - 1, 1))
                 for name, (n, sx, sq) in ((name, v.tolist()) for name, v in sums.items())}
+
+    def observations(self) -> dict[str, Observation]:
+        """Quantizer name -> what it saw and sent in the last call (:class:`~sigmadelta.modules.Observation`:
+        ``x``, the real input; ``r``, ``round(k x)``; ``s``, the messages), in graph order. The op counter, scale
+        learning and the evaluation read the network through this."""
+        missing = [name for name, q in self._quantizers.items() if q.observation is None]
+        if missing:
+            raise RuntimeError(f"no observation yet for quantizers {missing[:4]}: run the network first")
+        return {name: q.observation for name, q in self._quantizers.items()}
 
     def scale_parameters(self):
         """The learnable log-scales κ (``k = exp(κ)``), in graph order: what scale optimisation trains."""
@@ -230,7 +239,9 @@ class SigmaDeltaNet(nn.Module):
         Resets state and op counts. Returns the network.
         """
         if mode not in MODES:
-            raise ValueError(f"unknown mode {mode!r}; choose from {MODES}")
+            hint = (f" (modes are spelled with hyphens, {mode.replace('_', '-')!r}; op kinds with underscores)"
+                    if isinstance(mode, str) and mode.replace("_", "-") in MODES else "")
+            raise ValueError(f"unknown mode {mode!r}{hint}; choose from {MODES}")
         self.mode = mode
         for m in self._stateful:
             m.mode = mode

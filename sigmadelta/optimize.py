@@ -301,7 +301,7 @@ class _Scales:
                       for q, mod in self.quantizers.items()}
         with torch.no_grad():  # one frame through the original net: each quantizer's input shape
             net.graph_module(probe)
-        self.sample_shape = {q: tuple(mod.record["x"].shape[1:]) for q, mod in self.quantizers.items()}
+        self.sample_shape = {q: tuple(seen.x.shape[1:]) for q, seen in net.observations().items()}
         self.fanout = {q: torch.zeros(s, dtype=torch.float64) for q, s in self.sample_shape.items()}
         for layer, q in net.layer_inputs.items():  # a quantizer shared by several layers pays each one's fan-out
             self.fanout[q] += fanout_map(net.layers[layer], self.sample_shape[q])
@@ -328,7 +328,7 @@ class _Scales:
         """
         total = 0
         for q, kappa in self.kappa.items():
-            x = self.quantizers[q].record["x"]  # (n·M, ...) detached
+            x = self.quantizers[q].observation.x  # (n·M, ...) detached
             if steps is None:
                 activity = x.unflatten(0, (self.n, -1)).abs()  # (n, M, ...)
             else:

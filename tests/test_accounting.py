@@ -140,7 +140,7 @@ def _brute_force_step(net, batch):
     for name, layer in net.layers.items():
         q = net.quantizers[net.layer_inputs[name]]
         n_out, n_in = layer.weight.shape
-        r, s = q.record["r"].double(), q.record["s"].double()
+        r, s = q.observation.r.double(), q.observation.s.double()
         dense = float(batch * (2 * n_in - 1) * n_out)
         sd = float(s.abs().sum() * n_out)
         out[name] = {"dense": dense, "rounding": float(r.abs().sum() * n_out),

@@ -73,9 +73,9 @@ def test_sigma_delta_equals_rounding_over_10000_steps():
             worst = max(worst, (a - b).abs().max().item())
             assert a.argmax(-1).item() == b.argmax(-1).item(), f"argmax differs at step {t}"
             for name, q in sd.quantizers.items():
-                integer_sums[name] += q.record["s"]
+                integer_sums[name] += q.observation.s
                 # the running sum of emitted integers is exactly round(k x) of the rounding network
-                assert torch.equal(integer_sums[name], rnd.quantizers[name].record["r"]), (name, t)
+                assert torch.equal(integer_sums[name], rnd.quantizers[name].observation.r), (name, t)
     assert worst <= 1e-9
 
 
@@ -119,11 +119,11 @@ def test_float32_increments_for_a_float32_model():
     with torch.no_grad():
         net.set_mode("sigma-delta")
         exact = net.run(clip)
-        assert net.quantizers[next(iter(net.quantizers))].record["s"].dtype == F64
+        assert net.quantizers[next(iter(net.quantizers))].observation.s.dtype == F64
         net.run(clip[:1])
         assert net.set_delta_dtype(torch.float32) is net and net.op_counts().steps == 0  # resets: state is float64
         fast = net.run(clip)
-        assert net.quantizers[next(iter(net.quantizers))].record["s"].dtype == torch.float32
+        assert net.quantizers[next(iter(net.quantizers))].observation.s.dtype == torch.float32
         assert exact.dtype == fast.dtype == torch.float32
         torch.testing.assert_close(fast, exact, rtol=1e-4, atol=1e-4)
         net.set_delta_dtype(F64)

@@ -138,7 +138,7 @@ def test_cost_is_the_local_sum_of_scaled_activity_times_fanout():
     net.set_scales({"0": 2.0, "2": 0.5, "4": 3.0})
     scales, cost, grads = _cost_and_grad(net, x)
     fanout = {"0": 32, "2": 32, "4": 8}  # fully connected: n_out
-    by_hand = {q: net.scales[q] * net.quantizers[q].record["x"].abs().sum().item() * fanout[q] for q in fanout}
+    by_hand = {q: net.scales[q] * net.quantizers[q].observation.x.abs().sum().item() * fanout[q] for q in fanout}
     assert cost.item() == pytest.approx(sum(by_hand.values()), rel=1e-12)
     # local gradient: ∂C/∂κ_l = k_l Σ|x_l|·fanout_l, nothing from other layers' costs
     for q in fanout:

@@ -107,8 +107,8 @@ def test_hysteresis_input_error_per_unit_bounded():
     integrated = torch.zeros(())
     for t in range(len(frames)):
         net(frames[t])
-        integrated = integrated + q.record["s"] / k  # Σ messages: what the layer has seen
-        assert (integrated - q.record["x"]).abs().max() <= (0.5 + h) / k + 1e-12
+        integrated = integrated + q.observation.s / k  # Σ messages: what the layer has seen
+        assert (integrated - q.observation.x).abs().max() <= (0.5 + h) / k + 1e-12
 
 
 @pytest.mark.parametrize("scheme,params", SCHEMES)
@@ -155,7 +155,7 @@ def test_event_accounting_is_nonzero_messages_times_fanout():
     frames = _stream(steps=5)
     net.run(frames)
     counts = net.op_counts()
-    s = net.quantizers["stem"].record["s"]  # (T, 3, 16, 16)
+    s = net.quantizers["stem"].observation.s  # (T, 3, 16, 16)
     fanout = sigmadelta.accounting.fanout_map(net.layers["stem"], tuple(s.shape[1:]))
     expected = 2 * ((s != 0).double() * fanout).sum()
     assert counts.total("sigma_delta_muladd") > 0

@@ -37,20 +37,37 @@ BATCHNORM_MODULES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 # ---------------------------------------------------------------------------------------------------------
 # per-sample ops
 
-PER_SAMPLE_MODULES: tuple[type[nn.Module], ...] = (
-    # elementwise nonlinearities
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.GELU, nn.SiLU, nn.Mish, nn.Hardswish, nn.Hardsigmoid,
-    nn.Sigmoid, nn.Tanh, nn.Hardtanh, nn.ELU, nn.SELU, nn.CELU, nn.Softplus, nn.Softsign, nn.Tanhshrink,
-    nn.Identity,
-    # dropout is the identity in eval mode
-    nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
+# The one op registry: the converter accepts these between linear ops (per-sample ops), and the sparse engine
+# (sigmadelta.runtime.ops) runs the elementwise, binary and constant-padding ones row by row.
+
+# elementwise nonlinearities (each unit on its own)
+ELEMENTWISE_MODULES: tuple[type[nn.Module], ...] = (
+    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Mish, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid,
+    nn.Tanh, nn.Hardtanh, nn.ELU, nn.SELU, nn.CELU, nn.Softplus, nn.Softsign, nn.Tanhshrink, nn.Identity,
+)
+DROPOUT_MODULES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)  # the identity in eval
+CONSTANT_PAD_MODULES = (nn.ZeroPad1d, nn.ZeroPad2d, nn.ZeroPad3d, nn.ConstantPad1d, nn.ConstantPad2d,
+                        nn.ConstantPad3d)
+ELEMENTWISE_FUNCTIONS = {
+    F.relu, F.relu6, F.leaky_relu, F.gelu, F.silu, F.mish, F.hardswish, F.hardsigmoid, F.hardtanh, F.elu,
+    F.selu, F.celu, F.softplus, F.sigmoid, F.tanh, torch.relu, torch.sigmoid, torch.tanh, torch.abs, torch.exp,
+    torch.neg, torch.clamp, torch.clip, operator.neg,
+}
+ELEMENTWISE_METHODS = {"relu", "sigmoid", "tanh", "abs", "exp", "neg", "clamp", "clamp_min", "clamp_max",
+                       "contiguous"}
+# elementwise ops of two values (residual adds)
+BINARY_FUNCTIONS = {operator.add, operator.sub, operator.mul, operator.truediv, torch.add, torch.sub, torch.mul,
+                    torch.div, torch.maximum, torch.minimum}
+BINARY_METHODS = {"add": torch.add, "sub": torch.sub, "mul": torch.mul, "div": torch.div}
+
+PER_SAMPLE_MODULES: tuple[type[nn.Module], ...] = ELEMENTWISE_MODULES + DROPOUT_MODULES + CONSTANT_PAD_MODULES + (
+    nn.PReLU,
     # pooling
     nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
     nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
     nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d,
-    # shape and padding
-    nn.Flatten, nn.Unflatten, nn.ZeroPad1d, nn.ZeroPad2d, nn.ZeroPad3d, nn.ConstantPad1d, nn.ConstantPad2d,
-    nn.ConstantPad3d, nn.ReflectionPad1d, nn.ReflectionPad2d, nn.ReplicationPad1d, nn.ReplicationPad2d,
+    # shape and other padding
+    nn.Flatten, nn.Unflatten, nn.ReflectionPad1d, nn.ReflectionPad2d, nn.ReplicationPad1d, nn.ReplicationPad2d,
     nn.Upsample,
     # normalization in eval mode (a BatchNorm right after a linear op is folded into it instead)
     nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm, nn.GroupNorm,
@@ -58,15 +75,10 @@ PER_SAMPLE_MODULES: tuple[type[nn.Module], ...] = (
     nn.Softmax, nn.LogSoftmax,
 )
 
-PER_SAMPLE_FUNCTIONS = {
-    operator.add, operator.sub, operator.mul, operator.truediv, operator.neg, operator.getitem,
-    torch.add, torch.sub, torch.mul, torch.div, torch.neg, torch.abs, torch.exp, torch.maximum, torch.minimum,
-    torch.relu, torch.sigmoid, torch.tanh, torch.clamp, torch.clip,
-    torch.flatten, torch.reshape, torch.permute, torch.transpose, torch.squeeze, torch.unsqueeze,
+PER_SAMPLE_FUNCTIONS = ELEMENTWISE_FUNCTIONS | BINARY_FUNCTIONS | {
+    operator.getitem, torch.flatten, torch.reshape, torch.permute, torch.transpose, torch.squeeze, torch.unsqueeze,
     torch.cat, torch.concat, torch.stack, torch.chunk, torch.split, torch.mean, torch.sum, torch.amax,
     torch.softmax, torch.log_softmax,
-    F.relu, F.relu6, F.leaky_relu, F.gelu, F.silu, F.mish, F.hardswish, F.hardsigmoid, F.hardtanh, F.elu,
-    F.selu, F.celu, F.softplus, F.sigmoid, F.tanh,
     F.max_pool1d, F.max_pool2d, F.max_pool3d, F.avg_pool1d, F.avg_pool2d, F.avg_pool3d,
     F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d,
     F.adaptive_max_pool1d, F.adaptive_max_pool2d, F.adaptive_max_pool3d,

@@ -11,6 +11,8 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
+from ..rewrite.patterns import (BINARY_FUNCTIONS, BINARY_METHODS, CONSTANT_PAD_MODULES, DROPOUT_MODULES,
+                               ELEMENTWISE_FUNCTIONS, ELEMENTWISE_METHODS, ELEMENTWISE_MODULES)
 from ._indexmaps import pad_rows
 from .values import ALL, Step, Value, set_dense
 
@@ -137,24 +139,6 @@ class DenseOpStep(Step):
 # ---------------------------------------------------------------------------------------------------------
 # which ops run row by row
 
-_ELEMENTWISE_MODULES = (
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Mish, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid,
-    nn.Tanh, nn.Hardtanh, nn.ELU, nn.SELU, nn.CELU, nn.Softplus, nn.Softsign, nn.Tanhshrink, nn.Identity,
-)
-_DROPOUT_MODULES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
-_ELEMENTWISE_FUNCTIONS = {
-    F.relu, F.relu6, F.leaky_relu, F.gelu, F.silu, F.mish, F.hardswish, F.hardsigmoid, F.hardtanh, F.elu,
-    F.selu, F.celu, F.softplus, F.sigmoid, F.tanh, torch.relu, torch.sigmoid, torch.tanh, torch.abs, torch.exp,
-    torch.neg, torch.clamp, torch.clip, operator.neg,
-}
-_ELEMENTWISE_METHODS = {"relu", "sigmoid", "tanh", "abs", "exp", "neg", "clamp", "clamp_min", "clamp_max",
-                        "contiguous"}
-_BINARY_FUNCTIONS = {operator.add, operator.sub, operator.mul, operator.truediv, torch.add, torch.sub, torch.mul,
-                     torch.div, torch.maximum, torch.minimum}
-_BINARY_METHODS = {"add": torch.add, "sub": torch.sub, "mul": torch.mul, "div": torch.div}
-_PAD_MODULES = (nn.ZeroPad1d, nn.ZeroPad2d, nn.ZeroPad3d, nn.ConstantPad1d, nn.ConstantPad2d, nn.ConstantPad3d)
-
-
 _OUT_BINARY = {operator.add: torch.add, torch.add: torch.add, operator.sub: torch.sub, torch.sub: torch.sub,
                operator.mul: torch.mul, torch.mul: torch.mul}
 
@@ -199,24 +183,24 @@ def plan_op(node: fx.Node, mod, values: dict, out: Value, consumers) -> Step:
 
     if same_shape and others_constant and x.row_layout == out.row_layout:
         fn = None
-        if mod is not None and isinstance(mod, _ELEMENTWISE_MODULES + _DROPOUT_MODULES) and not mod.training:
+        if mod is not None and isinstance(mod, ELEMENTWISE_MODULES + DROPOUT_MODULES) and not mod.training:
             fn = not_inplace(mod)
         elif mod is not None and isinstance(mod, nn.modules.batchnorm._BatchNorm) and not mod.training \
                 and mod.track_running_stats:
             fn = mod
         elif mod is not None and isinstance(mod, nn.PReLU):
             fn = mod
-        elif node.op == "call_function" and node.target in _ELEMENTWISE_FUNCTIONS:
+        elif node.op == "call_function" and node.target in ELEMENTWISE_FUNCTIONS:
             if "inplace" in kwargs:
                 kwargs["inplace"] = False
             rest, target = args[1:], node.target
             fn = lambda t, target=target, rest=rest, kw=kwargs: target(t, *rest, **kw)  # noqa: E731
-        elif node.op == "call_method" and node.target in _ELEMENTWISE_METHODS:
+        elif node.op == "call_method" and node.target in ELEMENTWISE_METHODS:
             rest, name = args[1:], node.target
             fn = lambda t, name=name, rest=rest, kw=kwargs: getattr(t, name)(*rest, **kw)  # noqa: E731
-        elif (node.op == "call_function" and node.target in _BINARY_FUNCTIONS) or \
-                (node.op == "call_method" and node.target in _BINARY_METHODS):
-            target = node.target if node.op == "call_function" else _BINARY_METHODS[node.target]
+        elif (node.op == "call_function" and node.target in BINARY_FUNCTIONS) or \
+                (node.op == "call_method" and node.target in BINARY_METHODS):
+            target = node.target if node.op == "call_function" else BINARY_METHODS[node.target]
             if len(args) == 2 and not isinstance(args[1], (fx.Node, torch.Tensor)):
                 c = args[1]
                 fn = lambda t, target=target, c=c, kw=kwargs: target(t, c, **kw)  # noqa: E731
@@ -224,7 +208,7 @@ def plan_op(node: fx.Node, mod, values: dict, out: Value, consumers) -> Step:
             return RowwiseStep(node.name, fn, x, out, out_fn(node, mod, kwargs))
 
     # scalar ∘ x (e.g. 1 - x)
-    if (node.op == "call_function" and node.target in _BINARY_FUNCTIONS and len(args) == 2 and not kwargs
+    if (node.op == "call_function" and node.target in BINARY_FUNCTIONS and len(args) == 2 and not kwargs
             and not isinstance(args[0], fx.Node) and is_tensor_node(args[1], values)):
         y = values[args[1]]
         if out.is_tensor and y.shape == out.shape and y.row_layout == out.row_layout \
@@ -233,12 +217,12 @@ def plan_op(node: fx.Node, mod, values: dict, out: Value, consumers) -> Step:
             return RowwiseStep(node.name, lambda t, c=c, target=target: target(c, t), y, out)
 
     # residual add and friends: two same-shaped values
-    binary = ((node.op == "call_function" and node.target in _BINARY_FUNCTIONS)
-              or (node.op == "call_method" and node.target in _BINARY_METHODS))
+    binary = ((node.op == "call_function" and node.target in BINARY_FUNCTIONS)
+              or (node.op == "call_method" and node.target in BINARY_METHODS))
     if binary and len(args) == 2 and len(tensor_args) == 2 and out.is_tensor:
         a, b = values[args[0]], values[args[1]]
         if a.shape == b.shape == out.shape:
-            target = node.target if node.op == "call_function" else _BINARY_METHODS[node.target]
+            target = node.target if node.op == "call_function" else BINARY_METHODS[node.target]
             fn_out = _OUT_BINARY.get(target) if not kwargs else None
             return BinaryStep(node.name, lambda u, v, target=target, kw=kwargs: target(u, v, **kw), a, b, out, fn_out)
 
@@ -256,7 +240,7 @@ def constant_pad(node: fx.Node, mod, x: Value | None, out: Value):
     """``(pads_before, interior, value)`` if ``node`` pads only spatial dims with a constant, else ``None``."""
     if x is None or not x.row_layout or not out.is_tensor or out.rows is None:
         return None
-    if mod is not None and isinstance(mod, _PAD_MODULES):
+    if mod is not None and isinstance(mod, CONSTANT_PAD_MODULES):
         pad, value = mod.padding, float(getattr(mod, "value", 0.0))
     elif node.op == "call_function" and node.target is F.pad:
         names = ("input", "pad", "mode", "value")

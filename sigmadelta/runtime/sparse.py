@@ -86,6 +86,7 @@ from collections import defaultdict
 import torch
 import torch.fx as fx
 
+from ..modules import Observation
 from .layers import ConvStep, LinearStep
 from .plan import build_plan
 from .quantize import QuantizeStep
@@ -242,10 +243,10 @@ class SparseEngine:
             timings[step.name].append(time.perf_counter() - start)
 
     def _publish_records(self) -> None:
-        """Put the frames' records in each quantizer's ``record``, as the dense path leaves them, for the net's
-        op counter."""
+        """Put the frames' records in each quantizer's ``observation``, as the dense path leaves it, for the
+        net's op counter."""
         for q in self._quantizers:
-            q.q.record = {key: torch.cat(chunks) for key, chunks in q.records.items()}
+            q.q.observation = Observation(**{key: torch.cat(chunks) for key, chunks in q.records.items()})
             q.records.clear()
 
     # --- planning ----------------------------------------------------------------------------------------
