@@ -35,7 +35,7 @@ from sigmadelta.data.synthetic import training_set
 from sigmadelta.finetune import FinetuneConfig, default_config, finetune, finetune_cached
 from sigmadelta.paper import default_out
 from sigmadelta.paper.imagenet_video import load_stream
-from sigmadelta.scales import INIT_SCALE, calibrate, default_lam
+from sigmadelta.scales import calibrate, default_lam, init_scale
 
 # --- defaults
 MNIST_LAMS = (1e-6, 3e-6)
@@ -134,7 +134,10 @@ def stream_eval(net, reference, stream, segments) -> dict:
     return out
 
 
-def image_part(model: str, cfg: dict, progress: bool) -> dict:
+def image_part(model: str, cfg: dict, progress: bool, init_k: float | None = None) -> dict:
+    """Scale-only and fine-tuned points of ``model``; calibration starts from ``k = init_k`` (default: the
+    library's :func:`~sigmadelta.scales.init_scale` for the model)."""
+    init_k = init_scale(model) if init_k is None else init_k
     bundle = models.get(model, progress=progress)
     original = sigmadelta.convert(bundle.model, bundle.example_input())
     stream, segments = load_stream(bundle, tuple((n, f) for (n, _), f in zip(TEST_CLIPS, cfg["test_frames"])))
@@ -146,9 +149,8 @@ def image_part(model: str, cfg: dict, progress: bool) -> dict:
     for init_lam, lam in runs:
         if init_lam not in calibrated:  # the paper's method at this λ: the starting point
             net = copy.deepcopy(original)
-            net.set_scales({name: INIT_SCALE for name in net.scales})
             calibrate(net, data.load_clip("carphone", bundle), init_lam, model=model, clip="carphone",
-                      progress=progress, **CALIBRATION)
+                      progress=progress, init_scale=init_k, **CALIBRATION)
             calibrated[init_lam] = net
             points.append(dict(method="scales only (paper)", lam=init_lam, init_lam=init_lam,
                                **stream_eval(net, original, stream, segments)))
@@ -157,7 +159,7 @@ def image_part(model: str, cfg: dict, progress: bool) -> dict:
         points.append(dict(method="fine-tuned", lam=lam, init_lam=init_lam, checkpoint=str(run.path),
                            cached=run.cached, train_seconds=run.record["seconds"],
                            **stream_eval(tuned, original, stream, segments)))
-    return dict(model=model, train=names, config=config.to_dict(),
+    return dict(model=model, init_scale=init_k, train=names, config=config.to_dict(),
                 segments=[dict(clip=n, start=a, stop=b) for n, a, b in segments], points=points)
 
 
@@ -182,7 +184,8 @@ def report(results: dict) -> str:
             lines.append(f"| {r['setting']} | {lam} | {r['kops_per_digit']:.1f} | {r['class_error']:.2f} | {layers} |")
         lines.append("")
     for part in results.get("images", []):
-        lines += [f"## {part['model']} (test: {', '.join(s['clip'] for s in part['segments'])}; never trained on)", "",
+        lines += [f"## {part['model']}, calibration from k = {part.get('init_scale', 16):g} (test: "
+                  f"{', '.join(s['clip'] for s in part['segments'])}; never trained on)", "",
                   "| method | scales from λ | λ | clip | reduction (additions) | reduction (events) | top-1 | top-5 |",
                   "|---|---|---|---|---|---|---|---|"]
         for p in part["points"]:
@@ -236,7 +239,7 @@ def plot(results: dict, path: Path) -> None:
 
 
 def run(out_dir=OUT, quick: bool = False, image_models=IMAGE_MODELS, mnist: bool = True,
-        progress: bool = True) -> dict:
+        progress: bool = True, init_k: float | None = None, runs=None) -> dict:
     """Run the experiment; write ``results.json``, ``results.md`` and ``finetune_tradeoff.png``.
 
     Parts not run this time (``mnist=False``, image models not named) are kept from an existing ``results.json``
@@ -245,13 +248,15 @@ def run(out_dir=OUT, quick: bool = False, image_models=IMAGE_MODELS, mnist: bool
     cfg = dict(mnist_lams=MNIST_LAMS, test_frames=tuple(n for _, n in TEST_CLIPS)) | (QUICK if quick else {})
     if quick:
         cfg["mnist_test"] = 2000
+    if runs:
+        cfg["image_runs"] = tuple(runs)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     torch.set_num_threads(1)
     done = dict(quick=quick, threads=1, torch=torch.__version__, target=TARGET, images=[])
     for m in image_models:  # each model's part is written as soon as it is done
-        done["images"].append(image_part(m, cfg, progress))
+        done["images"].append(image_part(m, cfg, progress, init_k))
         write(out_dir, done)
     if mnist:
         done["mnist"] = mnist_part(cfg, progress)
@@ -265,8 +270,9 @@ def write(out_dir: Path, done: dict) -> dict:
     results = json.loads(path.read_text()) if path.is_file() else {}
     if results.get("quick", done["quick"]) != done["quick"]:
         results = {}  # a quick run never mixes with a full one
-    ran = {p["model"] for p in done["images"]}
-    images = [p for p in results.get("images", []) if p["model"] not in ran] + done["images"]
+    key = lambda p: (p["model"], p.get("init_scale", 16.0))  # parts before init_scale was recorded: k = 16
+    ran = {key(p) for p in done["images"]}
+    images = [p for p in results.get("images", []) if key(p) not in ran] + done["images"]
     results.update({k: v for k, v in done.items() if k != "images"}, images=images)
     path.write_text(json.dumps(results, indent=1) + "\n")
     (out_dir / "results.md").write_text(report(results))
@@ -280,11 +286,15 @@ def main(argv=None) -> None:
     parser.add_argument("--quick", action="store_true", help=f"a first look: {QUICK}")
     parser.add_argument("--models", nargs="*", default=list(IMAGE_MODELS), help="image models (default: %(default)s)")
     parser.add_argument("--no-mnist", action="store_true", help="skip the MNIST MLP")
+    parser.add_argument("--init-scale", type=float, help="calibration starts from this k (default: the model's)")
+    parser.add_argument("--runs", nargs="*", metavar="CAL:LAM", help="(calibration λ, fine-tuning λ) pairs, e.g. "
+                        "1e-10:1e-10 (default: IMAGE_RUNS)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
+    runs = [tuple(float(v) for v in r.split(":")) for r in args.runs or ()]
     start = time.perf_counter()
     results = run(args.out, quick=args.quick, image_models=args.models, mnist=not args.no_mnist,
-                  progress=not args.no_progress)
+                  progress=not args.no_progress, init_k=args.init_scale, runs=runs)
     print(report(results))
     print(f"wrote {args.out} in {time.perf_counter() - start:.0f} s")
 
