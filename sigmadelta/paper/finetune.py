@@ -217,15 +217,18 @@ def plot(results: dict, path: Path) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
     for ax, clip, goal in zip(axes, ("bigbuckbunny", "bikes"), (TARGET["static"], TARGET["moving"])):
-        for part, color in zip(results.get("images", []), ("C0", "C1", "C2")):
-            curve = scale_only_curve(part["model"], clip)
+        drawn = set()
+        for part, color in zip(results.get("images", []), ("C0", "C1", "C2", "C3")):
+            curve = [] if part["model"] in drawn else scale_only_curve(part["model"], clip)
+            drawn.add(part["model"])
             if curve:
-                ax.plot(*zip(*curve), "-", color=color, alpha=0.4, lw=1,
+                ax.plot(*zip(*curve), "-", color="gray", alpha=0.5, lw=1,
                         label=f"{part['model']}: scales only, the video experiment's λ sweep")
             for method, marker in (("scales only (paper)", "o"), ("fine-tuned", "*")):
                 pts = [p for p in part["points"] if p["method"] == method and clip in p]
                 ax.scatter([p[clip]["reduction"] for p in pts], [100 * p[clip]["top1_agreement"] for p in pts],
-                           marker=marker, s=80, color=color, label=f"{part['model']}: {method}")
+                           marker=marker, s=80, color=color,
+                           label=f"{part['model']}, calibrated from k = {part.get('init_scale', 16):g}: {method}")
         ax.axvline(goal, ls="--", color="gray", lw=1)
         ax.axhline(100 * TARGET["top1"], ls=":", color="gray", lw=1)
         ax.set_xscale("log")
