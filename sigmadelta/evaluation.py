@@ -208,9 +208,6 @@ def evaluate_stream(net: SigmaDeltaNet, frames: torch.Tensor | Iterable[torch.Te
     (:meth:`~sigmadelta.SigmaDeltaNet.set_delta_dtype`) are used as they are; its mode and counting (and
     ``per_step_counts``) are restored afterwards (which resets it).
 
-    Memory grows with the stream by what is kept per frame: a few numbers (ops of each network, the top-5
-    classes), plus, with ``per_layer``, four numbers per layer.
-
     Args:
         net: a converted network whose output is ``[B, classes]`` (class scores or logits).
         frames: a clip ``[T, B, ...]`` (run ``chunk`` steps at a time), or an iterable of clips ``[t, B, ...]``
@@ -218,11 +215,10 @@ def evaluate_stream(net: SigmaDeltaNet, frames: torch.Tensor | Iterable[torch.Te
         chunk: steps per clip-mode call for a tensor ``frames``; bounds memory only, results do not depend on it.
         feature_distances: also record the adjacent-frame distances of every layer's feature map (Figure 6).
         precision: the energy table's column (``"int32"`` as in the paper, ``"int8"``, ``"fp16"``, ``"fp32"``).
-        progress: show a tqdm progress bar over frames.
-        total: frames expected (for the progress bar) when ``frames`` is an iterable.
-        desc: the progress bar's label.
+        progress, total, desc: a tqdm progress bar over frames, the frames expected (for an iterable), its label.
         per_layer: also keep each layer's ops per frame (:attr:`StreamEvaluation.ops_per_layer`,
-            :meth:`~StreamEvaluation.layer_summary`); ``False`` keeps them summed over layers only.
+            :meth:`~StreamEvaluation.layer_summary`); ``False`` keeps them summed over layers only. Memory grows
+            with the stream by a few numbers a frame (ops, the top-5 classes), four more per layer with this.
         reference: the network whose ``"original"`` mode is the reference (copied); default ``net``. Pass the
             unmodified converted model when ``net``'s weights were fine-tuned.
 

@@ -31,8 +31,9 @@ LAYERS = {
     "sigmadelta": 9,  # the package's face: re-exports, registers the backends
     "sigmadelta.paper": 10,  # the paper's experiments, on the public API
     "sigmadelta.cli_checks": 10,  # the command line's argument and output-path checks
-    "sigmadelta.cli": 11,
-    "sigmadelta.__main__": 12,
+    "sigmadelta.cli_commands": 11,  # what each command does
+    "sigmadelta.cli": 12,
+    "sigmadelta.__main__": 13,
 }
 
 

@@ -263,7 +263,7 @@ def test_ctrl_c_exits_130_without_traceback_or_output(tmp_path, capsys, monkeypa
 
 @pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
 def test_files_get_the_umask_permissions(umask, tmp_path):
-    from sigmadelta.cli import write_json
+    from sigmadelta.cli_commands import write_json
 
     old = os.umask(umask)
     try:

@@ -230,7 +230,7 @@ def test_scales_file_keeps_the_scheme_and_old_files_load(tmp_path):
 def test_cli_scheme_options_parse_and_match_the_library():
     from sigmadelta import cli
 
-    assert cli.SCHEME_NAMES == Fn.SCHEMES
+    assert cli.commands.SCHEME_NAMES == Fn.SCHEMES
     for command in (["run", "v.mp4", "--model", "squeezenet1_1"], ["optimize", "--model", "squeezenet1_1",
                                                                     "--calibrate", "carphone", "-o", "s.json"],
                     ["bench", "--model", "squeezenet1_1", "--data", "bikes"]):
