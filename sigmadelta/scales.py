@@ -386,3 +386,13 @@ def default_scheme_setting(model: str, scheme: str) -> tuple[float, float]:
 def default_scheme_param(model: str, scheme: str) -> float:
     """The default h or τ of ``scheme`` for ``model`` (:func:`default_scheme_setting`)."""
     return default_scheme_setting(model, scheme)[0]
+
+
+def __getattr__(name: str):
+    if name == "CALIBRATION_DEFAULTS":  # the recipe's old spelling, before ScaleConfig
+        import warnings
+
+        warnings.warn("sigmadelta.scales.CALIBRATION_DEFAULTS is now sigmadelta.config.PAPER_VIDEO (a ScaleConfig)",
+                      DeprecationWarning, stacklevel=2)
+        return {k: getattr(PAPER_VIDEO, k) for k in _KEY_FIELDS}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
