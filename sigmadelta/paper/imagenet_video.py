@@ -144,16 +144,19 @@ def default_result(ev, segments, lam0: float, scales: dict) -> dict:
                 first_frame_ops={n: float(ev.ops[n][0]) for n in ("original", "rounding", "sigma_delta")})
 
 
+def settings(model: str, quick: bool) -> dict:
+    """The run's frames, epochs, λ sweep, uniform scales and speed frames: the model's, or the quick ones."""
+    return dict(train_frames=TRAIN_FRAMES, test_frames=tuple(n for _, n in TEST_CLIPS), epochs=SCALES.epochs,
+                lams=MODEL_LAMS.get(model, LAMS), uniform=MODEL_UNIFORM.get(model, UNIFORM),
+                speed_frames=SPEED_FRAMES) | (QUICK if quick else {})
+
+
 def run(out_dir=None, quick: bool = False, model: str = MODEL, weights=None, progress: bool = True) -> dict:
     """Run the experiment; write the figures, ``frames.csv``, ``results.json`` and ``results.md`` to ``out_dir``
     (default :func:`results_dir`); return them."""
-    lam0 = default_lam(model)
-    out_dir = results_dir(model) if out_dir is None else out_dir
-    cfg = dict(train_frames=TRAIN_FRAMES, test_frames=tuple(n for _, n in TEST_CLIPS), epochs=SCALES.epochs,
-               lams=MODEL_LAMS.get(model, LAMS),
-               uniform=MODEL_UNIFORM.get(model, UNIFORM), speed_frames=SPEED_FRAMES) | (QUICK if quick else {})
+    lam0, cfg = default_lam(model), settings(model, quick)
     lams = tuple(sorted(set(cfg["lams"] or ()) | {lam0}))
-    out_dir = Path(out_dir)
+    out_dir = Path(results_dir(model) if out_dir is None else out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     timings = {}

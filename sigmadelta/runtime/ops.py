@@ -173,6 +173,32 @@ def resolve(arg, values: dict):
     return fx.node.map_arg(arg, lambda n: values[n].value)
 
 
+def rowwise_fn(node: fx.Node, mod, args, kwargs: dict):
+    """``f`` with ``y = f(x)`` row by row for an elementwise or per-channel op of one input, else ``None``."""
+    if mod is not None and isinstance(mod, ELEMENTWISE_MODULES + DROPOUT_MODULES) and not mod.training:
+        return not_inplace(mod)
+    elif mod is not None and isinstance(mod, nn.modules.batchnorm._BatchNorm) and not mod.training \
+            and mod.track_running_stats:
+        return mod
+    elif mod is not None and isinstance(mod, nn.PReLU):
+        return mod
+    elif node.op == "call_function" and node.target in ELEMENTWISE_FUNCTIONS:
+        if "inplace" in kwargs:
+            kwargs["inplace"] = False
+        rest, target = args[1:], node.target
+        return lambda t, target=target, rest=rest, kw=kwargs: target(t, *rest, **kw)  # noqa: E731
+    elif node.op == "call_method" and node.target in ELEMENTWISE_METHODS:
+        rest, name = args[1:], node.target
+        return lambda t, name=name, rest=rest, kw=kwargs: getattr(t, name)(*rest, **kw)  # noqa: E731
+    elif (node.op == "call_function" and node.target in BINARY_FUNCTIONS) or \
+            (node.op == "call_method" and node.target in BINARY_METHODS):
+        target = node.target if node.op == "call_function" else BINARY_METHODS[node.target]
+        if len(args) == 2 and not isinstance(args[1], (fx.Node, torch.Tensor)):
+            c = args[1]
+            return lambda t, target=target, c=c, kw=kwargs: target(t, c, **kw)  # noqa: E731
+    return None
+
+
 def plan_op(node: fx.Node, mod, values: dict, out: Value, consumers) -> Step:
     """The step for one non-linear node: row by row where the op allows it, else a dense recompute."""
     args, kwargs = node.args, dict(node.kwargs)
@@ -182,28 +208,7 @@ def plan_op(node: fx.Node, mod, values: dict, out: Value, consumers) -> Step:
     same_shape = x is not None and out.is_tensor and x.shape == out.shape
 
     if same_shape and others_constant and x.row_layout == out.row_layout:
-        fn = None
-        if mod is not None and isinstance(mod, ELEMENTWISE_MODULES + DROPOUT_MODULES) and not mod.training:
-            fn = not_inplace(mod)
-        elif mod is not None and isinstance(mod, nn.modules.batchnorm._BatchNorm) and not mod.training \
-                and mod.track_running_stats:
-            fn = mod
-        elif mod is not None and isinstance(mod, nn.PReLU):
-            fn = mod
-        elif node.op == "call_function" and node.target in ELEMENTWISE_FUNCTIONS:
-            if "inplace" in kwargs:
-                kwargs["inplace"] = False
-            rest, target = args[1:], node.target
-            fn = lambda t, target=target, rest=rest, kw=kwargs: target(t, *rest, **kw)  # noqa: E731
-        elif node.op == "call_method" and node.target in ELEMENTWISE_METHODS:
-            rest, name = args[1:], node.target
-            fn = lambda t, name=name, rest=rest, kw=kwargs: getattr(t, name)(*rest, **kw)  # noqa: E731
-        elif (node.op == "call_function" and node.target in BINARY_FUNCTIONS) or \
-                (node.op == "call_method" and node.target in BINARY_METHODS):
-            target = node.target if node.op == "call_function" else BINARY_METHODS[node.target]
-            if len(args) == 2 and not isinstance(args[1], (fx.Node, torch.Tensor)):
-                c = args[1]
-                fn = lambda t, target=target, c=c, kw=kwargs: target(t, c, **kw)  # noqa: E731
+        fn = rowwise_fn(node, mod, args, kwargs)
         if fn is not None:
             return RowwiseStep(node.name, fn, x, out, out_fn(node, mod, kwargs))
 
