@@ -267,7 +267,7 @@ def finetune(net: SigmaDeltaNet, frames, lam: float, config: FinetuneConfig | No
         raise FinetuneError(f"finetune: batch={cfg.batch} does not split over {world} processes")
     clips = _clips(net, frames, cfg.window)
     teacher = _teacher(net, clips)  # before any checkpoint changes the weights
-    saved = net.mode, net.counting, {id(p): p.requires_grad for p in net.graph_module.parameters()}
+    requires_grad = {id(p): p.requires_grad for p in net.graph_module.parameters()}
     weights, scales = _parameters(net, cfg)
     for p in weights + scales:  # κ always records a gradient: the quantizer's STE rounding keys on it
         p.requires_grad_(True)
@@ -276,24 +276,23 @@ def finetune(net: SigmaDeltaNet, frames, lam: float, config: FinetuneConfig | No
     try:
         result = _resume(checkpoint, net, cfg, float(lam), optimizer, model) or \
             FinetuneResult(cfg, float(lam), dict(loss=[], error=[], cost=[], lam=[], seconds=0.0, world_size=world))
-        net.set_mode("rounding")
-        fanout = _fanouts(net, clips[0][0, :1])
-        taps = _Taps(net)
-        module = net.graph_module
-        if world > 1:
-            from torch.nn.parallel import DistributedDataParallel
+        with net.configured(mode="rounding", counting=net.counting):  # restores mode and counting
+            net.reset()
+            fanout = _fanouts(net, clips[0][0, :1])
+            taps = _Taps(net)
+            module = net.graph_module
+            if world > 1:
+                from torch.nn.parallel import DistributedDataParallel
 
-            module = DistributedDataParallel(net.graph_module, broadcast_buffers=False)
-        step = _Step(net, module, taps, fanout, optimizer, clips, teacher, cfg, float(lam), rank, world)
-        _loop(step, result, checkpoint, model, progress and rank == 0)
+                module = DistributedDataParallel(net.graph_module, broadcast_buffers=False)
+            step = _Step(net, module, taps, fanout, optimizer, clips, teacher, cfg, float(lam), rank, world)
+            _loop(step, result, checkpoint, model, progress and rank == 0)
     finally:
         if taps is not None:
             taps.remove()
         for p in net.graph_module.parameters():
-            p.requires_grad_(saved[2][id(p)])
+            p.requires_grad_(requires_grad[id(p)])
             p.grad = None
-        net.counting = saved[1]
-        net.set_mode(saved[0])
     if checkpoint is not None and rank == 0:
         save_checkpoint(checkpoint, net, result, model, optimizer)
     return result
