@@ -196,6 +196,15 @@ class _FeatureDistances:
             self.cos[i].extend(cos.mean(1).tolist())
 
 
+def _per_frame_ops(counts, per_layer: bool) -> dict:
+    """``ops``, ``ops_per_layer`` and ``hybrid_split`` of a :class:`StreamEvaluation`, per stream, from counts."""
+    batch = counts.batch_size
+    return dict(ops={n: counts.per_step(kind) / batch for n, kind in NETWORKS.items()},
+                ops_per_layer={n: {layer: v / batch for layer, v in counts.per_layer_step(kind).items()}
+                               for n, kind in NETWORKS.items()} if per_layer else {},
+                hybrid_split=tuple(counts.step_totals[part] / batch for part in (HYBRID_ADDITIONS, HYBRID_DENSE)))
+
+
 @torch.no_grad()
 def evaluate_stream(net: SigmaDeltaNet, frames: torch.Tensor | Iterable[torch.Tensor], *, chunk: int = 16,
                     feature_distances: bool = False, precision: str = "int32", progress: bool = True,
@@ -246,19 +255,13 @@ def evaluate_stream(net: SigmaDeltaNet, frames: torch.Tensor | Iterable[torch.Te
                             per_step_counts="layer" if per_layer else "total", on_chunk=collect,
                             progress=bar)["sigma-delta"]
     top_orig_t, top_sd_t = torch.cat(top_orig), torch.cat(top_sd)  # (T, B, k)
-    batch = counts.batch_size
-    ops_per_layer = {n: {layer: v / batch for layer, v in counts.per_layer_step(kind).items()}
-                     for n, kind in NETWORKS.items()} if per_layer else {}
-    ops = {n: counts.per_step(kind) / batch for n, kind in NETWORKS.items()}
-    hybrid_split = tuple(counts.step_totals[part] / batch for part in (HYBRID_ADDITIONS, HYBRID_DENSE))
     best = top_sd_t[..., :1]  # (T, B, 1)
     result = StreamEvaluation(
-        frames=int(counts.steps), layers=list(counts.layers), ops=ops, ops_per_layer=ops_per_layer,
+        frames=int(counts.steps), layers=list(counts.layers), **_per_frame_ops(counts, per_layer),
         top1_agree=(best[..., 0] == top_orig_t[..., 0]).double().mean(1).numpy(),
         top5_agree=(best == top_orig_t).any(-1).double().mean(1).numpy(),
         original_top5=top_orig_t.numpy(), sigma_delta_top5=top_sd_t.numpy(),
-        max_abs_logit_diff=torch.cat(max_diff).double().numpy(), precision=precision, hybrid_split=hybrid_split,
-        scheme=counts.scheme)
+        max_abs_logit_diff=torch.cat(max_diff).double().numpy(), precision=precision, scheme=counts.scheme)
     if distances is not None:
         result.feature_maps = list(net.quantizers)
         result.l1_distance = np.array(distances.l1)
