@@ -17,15 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 
 import torch
 
 import sigmadelta
 from sigmadelta.data import load_clip
 from sigmadelta.models import get
-from sigmadelta.runtime.bench import benchmark
+from sigmadelta.runtime.bench import benchmark, channels_last_ms
 
 
 def std_scales(net, clip: torch.Tensor, levels: float) -> dict[str, float]:
@@ -36,25 +34,6 @@ def std_scales(net, clip: torch.Tensor, levels: float) -> dict[str, float]:
     scales = {name: levels / max(q.observation.x.std().item(), 1e-6) for name, q in net.quantizers.items()}
     net.reset()
     return scales
-
-
-def channels_last_ms(model, frames: torch.Tensor, threads: int, repeats: int) -> float:
-    """The original network with channels-last weights and inputs, per frame, median of ``repeats``."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    model = model.to(memory_format=torch.channels_last)
-    frames = [f.contiguous(memory_format=torch.channels_last) for f in frames]
-    times = []
-    with torch.inference_mode():
-        for i in range(repeats + 1):
-            start = time.perf_counter()
-            for f in frames:
-                model(f)
-            if i:  # the first pass warms up
-                times.append((time.perf_counter() - start) / len(frames))
-    model.to(memory_format=torch.contiguous_format)
-    torch.set_num_threads(previous)
-    return 1e3 * statistics.median(times)
 
 
 def main() -> None:

@@ -15,39 +15,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
-
-import torch
 
 import sigmadelta
 from sigmadelta.data import load_clip
 from sigmadelta.models import get
-from sigmadelta.runtime.bench import benchmark
+from sigmadelta.runtime.bench import benchmark, channels_last_ms
 from sigmadelta.runtime.sparse import DENSE_ABOVE
 from sigmadelta.scales import calibrate, default_lam, video_config
 
 MODEL = "squeezenet1_1"
-
-
-def channels_last_ms(model, frames: torch.Tensor, threads: int, repeats: int) -> float:
-    """The original network with channels-last weights and inputs (the layout the engine's dense convolutions
-    use), per frame, median of ``repeats`` after one warm-up pass."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    model = model.to(memory_format=torch.channels_last)
-    frames = [f.contiguous(memory_format=torch.channels_last) for f in frames]
-    times = []
-    with torch.inference_mode():
-        for i in range(repeats + 1):
-            start = time.perf_counter()
-            for f in frames:
-                model(f)
-            if i:
-                times.append((time.perf_counter() - start) / len(frames))
-    model.to(memory_format=torch.contiguous_format)
-    torch.set_num_threads(previous)
-    return 1e3 * statistics.median(times)
 
 
 def main() -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-import numbers
 from collections.abc import Iterator, Mapping
 
 import torch
@@ -32,6 +31,7 @@ from . import backends
 from .accounting import PER_STEP, OpCounter, OpCounts
 from .errors import StreamError
 from .functional import HYSTERESIS, SCHEMES, SIGMA_DELTA_SCHEME, THRESHOLD
+from ._checks import log_scale, per_quantizer
 from .modules import MODES, ORIGINAL, SIGMA_DELTA, Observation, Quantizer, SigmaDeltaLinear
 from .rewrite.graph import rewrite
 
@@ -143,7 +143,7 @@ class SigmaDeltaNet(nn.Module):
         for name, k in scales.items():
             if name not in self._quantizers:
                 raise KeyError(f"no quantizer named {name!r}; the scales are {list(self._quantizers)}")
-            updates[name] = _log_scale(name, k, self._quantizers[name].log_scale)
+            updates[name] = log_scale(name, k, self._quantizers[name].log_scale)
         with torch.no_grad():
             for name, log_k in updates.items():
                 self._quantizers[name].log_scale.copy_(log_k)
@@ -180,7 +180,7 @@ class SigmaDeltaNet(nn.Module):
             raise ValueError(f"unknown scheme {scheme!r}; choose from {SCHEMES}")
         names = list(self._quantizers)
         if scheme == HYSTERESIS:
-            params = _per_quantizer(h, names, "h")
+            params = per_quantizer(h, names, "h")
         elif scheme == THRESHOLD:
             if (theta is None) == (tau is None and calibration is None):
                 raise ValueError("threshold scheme: give theta, or tau with calibration frames (not both)")
@@ -190,7 +190,7 @@ class SigmaDeltaNet(nn.Module):
                 stds = self.input_std(calibration)
                 params = {name: float(tau) * std for name, std in stds.items()}
             else:
-                params = _per_quantizer(theta, names, "theta")
+                params = per_quantizer(theta, names, "theta")
         else:
             params = dict.fromkeys(names, 0.0)
         for name, p in params.items():
@@ -207,7 +207,7 @@ class SigmaDeltaNet(nn.Module):
         and frames of the clip ``frames [T, B, ...]``, run ``chunk`` frames at a time on a copy of this network
         in the original mode (this network is unchanged)."""
         self._check(frames, "calibration clip", 2)
-        probe = _copy_for_probe(self)
+        probe = self.dense_copy(ORIGINAL)
         sums = {name: torch.zeros(3, dtype=torch.float64) for name in probe._quantizers}  # n, Σx, Σx²
         for start in range(0, len(frames), chunk):
             probe.run(frames[start:start + chunk])
@@ -216,6 +216,13 @@ class SigmaDeltaNet(nn.Module):
                 sums[name] += torch.stack([torch.tensor(float(x.numel()), dtype=torch.float64), x.sum(), x.square().sum()])
         return {name: math.sqrt(max(float(sq / n - (sx / n) ** 2), 0.0) * n / max(n - 1, 1))
                 for name, (n, sx, sq) in ((name, v.tolist()) for name, v in sums.items())}
+
+    def dense_copy(self, mode: str) -> "SigmaDeltaNet":
+        """A copy with state of its own, on the dense backend (no engine copied), in ``mode``, not counting: to
+        run beside this network (the reference of an evaluation, a probe) without touching it."""
+        other = copy.deepcopy(self, {id(self._engine): None})
+        other._engine, other._engine_name, other.backend, other.counting = None, None, backends.DENSE, False
+        return other.set_mode(mode)
 
     def observations(self) -> dict[str, Observation]:
         """Quantizer name -> what it saw and sent in the last call (:class:`~sigmadelta.modules.Observation`:
@@ -418,44 +425,3 @@ class SigmaDeltaNet(nn.Module):
     def extra_repr(self) -> str:
         n_scales = sum(math.prod(q.log_scale.shape) for q in self._quantizers.values())
         return f"mode={self.mode!r}, layers={len(self._layers)}, scales={n_scales}, sample_shape={self.sample_shape}"
-
-
-def _per_quantizer(value, names: list[str], what: str) -> dict[str, float]:
-    """One value for every quantizer, or a mapping by quantizer name (names left out: an error)."""
-    if isinstance(value, Mapping):
-        unknown = sorted(set(value) - set(names))
-        missing = [n for n in names if n not in value]
-        if unknown or missing:
-            raise KeyError(f"{what} per quantizer: unknown {unknown[:4]}, missing {missing[:4]}; the quantizers "
-                           f"are {names[:4]}{'...' if len(names) > 4 else ''}")
-        return {n: float(value[n]) for n in names}
-    return dict.fromkeys(names, float(value))
-
-
-def _copy_for_probe(net: SigmaDeltaNet) -> SigmaDeltaNet:
-    probe = copy.deepcopy(net, {id(net._engine): None})  # the engine is not needed in the original mode
-    probe._engine, probe._engine_name, probe.backend, probe.counting = None, None, "dense", False
-    return probe.set_mode(ORIGINAL)
-
-
-def _log_scale(name: str, k, param: torch.Tensor) -> torch.Tensor:
-    """``log k`` shaped like the log-scale ``param``, or a TypeError/ValueError naming the scale ``name``."""
-    if isinstance(k, bool) or not isinstance(k, (numbers.Real, torch.Tensor, list, tuple)) and not hasattr(
-            k, "__array__"):
-        raise TypeError(f"scale {name!r} must be a real number or a tensor of them, got {type(k).__name__} {k!r}")
-    try:
-        t = k.detach() if isinstance(k, torch.Tensor) else torch.as_tensor(k)  # to see its dtype
-        if t.dtype == torch.bool or t.is_complex():
-            raise TypeError(f"a {type(k).__name__} of {t.dtype}")
-        t = t.to("cpu", torch.float64) if isinstance(k, torch.Tensor) else torch.as_tensor(k, dtype=torch.float64)
-    except (TypeError, ValueError, RuntimeError) as e:  # float64: 1e300 is not inf yet
-        raise TypeError(f"scale {name!r} must be a real number or a tensor of them, got {type(k).__name__} "
-                        f"({e})") from None
-    if t.shape != param.shape and t.numel() != 1:
-        raise ValueError(f"scale {name!r}: shape {tuple(t.shape)} does not fit {tuple(param.shape)}")
-    if not torch.isfinite(t).all() or (t <= 0).any():
-        raise ValueError(f"scale {name!r} must be finite and > 0, got {t.tolist()}")
-    log_k = t.to(param.dtype).log()
-    if not torch.isfinite(log_k).all():
-        raise ValueError(f"scale {name!r} = {t.tolist()} is outside the range of {param.dtype}")
-    return log_k.expand(param.shape).to(param.device)

@@ -17,7 +17,6 @@ and the benchmark's reference pass only format what it gives them.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import torch
@@ -91,8 +90,7 @@ def run_stream(net: SigmaDeltaNet, frames: torch.Tensor | Iterable[torch.Tensor]
 
 
 def _copy_for(net: SigmaDeltaNet, mode: str, per_step_counts: str | None) -> SigmaDeltaNet:
-    """A copy of ``net`` of its own (its state and settings apart), on the dense backend, in ``mode``."""
-    other = copy.deepcopy(net)
-    other.set_backend("dense").set_mode(mode)
+    """A counting copy of ``net`` of its own (its state and settings apart), on the dense backend, in ``mode``."""
+    other = net.dense_copy(mode)
     other.counting, other.per_step_counts = True, per_step_counts
     return other

@@ -20,7 +20,7 @@ ROOT = pathlib.Path(sigmadelta.__file__).parent
 LAYERS = {
     "sigmadelta.errors": 0,
     "sigmadelta._support": 1, "sigmadelta.functional": 1, "sigmadelta.testing": 1, "sigmadelta.backends": 1,
-    "sigmadelta.losses": 1, "sigmadelta.config": 2,
+    "sigmadelta.losses": 1, "sigmadelta._checks": 1, "sigmadelta.config": 2,
     "sigmadelta.modules": 2, "sigmadelta.data": 2,
     "sigmadelta.accounting": 3, "sigmadelta.rewrite": 3, "sigmadelta.models": 3,
     "sigmadelta.net": 4,

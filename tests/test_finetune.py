@@ -19,14 +19,6 @@ from sigmadelta import finetune as ft
 from sigmadelta.finetune import FinetuneConfig, FinetuneError, apply_checkpoint, finetune, load_checkpoint
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
-
 def tiny(dtype=torch.float32, seed=0):
     """A small MLP, converted with scales k = 8, and a slowly drifting 2-stream clip of 60 steps."""
     torch.manual_seed(seed)

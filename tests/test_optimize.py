@@ -18,15 +18,6 @@ LAMS = [10.0 ** e for e in (-7, -6, -5, -4, -3)]
 FAST = dict(error="l2", lr=0.03, batch_size=10, progress=False)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # tiny networks: one thread is fastest, and far faster when other processes share the cores
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def mlp(seed: int = 0, sizes=(16, 32, 32, 8), dtype=torch.float32) -> torch.nn.Sequential:
     g = torch.Generator().manual_seed(seed)
     layers = []

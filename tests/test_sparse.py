@@ -17,16 +17,6 @@ from sigmadelta.runtime._indexmaps import conv_targets
 from sigmadelta.runtime.sparse import DENSE_ABOVE, engine_of
 from sigmadelta.testing import correlated_stream, mlp, residual_cnn, vgg_style_cnn
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: on a loaded 2-core machine a 2-thread parallel region waits for a descheduled thread,
-    and the tiny convolutions here then take ~100 ms instead of ~0.2 ms. Restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 ALL_SPARSE = dict.fromkeys(DENSE_ABOVE, 1.0)
 ALL_DENSE = dict.fromkeys(DENSE_ABOVE, 0.0)
 POLICIES = {"auto": None, "sparse": ALL_SPARSE, "dense": ALL_DENSE}

@@ -33,7 +33,7 @@ from ..net import convert
 from ..stream import run_stream
 from .sparse import engine_of
 
-__all__ = ["benchmark"]
+__all__ = ["benchmark", "channels_last_ms"]
 
 
 def benchmark(net_or_model, frames: torch.Tensor, *, threads: int = 1, repeats: int = 5,
@@ -195,3 +195,20 @@ def _profile(net, engine, frames) -> dict:
         per_kind[kinds.get(name, "op")] = per_kind.get(kinds.get(name, "op"), 0.0) + us
     ordered = dict(sorted(per_step.items(), key=lambda kv: -kv[1]))
     return {"total_us": sum(per_step.values()), "per_kind_us": per_kind, "per_step_us": ordered}
+
+
+def channels_last_ms(model: nn.Module, frames, threads: int, repeats: int) -> float:
+    """The original network with channels-last weights and inputs (the layout the engine's dense convolutions use),
+    ms per frame over ``frames`` (single frames ``[B, ...]``), median of ``repeats`` after one warm-up pass."""
+    model = model.to(memory_format=torch.channels_last)
+    frames = [f.contiguous(memory_format=torch.channels_last) for f in frames]
+    times = []
+    with torch_threads(threads), torch.inference_mode():
+        for i in range(repeats + 1):
+            start = time.perf_counter()
+            for f in frames:
+                model(f)
+            if i:  # the first pass warms up
+                times.append((time.perf_counter() - start) / len(frames))
+    model.to(memory_format=torch.contiguous_format)
+    return 1e3 * statistics.median(times)
