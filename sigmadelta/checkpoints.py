@@ -40,7 +40,7 @@ __all__ = ["CHECKPOINT_FORMAT", "SCHEMES", "FinetuneConfig", "FinetuneResult", "
            "load_checkpoint", "apply_checkpoint"]
 
 CHECKPOINT_FORMAT = "sigmadelta-finetune/1"
-SCHEMES = ("rounding",)  # the paper's Sigma-Delta quantizer; further schemes (thresholds, hysteresis) plug in here
+SCHEMES = ("rounding", "hysteresis")  # the paper's Sigma-Delta quantizer (its Rounding network); with hysteresis
 ERRORS = ("kl", "l2-softmax")
 COSTS = ("scaled", "rounded")
 LR_DECAYS = ("constant", "cosine")
@@ -62,7 +62,10 @@ class FinetuneConfig:
         lr_scales: Adam learning rate of the log-scales κ; 0 keeps the scales.
         error: distillation loss: ``"kl"`` (KL(original ‖ network) on softmaxes) or ``"l2-softmax"``.
         temperature: softmax temperature of the distillation loss (KL scaled by ``τ²``).
-        scheme: the quantizer scheme trained for; ``"rounding"`` is the paper's Sigma-Delta.
+        scheme: the quantizer scheme trained for: ``"rounding"``, the paper's Sigma-Delta (trained as its Rounding
+            network, frame by frame), or ``"hysteresis"`` (trained as the Sigma-Delta network with hysteresis
+            ``h``, window by window from zero state: the level recurrence is not per frame).
+        hysteresis: ``h`` of the hysteresis scheme (ignored by ``"rounding"``).
         cost: the cost surrogate: ``"scaled"`` (``k|Δx|``) or ``"rounded"`` (``|Δ round_ste(kx)|``).
         lam_warmup: fraction of the steps over which λ ramps linearly from 0 to its value.
         lr_decay: ``"constant"`` or ``"cosine"`` (to 0 at the last step).
@@ -81,6 +84,7 @@ class FinetuneConfig:
     error: str = "kl"
     temperature: float = 1.0
     scheme: str = "rounding"
+    hysteresis: float = 1.0
     cost: str = "scaled"
     lam_warmup: float = 0.1
     lr_decay: str = "cosine"
@@ -99,7 +103,7 @@ class FinetuneConfig:
                          ("checkpoint_every", self.checkpoint_every >= 1), ("seed", self.seed >= 0)):
             if not (isinstance(getattr(self, name), int) and ok):
                 problems.append(f"{name}={getattr(self, name)!r}")
-        for name in ("lr_weights", "lr_scales", "grad_clip", "temperature", "lam_warmup"):
+        for name in ("lr_weights", "lr_scales", "grad_clip", "temperature", "lam_warmup", "hysteresis"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
                 problems.append(f"{name}={v!r}")
@@ -112,6 +116,19 @@ class FinetuneConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def key(self) -> dict:
+        """The settings that change the result: :meth:`to_dict` without ``hysteresis`` when the scheme does not
+        use it (so runs cached before the field existed keep their key)."""
+        d = self.to_dict()
+        if self.scheme != "hysteresis":
+            d.pop("hysteresis")
+        return d
+
+    def apply_scheme(self, net: SigmaDeltaNet) -> None:
+        """Give ``net`` the scheme this run trains for (the paper's rounding leaves the net's scheme alone)."""
+        if self.scheme == "hysteresis":
+            net.set_scheme("hysteresis", h=self.hysteresis)
 
     @classmethod
     def from_dict(cls, d: dict) -> "FinetuneConfig":
@@ -211,5 +228,6 @@ def apply_checkpoint(net: SigmaDeltaNet, checkpoint, model: str | None = None) -
                 m.bias.copy_(ck["biases"][name])
         for name, q in net.quantizers.items():
             q.log_scale.copy_(ck["log_scales"][name])
+    FinetuneConfig.from_dict(ck["config"]).apply_scheme(net)  # the net runs the scheme it was trained for
     net.reset()
     return ck

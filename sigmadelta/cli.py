@@ -106,6 +106,10 @@ def _add_finetune(sub) -> None:
     tune.add_argument("--steps", type=positive_int, metavar="N", help="optimizer steps (default: the model's)")
     tune.add_argument("--batch", type=positive_int, metavar="N", help="windows per step, over all processes")
     tune.add_argument("--window", type=positive_int, metavar="T", help="consecutive frames per window")
+    tune.add_argument("--scheme", choices=("sigma-delta", "hysteresis"), help="the delta scheme trained for: the "
+                      "paper's sigma-delta (as its Rounding network) or hysteresis (default: the model's)")
+    tune.add_argument("--scheme-param", type=float, metavar="H", help="h of --scheme hysteresis (default: the "
+                      "model's, with the λ of its starting scales unless --scales)")
     tune.add_argument("--seed", type=int, help="seed of the window sampler")
     tune.add_argument("--threads", type=positive_int, metavar="N", help="torch threads per process")
     tune.add_argument("-o", "--output", metavar="FILE", help="the checkpoint to write (default: cached by content "

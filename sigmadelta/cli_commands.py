@@ -323,7 +323,7 @@ def finetune_command(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     settings = ft.default_config(args.model)
-    config = ft.FinetuneConfig.from_dict(settings.to_dict() | {k: v for k, v in (
+    config = ft.FinetuneConfig.from_dict(settings.to_dict() | _scheme_settings(args) | {k: v for k, v in (
         ("steps", args.steps), ("batch", args.batch), ("window", args.window), ("seed", args.seed)) if v is not None})
     bundle, net = _image_net(args) if args.model not in ft.MLP_MODELS else _mlp_net(args)
     if args.scales:
@@ -345,6 +345,22 @@ def finetune_command(args) -> int:
         print(("  read from the cache: " if result.cached else "wrote ") + str(result.path)
               + f" ({result.record['seconds']:.0f} s of training)")
     return 0
+
+
+def _scheme_settings(args) -> dict:
+    """``--scheme`` / ``--scheme-param`` of `finetune` as FinetuneConfig settings (none given: the model's)."""
+    if args.scheme is None:
+        if args.scheme_param is not None:
+            raise ValueError("--scheme-param is h of --scheme hysteresis; give --scheme hysteresis with it")
+        return {}
+    if args.scheme == "sigma-delta":
+        if args.scheme_param is not None:
+            raise ValueError("--scheme-param is h of --scheme hysteresis; the sigma-delta scheme has none")
+        return {"scheme": "rounding"}
+    from sigmadelta.scales import default_scheme_param
+
+    h = default_scheme_param(args.model, "hysteresis") if args.scheme_param is None else args.scheme_param
+    return {"scheme": "hysteresis", "hysteresis": h}
 
 
 def _training_clips(model: str, bundle, train):

@@ -19,6 +19,11 @@ the surrogate of the Sigma-Delta additions per frame (``cost="rounded"``: ``|Δ 
 unlike :func:`~sigmadelta.optimize_scales`, it is *not* local: its gradient also moves the weights, which is
 the point (activations that change little from frame to frame). λ is per frame, independent of the batch.
 
+With ``scheme="hysteresis"`` (:class:`FinetuneConfig`) the network trained is the Sigma-Delta network with
+hysteresis ``h`` itself (:func:`sigmadelta.functional.hysteresis_levels`; straight-through on its levels), each
+window a stream from zero state: its levels depend on the previous frame's, so it has no frame-by-frame Rounding
+network. With ``h = 0`` this is the paper's training above, exactly (tested). The network keeps the scheme.
+
 Why KL(original ‖ network) (forward KL, the distillation loss): it weighs every class by the original's
 probability, so the runner-up classes that decide top-5 agreement keep their gradient; L2 on probabilities
 (``error="l2-softmax"``, the paper's VGG loss) vanishes where the original is confident.
@@ -180,7 +185,7 @@ def _fanouts(net: SigmaDeltaNet, probe: torch.Tensor) -> dict[str, torch.Tensor]
     """Quantizer -> fan-out of each input unit (summed over the layers it feeds), ``[*sample]``."""
     taps = _Taps(net)
     try:
-        with torch.no_grad():
+        with torch.no_grad(), net.configured(mode="original", counting=False):
             net.graph_module(probe)
         shapes = {q: tuple(x.shape[1:]) for q, x in taps.inputs.items()}
     finally:
@@ -205,6 +210,15 @@ def _cost(net: SigmaDeltaNet, taps: _Taps, fanout: dict, window: int, cfg: Finet
 
 # ---------------------------------------------------------------------------------------------------------
 # training
+
+
+def _training_mode(net: SigmaDeltaNet, cfg: FinetuneConfig) -> dict:
+    """The network that is trained: the Rounding network (frame by frame, equal to the paper's Sigma-Delta
+    network), or for hysteresis the Sigma-Delta network itself, each window a stream from zero state, its
+    increments in the model's dtype (the hysteresis levels depend on the previous frame's)."""
+    if cfg.scheme == "hysteresis":
+        return dict(mode="sigma-delta", counting=False, delta_dtype=net.dtype)
+    return dict(mode="rounding", counting=False)
 
 
 def _parameters(net: SigmaDeltaNet, cfg: FinetuneConfig) -> tuple[list, list]:
@@ -276,9 +290,10 @@ def finetune(net: SigmaDeltaNet, frames, lam: float, config: FinetuneConfig | No
     try:
         result = _resume(checkpoint, net, cfg, float(lam), optimizer, model) or \
             FinetuneResult(cfg, float(lam), dict(loss=[], error=[], cost=[], lam=[], seconds=0.0, world_size=world))
-        with net.configured(mode="rounding", counting=net.counting):  # restores mode and counting
+        fanout = _fanouts(net, clips[0][0, :1])
+        cfg.apply_scheme(net)  # the net keeps it: the scheme it was trained for
+        with net.configured(**_training_mode(net, cfg)):  # restores mode, counting and dtype
             net.reset()
-            fanout = _fanouts(net, clips[0][0, :1])
             taps = _Taps(net)
             module = net.graph_module
             if world > 1:
@@ -322,7 +337,9 @@ class _Step:
         share = cfg.batch // self.world  # every process draws the global batch and takes its share
         picks = _windows(self.clips, cfg, i)[self.rank * share:(self.rank + 1) * share]
         x, y = _gather(self.clips, self.teacher, picks, cfg.window)  # (T, b, ...), (T, b, classes)
+        self.net.prepare_steps(cfg.window)  # (the rounding network ignores it)
         out = self.module(x.flatten(0, 1))
+        self.net.reset()  # every window is a stream of its own: no state carried to the next
         error = _distill(out, y.flatten(0, 1), cfg)
         cost = _cost(self.net, self.taps, self.fanout, cfg.window, cfg)
         loss = error + self.lam * lam_f * cost
@@ -396,7 +413,7 @@ def _digest(net: SigmaDeltaNet, clips: list[torch.Tensor], lam: float, cfg: Fine
     from .scales import net_digest
 
     h = hashlib.blake2b(digest_size=8)
-    h.update(json.dumps(dict(net=net_digest(net), lam=float(lam), config=cfg.to_dict())).encode())
+    h.update(json.dumps(dict(net=net_digest(net), lam=float(lam), config=cfg.key())).encode())
     for t in [q.log_scale.detach() for q in net.quantizers.values()] + clips:
         h.update(f"{t.dtype}{tuple(t.shape)}".encode())
         h.update(t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())

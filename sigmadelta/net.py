@@ -379,6 +379,13 @@ class SigmaDeltaNet(nn.Module):
         self._check(clip, "clip", 2)
         return self._run(clip)
 
+    def prepare_steps(self, steps: int) -> None:
+        """Tell every stateful module that the next call of :attr:`graph_module` carries ``steps`` frames per
+        stream (what :meth:`run` does before its call), for loops that call the graph module themselves, e.g.
+        through a DDP wrapper. Such a call stages state without committing it: :meth:`reset` after it."""
+        for m in self._stateful:
+            m.steps = steps
+
     def _check(self, x, what: str, lead: int) -> None:
         """Refuse bad input before any state is touched."""
         expected = ("[T, B, " if lead == 2 else "[B, ") + ", ".join(map(str, self.sample_shape)) + "]"
@@ -407,8 +414,7 @@ class SigmaDeltaNet(nn.Module):
             if self.counting:  # the engine left the quantizers' records as the dense path does
                 self._counter.update(steps, batch)
             return out
-        for m in self._stateful:
-            m.steps = steps
+        self.prepare_steps(steps)
         try:
             out = self.graph_module(clip.flatten(0, 1))  # (T·B, ...): time-major frames of B streams
         except Exception:

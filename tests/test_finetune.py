@@ -48,7 +48,7 @@ CFG = dict(steps=40, window=6, batch=4, lr_weights=3e-3, lr_scales=3e-2, checkpo
 
 
 @pytest.mark.parametrize("bad", [dict(window=1), dict(batch=0), dict(lr_weights=-1.0), dict(error="mse"),
-                                 dict(scheme="hysteresis"), dict(cost="l0"), dict(steps=2.5),
+                                 dict(scheme="threshold"), dict(hysteresis=-0.5), dict(cost="l0"), dict(steps=2.5),
                                  dict(temperature=0.0), dict(version=2), dict(lam_warmup=1.5)])
 def test_config_refuses_bad_settings_naming_them(bad):
     with pytest.raises(FinetuneError, match=next(iter(bad))):
@@ -100,6 +100,41 @@ def test_lambda_zero_with_scales_only_distils_towards_the_original():
     result = finetune(net, clip, 0.0, cfg, progress=False)
     assert all(torch.equal(w[n], m.weight) for n, m in net.layers.items())  # lr 0: weights unchanged
     assert np.mean(result.record["error"][-10:]) < 0.5 * np.mean(result.record["error"][:10])
+
+
+def test_hysteresis_zero_trains_exactly_as_the_rounding_network():
+    """h = 0 is the paper's network: training the Sigma-Delta network with hysteresis 0 (window by window, from
+    zero state) gives the Rounding network's training, to float64 summation order (1e-9)."""
+    runs = []
+    for scheme in ("rounding", "hysteresis"):
+        _, net, clip = tiny(torch.float64)
+        result = finetune(net, clip, 1e-3, FinetuneConfig(**(CFG | dict(steps=15, scheme=scheme, hysteresis=0.0))),
+                          progress=False)
+        runs.append(([m.weight for m in net.layers.values()] + net.scale_parameters(), result.record["loss"]))
+    (w_round, loss_round), (w_hyst, loss_hyst) = runs
+    assert np.allclose(loss_round, loss_hyst, rtol=1e-9, atol=0)
+    assert all(torch.allclose(a, b, rtol=1e-9, atol=1e-12) for a, b in zip(w_round, w_hyst))
+
+
+def test_hysteresis_finetuning_trains_the_hysteresis_network_and_its_checkpoint_keeps_the_scheme(tmp_path):
+    model, net, clip = tiny()
+    train, held_out = clip[:40], clip[40:]
+    net.set_scheme("hysteresis", h=1.0)
+    ops0, agree0 = sd_ops_and_agreement(net, model, held_out)
+    path = tmp_path / "h.pt"
+    cfg = FinetuneConfig(**(CFG | dict(steps=80, scheme="hysteresis", hysteresis=1.0)))
+    result = finetune(net, train, 3e-5, cfg, model="toy", checkpoint=path, progress=False)
+    assert net.scheme == "hysteresis" and set(net.scheme_params.values()) == {1.0}
+    assert np.mean(result.record["cost"][-10:]) < np.mean(result.record["cost"][:10])
+    ops1, agree1 = sd_ops_and_agreement(net, model, held_out)  # measured, on frames not trained on
+    assert ops1 < 0.5 * ops0 and agree1 >= agree0 - 0.2, (ops0, ops1, agree0, agree1)  # 2.8x at -15 points
+    fresh = sigmadelta.convert(model, torch.zeros(1, 6))
+    apply_checkpoint(fresh, path, model="toy")  # the checkpoint names its scheme: the net runs it
+    assert fresh.scheme == "hysteresis" and set(fresh.scheme_params.values()) == {1.0}
+    for m in (net, fresh):
+        m.set_mode("sigma-delta")
+    with torch.no_grad():
+        assert torch.equal(net.run(held_out), fresh.run(held_out))
 
 
 def test_seeded_runs_are_identical_and_seeds_differ():
@@ -265,6 +300,12 @@ def test_cli_refuses_bad_finetune_and_checkpoint_arguments(tmp_path, capsys):
 
     assert main(["finetune", "--model", "nope", "-o", str(tmp_path / "x.pt")]) == 2
     assert "unknown model" in capsys.readouterr().err
+    out = str(tmp_path / "x.pt")
+    assert main(["finetune", "--model", "mnist-mlp", "--scheme-param", "1", "-o", out]) == 2
+    assert "--scheme-param is h of --scheme hysteresis" in capsys.readouterr().err
+    assert main(["finetune", "--model", "mnist-mlp", "--scheme", "hysteresis", "--scheme-param", "-1", "-o", out]) == 2
+    assert "hysteresis=-1.0" in capsys.readouterr().err
+    assert not (tmp_path / "x.pt").exists()
     assert main(["run", "clip.mp4", "--checkpoint", str(tmp_path / "missing.pt")]) == 2
     assert "no checkpoint file" in capsys.readouterr().err
     assert main(["bench", "--data", "bikes"]) == 2
