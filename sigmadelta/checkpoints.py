@@ -117,6 +117,10 @@ class FinetuneConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def replace(self, **changes) -> "FinetuneConfig":
+        """A copy with ``changes`` (validated; an unknown field is a :class:`FinetuneError`)."""
+        return FinetuneConfig.from_dict(self.to_dict() | changes)
+
     def key(self) -> dict:
         """The settings that change the result: :meth:`to_dict` without ``hysteresis`` when the scheme does not
         use it (so runs cached before the field existed keep their key)."""

@@ -322,8 +322,7 @@ def finetune_command(args) -> int:
     rank, world = ft.init_distributed()
     if args.threads:
         torch.set_num_threads(args.threads)
-    settings = ft.default_config(args.model)
-    config = ft.FinetuneConfig.from_dict(settings.to_dict() | _scheme_settings(args) | {k: v for k, v in (
+    config = ft.default_config(args.model).replace(**_scheme_settings(args), **{k: v for k, v in (
         ("steps", args.steps), ("batch", args.batch), ("window", args.window), ("seed", args.seed)) if v is not None})
     bundle, net = _image_net(args) if args.model not in ft.MLP_MODELS else _mlp_net(args)
     if args.scales:

@@ -32,7 +32,7 @@ import torch
 import sigmadelta
 from sigmadelta import data, models
 from sigmadelta.data.synthetic import training_set
-from sigmadelta.finetune import FinetuneConfig, default_config, finetune, finetune_cached
+from sigmadelta.finetune import default_config, finetune, finetune_cached
 from sigmadelta.paper import default_out
 from sigmadelta.paper.imagenet_video import load_stream
 from sigmadelta.scales import calibrate, default_lam, init_scale
@@ -40,8 +40,9 @@ from sigmadelta.scales import calibrate, default_lam, init_scale
 # --- defaults
 MNIST_LAMS = (1e-6, 3e-6)
 IMAGE_MODELS = ("squeezenet1_1",)
-# (λ of the calibration that sets the initial scales, λ of fine-tuning)
-IMAGE_RUNS = {"squeezenet1_1": ((1e-10, 3e-11), (1e-10, 1e-10), (1e-10, 3e-10), (1e-11, 1e-10), (1e-11, 3e-10)),
+# (λ of the calibration that sets the initial scales, λ of fine-tuning[, h: the hysteresis scheme])
+IMAGE_RUNS = {"squeezenet1_1": ((1e-10, 3e-11), (1e-10, 1e-10), (1e-10, 3e-10), (1e-11, 1e-10), (1e-11, 3e-10),
+                                (1e-11, 1e-10, 1.0), (3e-11, 1e-10, 1.0)),
               "efficientnet-lite0": ((1e-10, 1e-10),)}
 TRAIN = ("carphone", "synthetic")
 TEST_CLIPS = (("bigbuckbunny", 100), ("bikes", 100))
@@ -77,8 +78,7 @@ def mnist_part(cfg: dict, progress: bool) -> dict:
     rows = []
     start = sigmadelta.convert(bundle.model, torch.zeros(1, 784))
     rows.append(dict(setting="k = 1, not fine-tuned", lam=None, **mnist_eval(start, test, labels)))
-    config = FinetuneConfig.from_dict(default_config("mnist-mlp").to_dict() | (
-        {"steps": cfg["mnist_steps"]} if "mnist_steps" in cfg else {}))
+    config = default_config("mnist-mlp").replace(**({"steps": cfg["mnist_steps"]} if "mnist_steps" in cfg else {}))
     for lam in cfg["mnist_lams"]:
         net = copy.deepcopy(original)
         t = time.perf_counter()
@@ -142,21 +142,28 @@ def image_part(model: str, cfg: dict, progress: bool, init_k: float | None = Non
     original = sigmadelta.convert(bundle.model, bundle.example_input())
     stream, segments = load_stream(bundle, tuple((n, f) for (n, _), f in zip(TEST_CLIPS, cfg["test_frames"])))
     clips, names = training_set(bundle, TRAIN)
-    config = FinetuneConfig.from_dict(default_config(model).to_dict() | (
-        {"steps": cfg["image_steps"]} if "image_steps" in cfg else {}))
+    config = default_config(model).replace(**({"steps": cfg["image_steps"]} if "image_steps" in cfg else {}))
     runs = cfg.get("image_runs") or IMAGE_RUNS.get(model, ((default_lam(model), default_lam(model)),))
     points, calibrated = [], {}
-    for init_lam, lam in runs:
-        if init_lam not in calibrated:  # the paper's method at this λ: the starting point
-            net = copy.deepcopy(original)
-            calibrate(net, data.load_clip("carphone", bundle), init_lam, model=model, clip="carphone",
-                      progress=progress, init_scale=init_k, **CALIBRATION)
-            calibrated[init_lam] = net
-            points.append(dict(method="scales only (paper)", lam=init_lam, init_lam=init_lam,
+    for init_lam, lam, *hysteresis in runs:
+        h = hysteresis[0] if hysteresis else None
+        scheme = dict(scheme="sigma-delta") if h is None else dict(scheme="hysteresis", h=h)
+        if (init_lam, h) not in calibrated:  # the paper's method at this λ (with the scheme): the starting point
+            if init_lam not in calibrated:
+                net = copy.deepcopy(original)
+                calibrate(net, data.load_clip("carphone", bundle), init_lam, model=model, clip="carphone",
+                          progress=progress, init_scale=init_k, **CALIBRATION)
+                calibrated[init_lam] = calibrated[init_lam, None] = net
+            net = copy.deepcopy(calibrated[init_lam])
+            if h is not None:
+                net.set_scheme("hysteresis", h=h)
+            calibrated[init_lam, h] = net
+            points.append(dict(method="scales only (paper)", lam=init_lam, init_lam=init_lam, **scheme,
                                **stream_eval(net, original, stream, segments)))
         tuned = copy.deepcopy(calibrated[init_lam])
-        run = finetune_cached(tuned, clips, lam, config, model=model, meta={"train": names}, progress=progress)
-        points.append(dict(method="fine-tuned", lam=lam, init_lam=init_lam, checkpoint=str(run.path),
+        run_config = config if h is None else config.replace(scheme="hysteresis", hysteresis=h)
+        run = finetune_cached(tuned, clips, lam, run_config, model=model, meta={"train": names}, progress=progress)
+        points.append(dict(method="fine-tuned", lam=lam, init_lam=init_lam, **scheme, checkpoint=str(run.path),
                            cached=run.cached, train_seconds=run.record["seconds"],
                            **stream_eval(tuned, original, stream, segments)))
     return dict(model=model, init_scale=init_k, train=names, config=config.to_dict(),
@@ -186,18 +193,23 @@ def report(results: dict) -> str:
     for part in results.get("images", []):
         lines += [f"## {part['model']}, calibration from k = {part.get('init_scale', 16):g} (test: "
                   f"{', '.join(s['clip'] for s in part['segments'])}; never trained on)", "",
-                  "| method | scales from λ | λ | clip | reduction (additions) | reduction (events) | top-1 | top-5 |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "| method | scheme | scales from λ | λ | clip | reduction (additions) | reduction (events) | top-1 "
+                  "| top-5 |", "|---|---|---|---|---|---|---|---|---|"]
         for p in part["points"]:
             for s in part["segments"]:
                 r = p[s["clip"]]
-                lines.append(f"| {p['method']} | {p.get('init_lam', p['lam']):g} | {p['lam']:g} | {s['clip']} | "
+                lines.append(f"| {p['method']} | {_scheme_label(p)} | {p.get('init_lam', p['lam']):g} | "
+                             f"{p['lam']:g} | {s['clip']} | "
                              f"{r['reduction']:.2f}x | "
                              f"{r['reduction_events']:.2f}x | {100 * r['top1_agreement']:.0f}% | "
                              f"{100 * r['top5_agreement']:.0f}% |")
         lines.append("")
     lines.append("Paper (VGG-19, its own ImageNet video): 11x fewer ops on a static shot, 4x with a moving camera.")
     return "\n".join(lines) + "\n"
+
+
+def _scheme_label(point: dict) -> str:
+    return f"hysteresis h = {point['h']:g}" if point.get("scheme") == "hysteresis" else "sigma-delta"
 
 
 def scale_only_curve(model: str, clip: str) -> list[tuple[float, float]]:
@@ -225,10 +237,15 @@ def plot(results: dict, path: Path) -> None:
                 ax.plot(*zip(*curve), "-", color="gray", alpha=0.5, lw=1,
                         label=f"{part['model']}: scales only, the video experiment's λ sweep")
             for method, marker in (("scales only (paper)", "o"), ("fine-tuned", "*")):
-                pts = [p for p in part["points"] if p["method"] == method and clip in p]
-                ax.scatter([p[clip]["reduction"] for p in pts], [100 * p[clip]["top1_agreement"] for p in pts],
-                           marker=marker, s=80, color=color,
-                           label=f"{part['model']}, calibrated from k = {part.get('init_scale', 16):g}: {method}")
+                for hysteresis, fill in ((False, color), (True, "none")):
+                    pts = [p for p in part["points"] if p["method"] == method and clip in p
+                           and (p.get("scheme") == "hysteresis") == hysteresis]
+                    if not pts:
+                        continue
+                    ax.scatter([p[clip]["reduction"] for p in pts], [100 * p[clip]["top1_agreement"] for p in pts],
+                               marker=marker, s=80, edgecolors=color, facecolors=fill,
+                               label=f"{part['model']}, calibrated from k = {part.get('init_scale', 16):g}: "
+                                     f"{method}" + (", hysteresis (additions)" if hysteresis else ""))
         ax.axvline(goal, ls="--", color="gray", lw=1)
         ax.axhline(100 * TARGET["top1"], ls=":", color="gray", lw=1)
         ax.set_xscale("log")
@@ -290,11 +307,13 @@ def main(argv=None) -> None:
     parser.add_argument("--models", nargs="*", default=list(IMAGE_MODELS), help="image models (default: %(default)s)")
     parser.add_argument("--no-mnist", action="store_true", help="skip the MNIST MLP")
     parser.add_argument("--init-scale", type=float, help="calibration starts from this k (default: the model's)")
-    parser.add_argument("--runs", nargs="*", metavar="CAL:LAM", help="(calibration λ, fine-tuning λ) pairs, e.g. "
-                        "1e-10:1e-10 (default: IMAGE_RUNS)")
+    parser.add_argument("--runs", nargs="*", metavar="CAL:LAM[:H]", help="(calibration λ, fine-tuning λ[, h of the "
+                        "hysteresis scheme]), e.g. 1e-10:1e-10 or 1e-11:1e-10:1 (default: IMAGE_RUNS)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     runs = [tuple(float(v) for v in r.split(":")) for r in args.runs or ()]
+    if any(len(r) not in (2, 3) for r in runs):
+        parser.error("--runs: each run is CAL:LAM or CAL:LAM:H (H: hysteresis), e.g. 1e-10:1e-10")
     start = time.perf_counter()
     results = run(args.out, quick=args.quick, image_models=args.models, mnist=not args.no_mnist,
                   progress=not args.no_progress, init_k=args.init_scale, runs=runs)
