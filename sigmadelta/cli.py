@@ -5,8 +5,8 @@
     sigmadelta run VIDEO --model NAME [--weights FILE] [--scales FILE | --calibrate CLIP | --checkpoint FILE]
                    [--lam L] [--frames N] [--json FILE] [--plot FILE] [--strict]
     sigmadelta optimize --model NAME --calibrate CLIP [--lam L] -o scales.json
-    sigmadelta finetune --model NAME [--lam L] [--train CLIP ...] [--steps N] [-o FILE]
-    sigmadelta reproduce {random-net,mnist,video,finetune} [--out DIR] [--quick] [--model NAME (video)]
+    sigmadelta finetune --model NAME [--lam L] [--scheme S [--scheme-param H]] [--train CLIP ...] [--steps N] [-o FILE]
+    sigmadelta reproduce {random-net,mnist,video,schemes,finetune} [--out DIR] [--quick] [--model NAME (video)]
     sigmadelta bench --model NAME --data CLIP_OR_DATASET [--checkpoint FILE] [--frames N] [--threads N] [--json FILE]
     sigmadelta --help
 
