@@ -255,8 +255,8 @@ def finetune(net: SigmaDeltaNet, frames, lam: float, config: FinetuneConfig | No
     """Train ``net``'s weights and scales for the Sigma-Delta cost, distilling from its original network.
 
     ``net`` must hold the original model's weights when called (they are the teacher); it keeps the trained
-    weights and scales. Training starts from its current scales (learn them first, e.g. with
-    :func:`sigmadelta.scales.calibrate`). See the module docstring for the objective.
+    weights, scales and scheme. Training starts from its current scales (learn them first, e.g. with
+    :func:`sigmadelta.scales.calibrate`). The objective: the module docstring.
 
     Args:
         net: a converted network (any mode; restored afterwards, which resets state).
