@@ -11,7 +11,8 @@ on Temporal-MNIST's test stream (one sequence), beside the paper's scale-only re
 
 Image models: scales calibrated the paper's way on carphone (cached), then fine-tuned on carphone + synthetic
 camera motion over scikit-image's train photos (:func:`sigmadelta.data.synthetic.training_set`), cached by
-content. Test stream, never trained on: bigbuckbunny (100 frames, static shot) then bikes (100 frames, panning),
+content. Runs with a third number ``h`` (:data:`IMAGE_RUNS`) fine-tune the hysteresis scheme instead, and their
+starting point is the calibrated net with that hysteresis. Test stream, never trained on: bigbuckbunny (100 frames, static shot) then bikes (100 frames, panning),
 no reset, as in the video experiment. Agreement is with the unmodified original. Reductions: original ops /
 Sigma-Delta additions (the paper's convention) and original multiply-adds / events (nonzero integers × fan-out,
 the peers' convention).
