@@ -200,7 +200,8 @@ def load_checkpoint(path) -> dict:
 
 
 def apply_checkpoint(net: SigmaDeltaNet, checkpoint, model: str | None = None) -> dict:
-    """Load a checkpoint's weights, biases and scales into ``net`` (checked before anything changes).
+    """Load a checkpoint's weights, biases and scales into ``net`` (checked before anything changes), and the
+    scheme it was trained for when that is hysteresis (:meth:`FinetuneConfig.apply_scheme`).
 
     Args:
         net: the converted network of the checkpoint's model.
