@@ -1,6 +1,7 @@
 """Private helpers shared by the loaders of :mod:`sigmadelta.data` and :mod:`sigmadelta.models` and by the
 modules that cache what they learn: the user cache, atomic writes, content digests, optional packages found
-without importing them, and a one-thread block. Nothing here knows about networks.
+without importing them, a one-thread block, and the process group under ``torchrun``. Nothing here knows
+about networks.
 
 The user cache is ``$SIGMADELTA_CACHE`` if set, else ``$XDG_CACHE_HOME/sigmadelta``, else
 ``~/.cache/sigmadelta``. Every file is written to a temporary name in the same directory and then moved into place
@@ -178,3 +179,31 @@ def torch_threads(n: int | None):
 def one_thread():
     """:func:`torch_threads` with one thread."""
     return torch_threads(1)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# processes under torchrun
+
+
+def init_distributed() -> tuple[int, int]:
+    """Join the process group torchrun set up (``WORLD_SIZE`` > 1): gloo on the CPU, NCCL on GPUs.
+
+    Returns ``(rank, world_size)``; ``(0, 1)`` outside torchrun.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0, 1
+    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def process_rank_and_count() -> tuple[int, int]:
+    """``(rank, world_size)`` of the process group joined, ``(0, 1)`` when none is (it joins nothing)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1

@@ -82,21 +82,19 @@ def positive_int(text: str) -> int:
     return value
 
 
-def lam_value(text: str) -> float:
+def _finite_float(text: str, allow_zero: bool, what: str) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"λ must be a finite number >= 0, got {text}")
+    if not (value >= 0 if allow_zero else value > 0) or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{what} a finite number {'>=' if allow_zero else '>'} 0, got {text}")
     return value
+
+
+def lam_value(text: str) -> float:
+    return _finite_float(text, True, "λ must be")
 
 
 def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
-    return value
+    return _finite_float(text, False, "must be")

@@ -333,7 +333,7 @@ def finetune_command(args) -> int:
         lam, args.lam = args.lam, None
         _calibrate(args, bundle, net)
         args.lam = lam
-    clips, names = _training_clips(args.model, bundle, args.train)
+    clips, names = ft.training_clips(args.model, bundle, args.train)
     lam = ft.default_lam(args.model) if args.lam is None else args.lam
     print(f"fine-tuning {args.model}: λ = {lam:g}, {config.steps} steps of {config.batch} windows x "
           f"{config.window} frames on {len(clips)} clips ({sum(len(c) for c in clips)} frames: {names}), "
@@ -360,24 +360,6 @@ def _scheme_settings(args) -> dict:
 
     h = default_scheme_param(args.model, "hysteresis") if args.scheme_param is None else args.scheme_param
     return {"scheme": "hysteresis", "hysteresis": h}
-
-
-def _training_clips(model: str, bundle, train):
-    """The default training data: Temporal-MNIST train for the MLPs; carphone + synthetic motion for images."""
-    from sigmadelta import data
-    from sigmadelta.finetune import MLP_MODELS
-
-    if model in MLP_MODELS:
-        if train:
-            raise ValueError(f"--train is for image models; {model} trains on Temporal-MNIST's training split")
-        return [data.mnist_clip("train", temporal=True)[0]], ["temporal-mnist train"]
-    from sigmadelta.data.synthetic import training_set
-
-    for clip in train or ():
-        if clip != "synthetic" and clip not in data.CLIPS and not Path(clip).is_file():
-            raise FileNotFoundError(f"--train {clip!r} is neither 'synthetic', a bundled clip "
-                                    f"({', '.join(sorted(data.CLIPS))}) nor a video file")
-    return training_set(bundle, train or ("carphone", "synthetic"))
 
 
 def _mlp_net(args):

@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +54,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .accounting import fanout_map
+from ._support import init_distributed, process_rank_and_count
 from .checkpoints import (CHECKPOINT_FORMAT, SCHEMES, FinetuneConfig, FinetuneError, FinetuneResult,
                           apply_checkpoint, load_checkpoint, save_checkpoint)
 from .functional import round_ste
@@ -62,35 +62,8 @@ from .net import SigmaDeltaNet
 
 __all__ = ["FinetuneConfig", "FinetuneResult", "FinetuneError", "finetune", "finetune_cached", "Finetuned",
            "save_checkpoint", "load_checkpoint", "apply_checkpoint", "init_distributed", "default_config",
-           "default_lam", "SCHEMES", "CHECKPOINT_FORMAT", "MLP_MODELS"]
+           "default_lam", "SCHEMES", "CHECKPOINT_FORMAT", "MLP_MODELS", "DEFAULT_TRAIN", "training_clips"]
 
-
-
-# ---------------------------------------------------------------------------------------------------------
-# distributed
-
-
-def init_distributed() -> tuple[int, int]:
-    """Join the process group torchrun set up (``WORLD_SIZE`` > 1): gloo on the CPU, NCCL on GPUs.
-
-    Returns ``(rank, world_size)``; ``(0, 1)`` outside torchrun.
-    """
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return 0, 1
-    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return dist.get_rank(), dist.get_world_size()
-
-
-def _world() -> tuple[int, int]:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -276,7 +249,7 @@ def finetune(net: SigmaDeltaNet, frames, lam: float, config: FinetuneConfig | No
         raise FinetuneError(f"config must be a FinetuneConfig, got {type(cfg).__name__}")
     if not (isinstance(lam, (int, float)) and math.isfinite(lam) and lam >= 0):
         raise FinetuneError(f"finetune: λ must be finite and >= 0, got {lam!r}")
-    rank, world = _world()
+    rank, world = process_rank_and_count()
     if cfg.batch % world:
         raise FinetuneError(f"finetune: batch={cfg.batch} does not split over {world} processes")
     clips = _clips(net, frames, cfg.window)
@@ -377,6 +350,7 @@ def _loop(step: _Step, result: FinetuneResult, checkpoint, model: str, progress:
 # per-model defaults, and runs cached by content
 
 MLP_MODELS = ("mnist-mlp", "mnist-mlp-wide")  # trained on Temporal-MNIST instead of video
+DEFAULT_TRAIN = ("carphone", "synthetic")  # image models: a bundled clip and synthetic motion over photos
 # measured settings (README, "Fine-tuning"); other models get FinetuneConfig()'s
 _DEFAULTS = {
     "mnist-mlp": dict(steps=8000, window=8, batch=32, lr_weights=3e-4, lr_scales=0.0, checkpoint_every=1000),
@@ -384,6 +358,25 @@ _DEFAULTS = {
     "efficientnet-lite0": dict(steps=200, window=8, batch=1, lr_weights=2e-5, lr_scales=1e-2, checkpoint_every=20),
 }
 _DEFAULT_LAMS = {"mnist-mlp": 3e-6, "squeezenet1_1": 1e-10, "efficientnet-lite0": 1e-10}
+
+
+def training_clips(model: str, bundle, train=None) -> tuple[list[torch.Tensor], list[str]]:
+    """The training clips and their names: Temporal-MNIST's training split for the MLPs; for image models the
+    clips ``train`` names (bundled clip names, video files, ``"synthetic"``; default :data:`DEFAULT_TRAIN`)."""
+    from . import data
+
+    if model in MLP_MODELS:
+        if train:
+            raise FinetuneError(f"training clips are for image models; {model} trains on Temporal-MNIST's training "
+                                "split")
+        return [data.mnist_clip("train", temporal=True)[0]], ["temporal-mnist train"]
+    from .data.synthetic import training_set
+
+    for clip in train or ():
+        if clip != "synthetic" and clip not in data.CLIPS and not Path(clip).is_file():
+            raise FileNotFoundError(f"training clip {clip!r} is neither 'synthetic', a bundled clip "
+                                    f"({', '.join(sorted(data.CLIPS))}) nor a video file")
+    return training_set(bundle, train or DEFAULT_TRAIN)
 
 
 def default_config(model: str) -> FinetuneConfig:
@@ -441,7 +434,7 @@ def finetune_cached(net: SigmaDeltaNet, clips, lam: float, config: FinetuneConfi
     output = Path(output)
     partial = output.with_name(output.name + ".partial")
     result = finetune(net, clips, lam, cfg, model=model, checkpoint=partial, progress=progress)
-    if _world()[0] == 0:
+    if process_rank_and_count()[0] == 0:
         save_checkpoint(output, net, result, model, meta=meta)
         partial.unlink(missing_ok=True)
     return Finetuned(output, False, result.lam, result.record)

@@ -32,8 +32,7 @@ import torch
 
 import sigmadelta
 from sigmadelta import data, models
-from sigmadelta.data.synthetic import training_set
-from sigmadelta.finetune import default_config, finetune, finetune_cached
+from sigmadelta.finetune import default_config, finetune, finetune_cached, training_clips
 from sigmadelta.paper import default_out
 from sigmadelta.paper.imagenet_video import load_stream
 from sigmadelta.scales import calibrate, default_lam, init_scale
@@ -45,7 +44,6 @@ IMAGE_MODELS = ("squeezenet1_1",)
 IMAGE_RUNS = {"squeezenet1_1": ((1e-10, 3e-11), (1e-10, 1e-10), (1e-10, 3e-10), (1e-11, 1e-10), (1e-11, 3e-10),
                                 (1e-11, 3e-11, 1.0), (1e-11, 3e-11, 2.0), (1e-11, 1e-10, 1.0), (3e-11, 1e-10, 1.0)),
               "efficientnet-lite0": ((1e-10, 1e-10),)}
-TRAIN = ("carphone", "synthetic")
 TEST_CLIPS = (("bigbuckbunny", 100), ("bikes", 100))
 CALIBRATION = dict(lr=0.1, epochs=5)  # the paper's VGG-19 protocol, as the video experiment
 TARGET = dict(static=11.0, moving=4.0, top1=0.90, top5=0.98, mnist_kops=20.0, mnist_error_margin=0.3)
@@ -142,7 +140,7 @@ def image_part(model: str, cfg: dict, progress: bool, init_k: float | None = Non
     bundle = models.get(model, progress=progress)
     original = sigmadelta.convert(bundle.model, bundle.example_input())
     stream, segments = load_stream(bundle, tuple((n, f) for (n, _), f in zip(TEST_CLIPS, cfg["test_frames"])))
-    clips, names = training_set(bundle, TRAIN)
+    clips, names = training_clips(model, bundle)
     config = default_config(model).replace(**({"steps": cfg["image_steps"]} if "image_steps" in cfg else {}))
     runs = cfg.get("image_runs") or IMAGE_RUNS.get(model, ((default_lam(model), default_lam(model)),))
     points, calibrated = [], {}
