@@ -31,7 +31,7 @@ __all__ = ["main"]
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
-    """Options shared by `run` and `optimize`: the model, and how its scales are learned."""
+    """Options shared by `run`, `optimize` and `finetune`: the model, and how its scales are learned."""
     p.add_argument("--model", help="a model name (efficientnet-lite0, vgg19, ...); required but with --checkpoint")
     p.add_argument("--weights", metavar="FILE", help="a state_dict file (required for vgg19)")
     p.add_argument("--lam", type=lam_value, metavar="L", help="trade-off λ when learning scales (default: the "
@@ -42,6 +42,9 @@ def _model_args(p: argparse.ArgumentParser) -> None:
                    help="epochs when learning scales (default 5, as in the paper)")
     p.add_argument("--lr", type=positive_float, default=0.1,
                    help="SGD learning rate on log-scales (default 0.1, as in the paper)")
+    p.add_argument("--calibrate-batch", type=positive_int, default=1, metavar="N",
+                   help="frames per minibatch when learning scales (default 1, as in the paper; under torchrun each "
+                   "minibatch is split over the processes)")
 
 
 def _scheme_args(p: argparse.ArgumentParser) -> None:
@@ -69,7 +72,8 @@ def _add_bench(sub) -> None:
     bench.add_argument("--checkpoint", metavar="FILE", help="weights and scales from `sigmadelta finetune`")
     bench.add_argument("--json", metavar="FILE", help="write the result as JSON")
     _scheme_args(bench)
-    bench.set_defaults(func=commands.bench_command, calibrate_frames=None, epochs=5, lr=0.1)
+    bench.set_defaults(func=commands.bench_command, calibrate_frames=None, epochs=5, lr=0.1,
+                       calibrate_batch=1)
 
 
 def _add_run(sub) -> None:

@@ -26,9 +26,7 @@ def write_json(path: str | os.PathLike, data) -> None:
 
 
 def _dump_json(path: str, data) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2)
-        f.write("\n")
+    Path(path).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -76,7 +74,8 @@ def demo_command(args) -> int:
 
 
 def _fail_early(args) -> None:
-    """Check what can be checked before anything heavy loads: files exist, a scales file is for this model."""
+    """Check what can be checked before anything heavy loads (argparse checked the numbers): files exist, a scales
+    file is for this model."""
     from sigmadelta import models
     from sigmadelta.data import CLIPS
     from sigmadelta.scales import ScalesError, read_scales_file
@@ -97,10 +96,6 @@ def _fail_early(args) -> None:
         found = read_scales_file(args.scales)["model"]
         if found != args.model:
             raise ScalesError(f"{args.scales} holds scales for model {found!r}, not {args.model!r}")
-    if getattr(args, "frames", None) is not None and args.frames < 1:
-        raise ValueError(f"--frames must be >= 1, got {args.frames}")
-    if getattr(args, "lam", None) is not None and not args.lam >= 0:
-        raise ValueError(f"--lam must be >= 0, got {args.lam}")
 
 
 def _image_net(args):
@@ -142,16 +137,20 @@ def _learn_mlp_scales(net, lam: float, images: int):
 def _calibrate(args, bundle, net):
     """Learn (or read from the cache) scales on a training clip; returns the Calibration."""
     from sigmadelta import data
+    from sigmadelta._support import process_rank_and_count
     from sigmadelta.scales import calibrate, video_config
 
-    config = video_config(args.model).replace(lam=_lam(args, args.model), lr=args.lr, epochs=args.epochs)
+    config = video_config(args.model).replace(lam=_lam(args, args.model), lr=args.lr, epochs=args.epochs,
+                                              batch_size=args.calibrate_batch)
     clip = args.calibrate or "carphone"
     frames = data.load_clip(clip, bundle, max_frames=args.calibrate_frames)
-    print(f"scales: λ = {config.lam:g}, learned on {clip} ({len(frames)} frames; rounding network, batch "
-          f"{config.batch_size}, SGD lr {config.lr:g}, {config.epochs} epochs, {config.error} error, from "
-          f"k = {config.init_scale:g}), cached in the user cache")
-    result = calibrate(net, frames, config.lam, model=args.model, clip=str(clip), config=config)
-    print("  read from the cache: " if result.cached else "  saved to the cache: ", result.path, sep="")
+    first = process_rank_and_count()[0] == 0  # under torchrun the first process reports
+    say = print if first else (lambda *a, **k: None)
+    say(f"scales: λ = {config.lam:g}, learned on {clip} ({len(frames)} frames; rounding network, batch "
+        f"{config.batch_size}, SGD lr {config.lr:g}, {config.epochs} epochs, {config.error} error, from "
+        f"k = {config.init_scale:g}), cached in the user cache")
+    result = calibrate(net, frames, config.lam, model=args.model, clip=str(clip), config=config, progress=first)
+    say("  read from the cache: " if result.cached else "  saved to the cache: ", result.path, sep="")
     return result
 
 
@@ -270,12 +269,16 @@ def _video_facts(args, frames) -> dict:
 
 
 def optimize_command(args) -> int:
+    from sigmadelta.finetune import init_distributed
     from sigmadelta.scales import save_scales
 
     _fail_early(args)
+    rank, _ = init_distributed()
     bundle, net = _image_net(args)
     result = _calibrate(args, bundle, net)
     _apply_scheme(args, bundle, net)
+    if rank:  # under torchrun the first process writes
+        return 0
     save_scales(args.output, net, args.model, result.meta)
     print("  " + ", ".join(f"{name}: {k:.3g}" for name, k in list(net.scales.items())[:6])
           + (f", ... ({len(net.scales)} scales)" if len(net.scales) > 6 else ""))

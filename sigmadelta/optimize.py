@@ -32,6 +32,15 @@ starting from zero state (its first frame costs what the rounding network pays),
 :meth:`SigmaDeltaNet.run` after :meth:`~SigmaDeltaNet.reset` would count them. Evaluations run the real
 sigma-delta network.
 
+**Data-parallel.** Under ``torchrun`` (a process group joined, e.g. with
+:func:`sigmadelta.finetune.init_distributed`) every process builds the same minibatches and runs its share of each
+(:func:`sigmadelta.minibatches.share`: samples, or streams, or time steps each with the step before it as Δ
+reference); the error terms and the costs add up over rows, so the all-reduced gradient is the one-process gradient
+and the learned scales equal one process's with the same ``batch_size`` (to the order of summation; tested). Each
+minibatch is one process's work when it has one row, as in the paper's video recipe (one frame): scaling out pays
+from ``batch_size`` ≥ the number of processes. Evaluations run whole on every process. ``noise="uniform"`` draws
+each process's own noise.
+
 **Speed.** Time grows with (number of λ) × (samples per epoch); the per-step overhead is amortised by
 training several λ at once (:func:`optimize_scales_sweep`) or by larger batches. For small networks on a
 shared CPU, ``num_threads=1`` is often several times faster than torch's default.
@@ -57,9 +66,10 @@ import torch
 from torch.func import functional_call
 from tqdm.auto import tqdm
 
-from ._support import torch_threads
+from ._support import process_rank_and_count, torch_threads
 from .accounting import fanout_map
 from .config import ConfigError, ScaleConfig
+from . import minibatches
 from .losses import ERRORS, ErrorFn, error_terms, per_sample
 from .net import SigmaDeltaNet
 
@@ -220,73 +230,6 @@ class _Run:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# data
-
-
-@dataclass
-class _Batch:
-    x: torch.Tensor  # rounding: (B, ...); sigma_delta: (T', B, ...), the first `context` steps only as Δ reference
-    target: torch.Tensor  # original outputs of the counted samples: (R, ...)
-    context: int = 0
-
-
-def _items(data, what: str) -> list[torch.Tensor]:
-    items = [d[0] if isinstance(d, (tuple, list)) else d for d in data]
-    if not items:
-        raise ValueError(f"{what} is empty")
-    return items
-
-
-@torch.no_grad()
-def _original(net: SigmaDeltaNet, frames: torch.Tensor, chunk: int) -> torch.Tensor:
-    """The original network's outputs for ``frames`` ``(N, ...)``; ``net`` is in original mode."""
-    return torch.cat([net.graph_module(frames[i:i + chunk]) for i in range(0, len(frames), chunk)])
-
-
-def _check_shape(x: torch.Tensor, net: SigmaDeltaNet, lead: int, what: str) -> None:
-    expected = "[" + ", ".join(["T", "B"][2 - lead:] + [str(s) for s in net.sample_shape]) + "]"
-    if not isinstance(x, torch.Tensor) or x.dim() != lead + len(net.sample_shape) or \
-            tuple(x.shape[lead:]) != net.sample_shape or x.dtype != net.dtype:
-        got = f"{tuple(x.shape)} {x.dtype}" if isinstance(x, torch.Tensor) else type(x).__name__
-        raise ValueError(f"{what}: expected tensors {expected} of {net.dtype}, got {got}")
-
-
-def _train_batches(net, data, batch_size: int, temporal: bool, chunk: int) -> list[_Batch]:
-    lead = 2 if temporal else 1
-    if isinstance(data, torch.Tensor):
-        _check_shape(data, net, lead, "data")
-        frames = data.flatten(0, 1) if temporal else data
-        target = _original(net, frames, chunk)
-        if not temporal:  # minibatches of samples
-            return [_Batch(data[i:i + batch_size], target[i:i + batch_size]) for i in range(0, len(data), batch_size)]
-        target = target.unflatten(0, data.shape[:2])  # (T, B, ...)
-        return [_Batch(data[max(t - 1, 0):t + batch_size], target[t:t + batch_size].flatten(0, 1), int(t > 0))
-                for t in range(0, len(data), batch_size)]  # windows of one long stream
-    batches = []
-    for x in _items(data, "data"):
-        _check_shape(x, net, lead, "data item")
-        batches.append(_Batch(x, _original(net, x.flatten(0, 1) if temporal else x, chunk)))
-    return batches
-
-
-def _eval_items(net, data, temporal: bool, chunk: int) -> list[tuple[torch.Tensor, torch.Tensor, bool]]:
-    """``(x, original output, reset before)`` per evaluation call; x is ``(T, B, ...)``."""
-    lead = 2 if temporal else 1
-    if isinstance(data, torch.Tensor):
-        _check_shape(data, net, lead, "eval_data")
-        clips = [data[i:i + chunk] for i in range(0, len(data), chunk)]
-        if not temporal:  # samples: each chunk is one step of B independent samples
-            return [(c.unsqueeze(0), _original(net, c, chunk), True) for c in clips]
-        return [(c, _original(net, c.flatten(0, 1), chunk), i == 0) for i, c in enumerate(clips)]
-    items = []
-    for x in _items(data, "eval_data"):
-        _check_shape(x, net, lead, "eval_data item")
-        items.append((x if temporal else x.unsqueeze(0), _original(net, x.flatten(0, 1) if temporal else x, chunk),
-                      True))
-    return items
-
-
-# ---------------------------------------------------------------------------------------------------------
 # the optimisation
 
 
@@ -371,27 +314,46 @@ def _evaluate(net, items, error_fn, kind: str, epoch: int, scales: dict[str, tor
                       abs_err / max(abs_true, 1e-300), err / rows, sum(per_layer.values()), per_layer, *train)
 
 
-def _step(net, scales: _Scales, batch: _Batch, lam: torch.Tensor, error_fn, config: ScaleConfig):
-    """One SGD step of every λ-copy. Returns the loss, the error terms ``[n]``, the costs ``[n]`` and ``R``."""
+def _step(net, scales: _Scales, batch: minibatches.Batch, lam: torch.Tensor, error_fn, config: ScaleConfig):
+    """One SGD step of every λ-copy. Returns the loss, the error terms ``[n]``, the costs ``[n]`` and ``R``.
+
+    Under torchrun each process runs its :func:`_share` of the minibatch; the error terms (as sums over the
+    process's rows / R) and costs are additive over rows, so the all-reduced sum of the gradients is the
+    one-process gradient (to the order of summation)."""
     n, temporal = scales.n, config.cost == "sigma_delta"
-    frames = batch.x.flatten(0, 1) if temporal else batch.x  # (M, ...)
-    m = len(frames)
-    x = frames.expand(n, *frames.shape).reshape(n * m, *frames.shape[1:])  # (n·M, ...), λ-major
-    out = functional_call(net.graph_module, scales.per_row(m), (x,)).unflatten(0, (n, m))  # (n, M, ...)
-    if temporal:  # drop the context step: (n, R, ...), R = (T' − context)·B
-        out = out.unflatten(1, batch.x.shape[:2])[:, batch.context:].flatten(1, 2)
-    rows = out.shape[1]
-    err = per_sample(error_fn(out, batch.target.unsqueeze(0))).mean(1)  # (n,) mean over the minibatch
-    ops = scales.cost(len(batch.x) if temporal else None, batch.context)  # (n,) summed over the minibatch
-    loss = (err + (lam if config.normalization == "paper" else lam / rows) * ops).sum()  # Σ_λ L_λ: independent
-    grads = torch.autograd.grad(loss, list(scales.kappa.values()))
+    rows = minibatches.rows(batch, temporal)
+    kappas = list(scales.kappa.values())
+    lam = lam if config.normalization == "paper" else lam / rows
+    rank, world = process_rank_and_count()
+    share = minibatches.share(batch, temporal, rank, world)
+    if share is None:  # more processes than rows: this one adds nothing
+        err = ops = torch.zeros(n, dtype=net.dtype)
+        grads = [torch.zeros_like(k) for k in kappas]
+    else:
+        frames = share.x.flatten(0, 1) if temporal else share.x  # (M, ...)
+        m = len(frames)
+        x = frames.expand(n, *frames.shape).reshape(n * m, *frames.shape[1:])  # (n·M, ...), λ-major
+        out = functional_call(net.graph_module, scales.per_row(m), (x,)).unflatten(0, (n, m))  # (n, M, ...)
+        if temporal:  # drop the context step: (n, R', ...), R' = (T' − context)·B'
+            out = out.unflatten(1, share.x.shape[:2])[:, share.context:].flatten(1, 2)
+        err = per_sample(error_fn(out, share.target.unsqueeze(0))).sum(1) / rows  # (n,) this share of the mean
+        ops = scales.cost(len(share.x) if temporal else None, share.context)  # (n,) summed over the share
+        grads = list(torch.autograd.grad((err + lam * ops).sum(), kappas))  # Σ_λ L_λ: independent
+    err, ops = err.detach(), ops.detach()
+    if world > 1:
+        import torch.distributed as dist
+
+        flat = torch.cat([g.reshape(-1) for g in grads] + [err, ops])
+        dist.all_reduce(flat)
+        parts = flat.split([g.numel() for g in grads] + [n, n])
+        grads, err, ops = [p.view_as(g) for p, g in zip(parts, grads)], parts[-2], parts[-1]
     with torch.no_grad():
-        for kappa, g in zip(scales.kappa.values(), grads):
+        for kappa, g in zip(kappas, grads):
             kappa -= config.lr * g
-    return loss.detach(), err.detach(), ops.detach(), rows
+    return (err + lam * ops).sum(), err, ops, rows
 
 
-def _epoch(net, scales: _Scales, batches: list[_Batch], lam: torch.Tensor, error_fn, config: ScaleConfig,
+def _epoch(net, scales: _Scales, batches: list[minibatches.Batch], lam: torch.Tensor, error_fn, config: ScaleConfig,
            bar) -> torch.Tensor:
     """One pass of training; returns the epoch's mean error term and surrogate ops per sample, ``[2, n]``."""
     sums, rows_seen = torch.zeros(2, scales.n, dtype=torch.float64), 0  # Σ error terms, Σ surrogate ops
@@ -416,8 +378,8 @@ def _optimize(net: SigmaDeltaNet, data, lams: list[float], config: ScaleConfig, 
     # the dense reference simulation runs the quantizers and counts ops
     with torch_threads(run.num_threads), net.configured(backend="dense", mode="original"):
         try:
-            batches = _train_batches(net, data, config.batch_size, temporal, chunk)
-            items = _eval_items(net, data if run.eval_data is None else run.eval_data, temporal, chunk)
+            batches = minibatches.train_batches(net, data, config.batch_size, temporal, chunk)
+            items = minibatches.eval_items(net, data if run.eval_data is None else run.eval_data, temporal, chunk)
             scales = _Scales(net, n, items[0][0][0, :1])
             lam = torch.tensor(lams, dtype=net.dtype)  # (n,)
             histories = [History(float(v), config.error_name, config.cost, config.normalization,

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from ._support import atomic_write, cache_dir
+from ._support import atomic_write, cache_dir, process_rank_and_count
 from .config import PAPER_VIDEO, ScaleConfig  # noqa: F401  (PAPER_VIDEO: the calibration default)
 from .errors import SigmaDeltaError
 from .net import SCHEMES, SigmaDeltaNet
@@ -265,7 +265,8 @@ def calibrate_sweep(net: SigmaDeltaNet, frames: torch.Tensor, lams: Sequence[flo
     Training starts from ``config.init_scale`` (k = 16 for :data:`~sigmadelta.config.PAPER_VIDEO`), or from
     ``net``'s current scales when it is ``None``. λ values already in the cache are read back; the others are
     trained together (:func:`~sigmadelta.optimize_scales_sweep`: one SGD run per λ, batched) and saved to the
-    cache with their config. ``net`` keeps its scales.
+    cache with their config. ``net`` keeps its scales. Under ``torchrun`` the processes train data-parallel (see
+    :mod:`sigmadelta.optimize`) and the first writes the cache.
 
     Args:
         net: the converted network.
@@ -292,7 +293,13 @@ def calibrate_sweep(net: SigmaDeltaNet, frames: torch.Tensor, lams: Sequence[flo
         paths = _cache_paths(net, frames, lams, model, config)
         results = [_cached(path, config.replace(lam=float(lam)), net, model) if cache else None
                    for lam, path in zip(lams, paths)]
-        todo = [i for i, r in enumerate(results) if r is None]
+        rank, world = process_rank_and_count()
+        missing = torch.tensor([r is None for r in results], dtype=torch.int32)
+        if world > 1:  # under torchrun the processes train together: all train what any of them lacks
+            import torch.distributed as dist
+
+            dist.all_reduce(missing, op=dist.ReduceOp.MAX)
+        todo = missing.nonzero().flatten().tolist()
         if todo:
             histories = optimize_scales_sweep(net, frames, [float(lams[i]) for i in todo], config=config,
                                               eval_every=None, eval_data=frames[:1], num_threads=num_threads,
@@ -303,7 +310,7 @@ def calibrate_sweep(net: SigmaDeltaNet, frames: torch.Tensor, lams: Sequence[flo
                             first_frame_rel_error=h.final.rel_error, first_frame_rounding_ops=h.final.ops_per_sample)
                 net.set_scales(h.final.scales)
                 results[i] = Calibration(h.lam, dict(h.final.scales), paths[i], False, meta)
-                if cache:
+                if cache and rank == 0:
                     save_scales(paths[i], net, model, meta)
     finally:
         net.set_scales(saved)

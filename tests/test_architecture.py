@@ -24,7 +24,7 @@ LAYERS = {
     "sigmadelta.modules": 2, "sigmadelta.data": 2,
     "sigmadelta.accounting": 3, "sigmadelta.rewrite": 3, "sigmadelta.models": 3,
     "sigmadelta.net": 4,
-    "sigmadelta.stream": 5,
+    "sigmadelta.stream": 5, "sigmadelta.minibatches": 5,
     "sigmadelta.optimize": 6, "sigmadelta.evaluation": 6, "sigmadelta.report": 6,
     "sigmadelta.scales": 7,
     "sigmadelta.runtime": 8,

@@ -6,12 +6,17 @@
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
+import textwrap
 
 import pytest
 import torch
 from torch.func import functional_call
 
 import sigmadelta
+from sigmadelta import minibatches
 from sigmadelta.optimize import _Scales, error_terms, optimize_scales, optimize_scales_sweep
 
 LAMS = [10.0 ** e for e in (-7, -6, -5, -4, -3)]
@@ -320,3 +325,81 @@ def test_sigma_delta_cost_on_independent_clips():
         net.run(clip)
         total += net.op_counts().total("sigma_delta")
     assert h.final.ops_per_sample == pytest.approx(total / sum(c.shape[0] * c.shape[1] for c in clips), rel=1e-9)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# data-parallel: under torchrun each process learns on its share of every minibatch
+
+
+@pytest.mark.parametrize("world", [2, 3, 5])
+@pytest.mark.parametrize("kind", ["samples", "one stream", "streams"])
+def test_process_shares_cover_every_counted_row_once_with_its_reference(kind, world):
+    temporal = kind != "samples"
+    x = torch.arange(7 * 3 * 2.0).reshape(7, 3, 2) if temporal else torch.arange(14.0).reshape(7, 2)
+    if kind == "one stream":
+        x = x[:, :1]
+    for context in ((0, 1) if temporal else (0,)):
+        target = x[context:].flatten(0, 1) if temporal else x  # stands in for the original's outputs
+        batch = minibatches.Batch(x, target, context)
+        shares = [minibatches.share(batch, temporal, r, world) for r in range(world)]
+        got = [s for s in shares if s is not None]
+        assert sum(minibatches.rows(s, temporal) for s in got) == minibatches.rows(batch, temporal)
+        by_stream = temporal and x.shape[1] >= world
+        if by_stream:
+            torch.testing.assert_close(torch.cat([s.target.unflatten(0, (7 - context, -1)) for s in got], 1),
+                                       target.unflatten(0, (7 - context, -1)), rtol=0, atol=0)
+        else:  # split by sample or by time step: in order
+            torch.testing.assert_close(torch.cat([s.target for s in got]), target, rtol=0, atol=0)
+        for s in got:
+            if temporal:  # the counted steps are the inputs after the context, and their targets
+                torch.testing.assert_close(s.x[s.context:].flatten(0, 1), s.target, rtol=0, atol=0)
+                step = int(s.x[s.context, 0, 0]) // 6  # x[t, b, f] = 6t + 2b + f
+                streams = (s.x[s.context, :, 0].long() % 6) // 2
+                assert s.context == int(step > 0)  # the very first step is differenced against zero
+                if s.context:  # else the step before it in the full window is its reference
+                    torch.testing.assert_close(s.x[0], x[step - 1, streams], rtol=0, atol=0)
+        assert all(s is None for s in shares[len(got):])  # the processes left without rows are the last
+
+
+DDP_CASES = {  # learned on one process and on two: samples split unevenly, a stream split in time, streams split
+    "samples": (lambda: inputs(30, dtype=torch.float64), dict(batch_size=7)),
+    "one stream": (lambda: smooth_stream(40, streams=1).double(), dict(batch_size=5, cost="sigma_delta")),
+    "streams": (lambda: smooth_stream(40, streams=3).double(), dict(batch_size=4, cost="sigma_delta")),
+}
+
+
+def learned_scales(case: str) -> dict[str, torch.Tensor]:
+    data, settings = DDP_CASES[case]
+    x = data()
+    net = sigmadelta.convert(mlp(dtype=torch.float64), x.flatten(0, -2)[:1])
+    optimize_scales(net, x, 3e-4, error="l2", lr=0.05, epochs=3, eval_every=None, progress=False, **settings)
+    return {q: torch.as_tensor(k, dtype=torch.float64) for q, k in net.scales.items()}
+
+
+DDP_SCRIPT = textwrap.dedent("""
+    import sys, torch
+    from sigmadelta.finetune import init_distributed
+    sys.path.insert(0, {tests!r})
+    from test_optimize import DDP_CASES, learned_scales
+    torch.set_num_threads(1)
+    rank, world = init_distributed()
+    scales = {{case: learned_scales(case) for case in DDP_CASES}}
+    if rank == 0:
+        torch.save(scales, sys.argv[1])
+""")
+
+
+def test_two_processes_under_torchrun_learn_the_scales_of_one(tmp_path):
+    script = tmp_path / "ddp.py"
+    script.write_text(DDP_SCRIPT.format(tests=os.path.dirname(__file__)))
+    out = tmp_path / "two.pt"
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           str(script), str(out)], env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True,
+                          text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    two = torch.load(out, weights_only=True)
+    for case in DDP_CASES:
+        one = learned_scales(case)
+        assert max(abs(math.log(k.item())) for k in one.values()) > 0.05, case  # learning moved them from k = 1
+        for q, k in one.items():  # float64; only the order of summation differs (all-reduce of the shares)
+            torch.testing.assert_close(two[case][q], k, rtol=1e-10, atol=0, msg=f"{case}: {q}")
