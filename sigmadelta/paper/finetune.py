@@ -39,7 +39,7 @@ from sigmadelta.scales import calibrate, default_lam, init_scale
 
 # --- defaults
 MNIST_LAMS = (1e-6, 3e-6)
-IMAGE_MODELS = ("squeezenet1_1",)
+IMAGE_MODELS = ("squeezenet1_1", "efficientnet-lite0")
 # (λ of the calibration that sets the initial scales, λ of fine-tuning[, h: the hysteresis scheme])
 IMAGE_RUNS = {"squeezenet1_1": ((1e-10, 3e-11), (1e-10, 1e-10), (1e-10, 3e-10), (1e-11, 1e-10), (1e-11, 3e-10),
                                 (1e-11, 3e-11, 1.0), (1e-11, 3e-11, 2.0), (1e-11, 1e-10, 1.0), (3e-11, 1e-10, 1.0)),
