@@ -19,6 +19,7 @@ import hashlib
 import importlib
 import importlib.util
 import os
+import sys
 import tempfile
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -207,3 +208,10 @@ def process_rank_and_count() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+def quiet_unless_first_process() -> None:
+    """Under torchrun, send the standard output of every process but the first to ``os.devnull`` (errors still
+    reach the standard error), so that a command prints its report once."""
+    if process_rank_and_count()[0]:
+        sys.stdout = open(os.devnull, "w")

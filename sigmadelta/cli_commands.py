@@ -74,8 +74,7 @@ def demo_command(args) -> int:
 
 
 def _fail_early(args) -> None:
-    """Check what can be checked before anything heavy loads (argparse checked the numbers): files exist, a scales
-    file is for this model."""
+    """Before anything heavy loads (argparse checked the numbers): files exist, a scales file is for this model."""
     from sigmadelta import models
     from sigmadelta.data import CLIPS
     from sigmadelta.scales import ScalesError, read_scales_file
@@ -144,13 +143,12 @@ def _calibrate(args, bundle, net):
                                               batch_size=args.calibrate_batch)
     clip = args.calibrate or "carphone"
     frames = data.load_clip(clip, bundle, max_frames=args.calibrate_frames)
-    first = process_rank_and_count()[0] == 0  # under torchrun the first process reports
-    say = print if first else (lambda *a, **k: None)
-    say(f"scales: λ = {config.lam:g}, learned on {clip} ({len(frames)} frames; rounding network, batch "
-        f"{config.batch_size}, SGD lr {config.lr:g}, {config.epochs} epochs, {config.error} error, from "
-        f"k = {config.init_scale:g}), cached in the user cache")
-    result = calibrate(net, frames, config.lam, model=args.model, clip=str(clip), config=config, progress=first)
-    say("  read from the cache: " if result.cached else "  saved to the cache: ", result.path, sep="")
+    print(f"scales: λ = {config.lam:g}, learned on {clip} ({len(frames)} frames; rounding network, batch "
+          f"{config.batch_size}, SGD lr {config.lr:g}, {config.epochs} epochs, {config.error} error, from "
+          f"k = {config.init_scale:g}), cached in the user cache")
+    result = calibrate(net, frames, config.lam, model=args.model, clip=str(clip), config=config,
+                       progress=process_rank_and_count()[0] == 0)  # under torchrun the first process reports
+    print("  read from the cache: " if result.cached else "  saved to the cache: ", result.path, sep="")
     return result
 
 
@@ -269,11 +267,13 @@ def _video_facts(args, frames) -> dict:
 
 
 def optimize_command(args) -> int:
+    from sigmadelta._support import quiet_unless_first_process
     from sigmadelta.finetune import init_distributed
     from sigmadelta.scales import save_scales
 
     _fail_early(args)
     rank, _ = init_distributed()
+    quiet_unless_first_process()
     bundle, net = _image_net(args)
     result = _calibrate(args, bundle, net)
     _apply_scheme(args, bundle, net)
@@ -320,9 +320,11 @@ def finetune_command(args) -> int:
     import torch
 
     from sigmadelta import finetune as ft
+    from sigmadelta._support import quiet_unless_first_process
 
     _fail_early(args)
     rank, world = ft.init_distributed()
+    quiet_unless_first_process()
     if args.threads:
         torch.set_num_threads(args.threads)
     config = ft.default_config(args.model).replace(**_scheme_settings(args), **{k: v for k, v in (
@@ -343,9 +345,8 @@ def finetune_command(args) -> int:
           f"{world} process(es)")
     result = ft.finetune_cached(net, clips, lam, config, model=args.model, output=args.output,
                                 meta={"train": names}, progress=rank == 0)
-    if rank == 0:
-        print(("  read from the cache: " if result.cached else "wrote ") + str(result.path)
-              + f" ({result.record['seconds']:.0f} s of training)")
+    print(("  read from the cache: " if result.cached else "wrote ") + str(result.path)
+          + f" ({result.record['seconds']:.0f} s of training)")
     return 0
 
 
