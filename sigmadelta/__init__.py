@@ -16,6 +16,7 @@ from .errors import ConversionError, SigmaDeltaError, StreamError
 from .modules import MODES
 from .net import SigmaDeltaNet, convert
 from .optimize import History, optimize_scales, optimize_scales_sweep
+from .scheme_search import SchemeSearch, learn_scheme_params
 from . import runtime  # noqa: F401  registers the "sparse" backend
 
 __version__ = "0.1.0"
@@ -26,6 +27,8 @@ __all__ = [
     "optimize_scales",
     "optimize_scales_sweep",
     "History",
+    "learn_scheme_params",
+    "SchemeSearch",
     "ScaleConfig",
     "ConfigError",
     "torch_threads",

@@ -283,3 +283,49 @@ def test_reproduce_schemes_quick(tmp_path, monkeypatch):
                 assert r["additions"] == r["events"]
     assert "Beside the paper and the peers" in (tmp_path / "results.md").read_text()
     assert (tmp_path / "schemes_squeezenet1_1.png").read_bytes()[:4] == b"\x89PNG"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the scheme's parameter learned per quantizer (sigmadelta.scheme_search)
+
+
+def _measured(net, frames, scheme, params, lam, cost_kind):
+    """J of ``params`` measured afresh, outside the search: l2-softmax error per frame + λ · ops per frame."""
+    net.set_scheme(scheme, **{"h" if scheme == "hysteresis" else "theta": params})
+    with net.configured(mode="original"), torch.no_grad():
+        target = net.run(frames)
+    with net.configured(mode="sigma-delta", counting=True), torch.no_grad():
+        net.reset()
+        out = net.run(frames)
+        ops = net.op_counts().total(cost_kind) / len(frames)
+    err = float(((out.softmax(-1) - target.softmax(-1)) ** 2).sum(-1).mean())
+    return err + lam * ops, err, ops
+
+
+@pytest.mark.parametrize("scheme,candidates", [("hysteresis", (0.0, 0.5, 1.0, 2.0)),
+                                               ("threshold", (0.0, 0.02, 0.05, 0.1))])
+def test_learned_scheme_params_lower_the_measured_objective_and_cut_events(scheme, candidates):
+    from sigmadelta.scheme_search import learn_scheme_params
+
+    net, frames, lam = _cnn_net(), _stream(steps=16, step_std=0.01), 1e-6
+    search = learn_scheme_params(net, frames, lam, scheme=scheme, candidates=candidates, sweeps=2, progress=False)
+    assert net.scheme == scheme and net.scheme_params == search.params
+    start = _measured(net, frames, scheme, dict.fromkeys(search.params, 0.0), lam, "sigma_delta_muladd")
+    found = _measured(net, frames, scheme, search.params, lam, "sigma_delta_muladd")
+    assert found == pytest.approx((search.objective, search.error, search.ops), rel=1e-12)  # exact path, float64
+    assert search.trace[0]["objective"] == pytest.approx(start[0], rel=1e-12)
+    assert found[0] < start[0] and found[2] < start[2]  # the noise-driven messages cost more than they fix
+    accepted = [row["objective"] for row in search.trace[1:] if row["objective"] < search.trace[0]["objective"]]
+    assert min(accepted) == search.objective and set(search.params.values()) - {0.0}
+
+
+def test_learned_scheme_params_refuse_bad_settings_before_touching_the_net():
+    from sigmadelta.scheme_search import learn_scheme_params
+
+    net, frames = _cnn_net(), _stream(steps=4)
+    before = net.scheme_params
+    for kwargs, words in ((dict(scheme="sigma-delta"), "has no parameter"), (dict(cost="flops"), "unknown cost"),
+                          (dict(candidates=(0.5, -1.0)), "candidates"), (dict(sweeps=0), "sweeps")):
+        with pytest.raises(ValueError, match=words):
+            learn_scheme_params(net, frames, 1e-6, progress=False, **kwargs)
+    assert net.scheme == "sigma-delta" and net.scheme_params == before

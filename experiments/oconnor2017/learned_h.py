@@ -1,0 +1,72 @@
+"""Hysteresis with h learned per quantizer (:func:`sigmadelta.scheme_search.learn_scheme_params`) on the schemes
+experiment's protocol, against the same scales with one h for all.
+
+    .venv/bin/python experiments/oconnor2017/learned_h.py MODEL SCALES_LAM LAM [--frames N] [--start H] [--cost C]
+
+Scales learned on carphone at SCALES_LAM (the paper's recipe, cached); h searched per quantizer on the first N
+carphone frames (default 40) from ``h = START`` (default 1) over 0.5, 1, 2, 3, 4 at trade-off LAM per op of COST
+(``events``, default, or ``additions``); then the test stream bigbuckbunny 100 + bikes 100 (never searched on) with
+the uniform START and with the learned h. Writes ``results/schemes/learned_h/<model>-<scales>-<lam>-<cost>.json``.
+"""
+
+import argparse
+import copy
+import json
+import time
+from pathlib import Path
+
+import torch
+
+import sigmadelta
+from sigmadelta import data, models
+from sigmadelta.paper.finetune import CALIBRATION, TEST_CLIPS, stream_eval
+from sigmadelta.paper.imagenet_video import load_stream
+from sigmadelta.scales import calibrate, init_scale
+from sigmadelta.scheme_search import learn_scheme_params
+
+CANDIDATES = (0.5, 1.0, 2.0, 3.0, 4.0)
+
+
+def brief(result: dict) -> dict:
+    return {clip: dict(additions=round(r["reduction"], 2), events=round(r["reduction_events"], 2),
+                       top1=r["top1_agreement"], top5=r["top5_agreement"]) for clip, r in result.items()}
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("model")
+    p.add_argument("scales_lam", type=float)
+    p.add_argument("lam", type=float)
+    p.add_argument("--frames", type=int, default=40)
+    p.add_argument("--start", type=float, default=1.0)
+    p.add_argument("--cost", default="events")
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    bundle = models.get(args.model, progress=False)
+    original = sigmadelta.convert(bundle.model, bundle.example_input())
+    net = copy.deepcopy(original)
+    train = data.load_clip("carphone", bundle)
+    calibrate(net, train, args.scales_lam, model=args.model, clip="carphone", progress=False,
+              init_scale=init_scale(args.model), **CALIBRATION)
+    stream, segments = load_stream(bundle, TEST_CLIPS)
+    out = dict(model=args.model, scales_lam=args.scales_lam, lam=args.lam, cost=args.cost, frames=args.frames,
+               start=args.start, candidates=CANDIDATES)
+    net.set_scheme("hysteresis", h=args.start)
+    out["uniform"] = stream_eval(net, original, stream, segments)
+    print("uniform", brief(out["uniform"]), flush=True)
+    started = time.perf_counter()
+    search = learn_scheme_params(net, train[:args.frames], args.lam, candidates=CANDIDATES, start=args.start,
+                                 cost=args.cost, progress=False)
+    out.update(search_seconds=time.perf_counter() - started, search=search.to_dict())
+    print("h", search.params, flush=True)
+    out["learned"] = stream_eval(net, original, stream, segments)
+    print("learned", brief(out["learned"]))
+    tag = f"{args.model}-{args.scales_lam:g}-{args.lam:g}-{args.cost}"
+    path = Path(__file__).parent / "results" / "schemes" / "learned_h" / f"{tag}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=1) + "\n")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""Learn a delta scheme's parameter per quantizer (h of hysteresis, θ of thresholds) by the λ trade-off.
+
+The scheme's parameter moves its network discontinuously (a level moves or it does not), so it is learned by
+coordinate descent on the measured objective rather than by gradients. With the scales fixed, for the frames
+``x_1 … x_T`` of one stream from zero state,
+
+.. math::
+
+    J(p) = \\frac{1}{T} \\sum_t e(\\hat y_t(p), y_t) + λ \\, \\frac{C(p)}{T}
+
+where ``y_t`` is the original network's output, ``ŷ_t(p)`` the Sigma-Delta network's with parameters ``p`` (one per
+quantizer), ``e`` an error of :mod:`sigmadelta.losses` and ``C`` its ops over the stream: ``"events"`` (2 ops per
+nonzero message and connection, the ``sigma_delta_muladd`` kind) or ``"additions"`` (the paper's ``|n|`` per
+message, ``sigma_delta``). A sweep visits the quantizers in graph order and gives each the candidate value with the
+lowest ``J``, the others held; it stops after ``sweeps`` sweeps or when one changes nothing. Every trial runs the real
+Sigma-Delta network (clip mode, the dense backend), so ``J`` is exact on these frames and never rises.
+
+>>> import torch, sigmadelta
+>>> from sigmadelta.scheme_search import learn_scheme_params
+>>> model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3)).eval()
+>>> net = sigmadelta.convert(model, torch.zeros(1, 6))
+>>> _ = net.set_scales({"0": 20.0, "2": 20.0})
+>>> frames = torch.rand(1, 1, 6) + 0.02 * torch.randn(12, 1, 6).cumsum(0)
+>>> search = learn_scheme_params(net, frames, lam=1e-3, candidates=(0.0, 1.0, 3.0), error="l2", progress=False)
+>>> search.objective <= search.trace[0]["objective"], net.scheme
+(True, 'hysteresis')
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from .functional import HYSTERESIS, THRESHOLD
+from .losses import error_terms, per_sample
+from .net import SigmaDeltaNet
+from .stream import run_stream
+
+__all__ = ["SchemeSearch", "learn_scheme_params", "COSTS"]
+
+COSTS = {"events": "sigma_delta_muladd", "additions": "sigma_delta"}  # cost name -> op kind
+
+
+@dataclass
+class SchemeSearch:
+    """What :func:`learn_scheme_params` found: the parameter per quantizer and its objective, error and ops per frame
+    (``ops`` in the ``cost`` convention), and one trace row per trial (quantizer, value, objective, error, ops)."""
+
+    scheme: str
+    params: dict[str, float]
+    objective: float
+    error: float
+    ops: float
+    trace: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return dict(scheme=self.scheme, params=self.params, objective=self.objective, error=self.error, ops=self.ops,
+                    trace=self.trace)
+
+
+def learn_scheme_params(net: SigmaDeltaNet, frames: torch.Tensor, lam: float, *, scheme: str = HYSTERESIS,
+                        candidates: Sequence[float] = (0.0, 0.5, 1.0, 2.0, 3.0), start: float | None = None,
+                        error: str = "l2-softmax", cost: str = "events", sweeps: int = 1, chunk: int = 16,
+                        progress: bool = True) -> SchemeSearch:
+    """Choose ``scheme``'s parameter per quantizer of ``net`` minimising ``J`` (module docstring) on ``frames``.
+
+    Args:
+        net: a converted network with its scales; it is left in ``scheme`` with the parameters found.
+        frames: one stream ``[T, B, ...]`` (the training clip; never the test clips).
+        lam: the trade-off λ per op of ``cost``.
+        scheme: ``"hysteresis"`` (the parameter is h, in levels) or ``"threshold"`` (θ, in the input's units).
+        candidates: the values tried for each quantizer.
+        start: every quantizer's value before the search (default: the first candidate).
+        error: the error measure (:func:`sigmadelta.losses.error_terms`), on the network's output ``[T, B, ...]``.
+        cost: ``"events"`` or ``"additions"`` (:data:`COSTS`).
+        sweeps: passes over the quantizers (a pass that changes nothing ends the search).
+        chunk: steps per clip-mode call (memory only).
+        progress: a tqdm bar over trials.
+
+    Returns:
+        A :class:`SchemeSearch`.
+    """
+    from tqdm.auto import tqdm
+
+    if scheme not in (HYSTERESIS, THRESHOLD):
+        raise ValueError(f"learn_scheme_params: scheme {scheme!r} has no parameter; choose {HYSTERESIS!r} or "
+                         f"{THRESHOLD!r}")
+    if cost not in COSTS:
+        raise ValueError(f"learn_scheme_params: unknown cost {cost!r}; choose from {tuple(COSTS)}")
+    values = [float(c) for c in candidates]
+    if not values or any(not (0 <= c < float("inf")) for c in values) or sweeps < 1 or lam < 0:
+        raise ValueError(f"learn_scheme_params: need candidates finite and >= 0, sweeps >= 1 and lam >= 0 (got "
+                         f"{values}, {sweeps}, {lam})")
+    terms = error_terms(error)
+    target = _outputs(net, frames, "original", chunk)
+
+    def measure(params: dict[str, float]) -> tuple[float, float, float]:
+        net.set_scheme(scheme, **{"h" if scheme == HYSTERESIS else "theta": params})
+        outs = []
+        counts = run_stream(net, frames, ("sigma-delta",), chunk=chunk,
+                            on_chunk=lambda clip, o, nets: outs.append(o["sigma-delta"]))["sigma-delta"]
+        err = float(per_sample(terms(torch.cat(outs), target)).mean())
+        ops = counts.total(COSTS[cost]) / len(frames)
+        return err + lam * ops, err, ops
+
+    names = list(net.scheme_params)  # the quantizers, in graph order
+    params = dict.fromkeys(names, values[0] if start is None else float(start))
+    best = measure(params)
+    trace = [dict(quantizer=None, value=None, objective=best[0], error=best[1], ops=best[2])]
+    bar = tqdm(total=sweeps * len(names) * len(values), desc="scheme params", disable=not progress)
+    for _ in range(sweeps):
+        changed = False
+        for name in names:
+            for value in values:
+                bar.update(1)
+                if value == params[name]:
+                    continue
+                trial = params | {name: value}
+                result = measure(trial)
+                trace.append(dict(quantizer=name, value=value, objective=result[0], error=result[1], ops=result[2]))
+                if result[0] < best[0]:
+                    params, best, changed = trial, result, True
+        if not changed:
+            break
+    bar.close()
+    net.set_scheme(scheme, **{"h" if scheme == HYSTERESIS else "theta": params})
+    return SchemeSearch(scheme, params, *best, trace=trace)
+
+
+def _outputs(net: SigmaDeltaNet, frames: torch.Tensor, mode: str, chunk: int) -> torch.Tensor:
+    outs = []
+    run_stream(net, frames, (mode,), chunk=chunk, on_chunk=lambda clip, o, nets: outs.append(o[mode]))
+    return torch.cat(outs)
