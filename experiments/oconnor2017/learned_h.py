@@ -1,12 +1,14 @@
-"""Hysteresis with h learned per quantizer (:func:`sigmadelta.scheme_search.learn_scheme_params`) on the schemes
-experiment's protocol, against the same scales with one h for all.
+"""Hysteresis with h learned per quantizer (:func:`sigmadelta.learn_scheme_params`) on the schemes experiment's
+protocol, against the same scales with one h for all.
 
     .venv/bin/python experiments/oconnor2017/learned_h.py MODEL SCALES_LAM LAM [--frames N] [--start H] [--cost C]
+        [--sweeps S]
 
 Scales learned on carphone at SCALES_LAM (the paper's recipe, cached); h searched per quantizer on the first N
-carphone frames (default 40) from ``h = START`` (default 1) over 0.5, 1, 2, 3, 4 at trade-off LAM per op of COST
-(``events``, default, or ``additions``); then the test stream bigbuckbunny 100 + bikes 100 (never searched on) with
-the uniform START and with the learned h. Writes ``results/schemes/learned_h/<model>-<scales>-<lam>-<cost>.json``.
+carphone frames (default 40) from ``h = START`` (default 1) over 0.5, 1, 2, 3, 4 for S sweeps (default 1), at
+trade-off LAM per op of COST (``events``, default, or ``additions``); then the test stream bigbuckbunny 100 + bikes
+100 (never searched on) with the uniform START and with the learned h.
+Writes ``results/schemes/learned_h/<model>-<scales>-<lam>-<cost>[-<N>f][-<S>sweeps].json``.
 """
 
 import argparse
@@ -40,6 +42,7 @@ def main(argv=None) -> None:
     p.add_argument("--frames", type=int, default=40)
     p.add_argument("--start", type=float, default=1.0)
     p.add_argument("--cost", default="events")
+    p.add_argument("--sweeps", type=int, default=1)
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     bundle = models.get(args.model, progress=False)
@@ -50,18 +53,19 @@ def main(argv=None) -> None:
               init_scale=init_scale(args.model), **CALIBRATION)
     stream, segments = load_stream(bundle, TEST_CLIPS)
     out = dict(model=args.model, scales_lam=args.scales_lam, lam=args.lam, cost=args.cost, frames=args.frames,
-               start=args.start, candidates=CANDIDATES)
+               start=args.start, sweeps=args.sweeps, candidates=CANDIDATES)
     net.set_scheme("hysteresis", h=args.start)
     out["uniform"] = stream_eval(net, original, stream, segments)
     print("uniform", brief(out["uniform"]), flush=True)
     started = time.perf_counter()
     search = learn_scheme_params(net, train[:args.frames], args.lam, candidates=CANDIDATES, start=args.start,
-                                 cost=args.cost, progress=False)
+                                 cost=args.cost, sweeps=args.sweeps, progress=False)
     out.update(search_seconds=time.perf_counter() - started, search=search.to_dict())
     print("h", search.params, flush=True)
     out["learned"] = stream_eval(net, original, stream, segments)
     print("learned", brief(out["learned"]))
-    tag = f"{args.model}-{args.scales_lam:g}-{args.lam:g}-{args.cost}"
+    tag = f"{args.model}-{args.scales_lam:g}-{args.lam:g}-{args.cost}" + (
+        f"-{args.frames}f" if args.frames != 40 else "") + (f"-{args.sweeps}sweeps" if args.sweeps != 1 else "")
     path = Path(__file__).parent / "results" / "schemes" / "learned_h" / f"{tag}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=1) + "\n")
