@@ -4,7 +4,7 @@
     sigmadelta data [--json FILE]
     sigmadelta run VIDEO --model NAME [--weights FILE] [--scales FILE | --calibrate CLIP | --checkpoint FILE]
                    [--lam L] [--frames N] [--json FILE] [--plot FILE] [--strict]
-    sigmadelta optimize --model NAME --calibrate CLIP [--lam L] -o scales.json
+    sigmadelta optimize --model NAME --calibrate CLIP [--lam L] [--scheme S [--learn-scheme-param LAM]] -o scales.json
     sigmadelta finetune --model NAME [--lam L] [--scheme S [--scheme-param H]] [--train CLIP ...] [--steps N] [-o FILE]
     sigmadelta reproduce {random-net,mnist,video,schemes,finetune} [--out DIR] [--quick] [--model NAME (video)]
     sigmadelta bench --model NAME --data CLIP_OR_DATASET [--checkpoint FILE] [--frames N] [--threads N] [--json FILE]
@@ -152,6 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     optimize.add_argument("--calibrate", metavar="CLIP", required=True, help="a bundled clip name or a video file")
     optimize.add_argument("-o", "--output", metavar="FILE", required=True, help="the scales file to write (JSON)")
     _scheme_args(optimize)
+    optimize.add_argument("--learn-scheme-param", type=lam_value, metavar="LAM", help="then learn the scheme's "
+                          "parameter per quantizer on the clip's first 40 frames, at trade-off LAM per event op: h "
+                          "from 0.5 to 4, θ from 0.5 to 4 times the one set (sigmadelta.learn_scheme_params)")
     optimize.set_defaults(func=commands.optimize_command)
 
     _add_finetune(sub)

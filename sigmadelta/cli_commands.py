@@ -12,6 +12,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from sigmadelta.cli_schemes import SCHEME_NAMES, apply_scheme, finetune_scheme_settings, learn_scheme_param
 from sigmadelta.paper import EXPERIMENTS  # the names only: the experiments load on demand
 
 __all__ = ["demo_command", "data_command", "run_command", "optimize_command", "finetune_command", "bench_command",
@@ -152,32 +153,6 @@ def _calibrate(args, bundle, net):
     return result
 
 
-SCHEME_NAMES = ("sigma-delta", "hysteresis", "threshold")  # sigmadelta.functional.SCHEMES (not imported to parse)
-
-
-def _apply_scheme(args, bundle, net, calibration=None) -> dict:
-    """Set ``--scheme`` (with ``--scheme-param`` or the model's default) in ``net``; returns what was set. The
-    threshold scheme measures σ on ``calibration`` frames ``[T, B, ...]``, else on the calibration clip."""
-    if args.scheme is None:
-        return {"name": net.scheme, "params": net.scheme_params}
-    from sigmadelta import data
-    from sigmadelta.scales import default_scheme_param
-
-    param = default_scheme_param(args.model, args.scheme) if args.scheme_param is None else args.scheme_param
-    if not param >= 0:
-        raise ValueError(f"--scheme-param must be >= 0, got {param}")
-    if args.scheme == "threshold":
-        clip = "the given frames" if calibration is not None else (getattr(args, "calibrate", None) or "carphone")
-        if calibration is None:
-            calibration = data.load_clip(clip, bundle, max_frames=args.calibrate_frames)
-        net.set_scheme("threshold", tau=param, calibration=calibration)
-        print(f"scheme: threshold, θ = {param:g}·σ of each layer's input on {clip}")
-    else:
-        net.set_scheme(args.scheme, h=param)
-        print(f"scheme: {args.scheme}" + (f", h = {param:g}" if args.scheme == "hysteresis" else ""))
-    return {"name": args.scheme, "param": param, "params": net.scheme_params}
-
-
 def _run_summary(ev, seconds: float, scheme: dict) -> dict:
     """The summary of `run --json`: both conventions for the delta network's ops, and the scheme that ran."""
     summary = ev.summary()
@@ -229,7 +204,7 @@ def run_command(args) -> int:
         if pending:
             yield bundle.preprocess(np.stack(pending)).unsqueeze(1)
 
-    scheme = _apply_scheme(args, bundle, net)
+    scheme = apply_scheme(args, bundle, net)
     net.set_delta_dtype(torch.float64 if args.exact else net.dtype)  # the model's dtype: about 2x faster
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", data.VideoWarning)  # said below, once, in the command's words
@@ -272,11 +247,15 @@ def optimize_command(args) -> int:
     from sigmadelta.scales import save_scales
 
     _fail_early(args)
+    if args.learn_scheme_param is not None and args.scheme not in ("hysteresis", "threshold"):
+        raise ValueError("--learn-scheme-param learns h or θ per quantizer: give --scheme hysteresis or threshold")
     rank, _ = init_distributed()
     quiet_unless_first_process()
     bundle, net = _image_net(args)
     result = _calibrate(args, bundle, net)
-    _apply_scheme(args, bundle, net)
+    apply_scheme(args, bundle, net)
+    if args.learn_scheme_param is not None:
+        result.meta["scheme_search"] = learn_scheme_param(args, bundle, net)
     if rank:  # under torchrun the first process writes
         return 0
     save_scales(args.output, net, args.model, result.meta)
@@ -327,7 +306,7 @@ def finetune_command(args) -> int:
     quiet_unless_first_process()
     if args.threads:
         torch.set_num_threads(args.threads)
-    config = ft.default_config(args.model).replace(**_scheme_settings(args), **{k: v for k, v in (
+    config = ft.default_config(args.model).replace(**finetune_scheme_settings(args), **{k: v for k, v in (
         ("steps", args.steps), ("batch", args.batch), ("window", args.window), ("seed", args.seed)) if v is not None})
     bundle, net = _image_net(args) if args.model not in ft.MLP_MODELS else _mlp_net(args)
     if args.scales:
@@ -348,22 +327,6 @@ def finetune_command(args) -> int:
     print(("  read from the cache: " if result.cached else "wrote ") + str(result.path)
           + f" ({result.record['seconds']:.0f} s of training)")
     return 0
-
-
-def _scheme_settings(args) -> dict:
-    """``--scheme`` / ``--scheme-param`` of `finetune` as FinetuneConfig settings (none given: the model's)."""
-    if args.scheme is None:
-        if args.scheme_param is not None:
-            raise ValueError("--scheme-param is h of --scheme hysteresis; give --scheme hysteresis with it")
-        return {}
-    if args.scheme == "sigma-delta":
-        if args.scheme_param is not None:
-            raise ValueError("--scheme-param is h of --scheme hysteresis; the sigma-delta scheme has none")
-        return {"scheme": "rounding"}
-    from sigmadelta.scales import default_scheme_param
-
-    h = default_scheme_param(args.model, "hysteresis") if args.scheme_param is None else args.scheme_param
-    return {"scheme": "hysteresis", "hysteresis": h}
 
 
 def _mlp_net(args):
@@ -433,9 +396,9 @@ def bench_command(args) -> int:
         args.calibrate = None
         _calibrate(args, bundle, net)
     if args.scheme == "threshold" and bundle.input_shape == (784,):  # σ on training images, not the timed ones
-        _apply_scheme(args, bundle, net, calibration=data.mnist_clip("train", temporal=False, max_frames=1000)[0])
+        apply_scheme(args, bundle, net, calibration=data.mnist_clip("train", temporal=False, max_frames=1000)[0])
     else:
-        _apply_scheme(args, bundle, net)
+        apply_scheme(args, bundle, net)
     print(f"scheme {net.scheme}; timing {args.model} on {args.data}: {len(frames)} frames, {args.threads} thread(s), "
           f"{args.repeats} repeats, dense original vs sparse sigma-delta backend")
     result = benchmark(net, frames, threads=args.threads, repeats=args.repeats, original=bundle.model,

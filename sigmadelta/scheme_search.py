@@ -28,13 +28,15 @@ Sigma-Delta network (clip mode, the dense backend), so ``J`` is exact on these f
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
 
 from .functional import HYSTERESIS, THRESHOLD
 from .losses import error_terms, per_sample
+from ._checks import per_quantizer
 from .net import SigmaDeltaNet
 from .stream import run_stream
 
@@ -61,7 +63,8 @@ class SchemeSearch:
 
 
 def learn_scheme_params(net: SigmaDeltaNet, frames: torch.Tensor, lam: float, *, scheme: str = HYSTERESIS,
-                        candidates: Sequence[float] = (0.0, 0.5, 1.0, 2.0, 3.0), start: float | None = None,
+                        candidates: Sequence[float] | Mapping[str, Sequence[float]] = (0.0, 0.5, 1.0, 2.0, 3.0),
+                        start: float | Mapping[str, float] | None = None,
                         error: str = "l2-softmax", cost: str = "events", sweeps: int = 1, chunk: int = 16,
                         progress: bool = True) -> SchemeSearch:
     """Choose ``scheme``'s parameter per quantizer of ``net`` minimising ``J`` (module docstring) on ``frames``.
@@ -71,8 +74,10 @@ def learn_scheme_params(net: SigmaDeltaNet, frames: torch.Tensor, lam: float, *,
         frames: one stream ``[T, B, ...]`` (the training clip; never the test clips).
         lam: the trade-off λ per op of ``cost``.
         scheme: ``"hysteresis"`` (the parameter is h, in levels) or ``"threshold"`` (θ, in the input's units).
-        candidates: the values tried for each quantizer.
-        start: every quantizer's value before the search (default: the first candidate).
+        candidates: the values tried for each quantizer, or per quantizer name (thresholds live in each input's
+            units: e.g. multiples of each layer's σ).
+        start: the values before the search, one or per quantizer (default: the net's own when it runs ``scheme``
+            already, else each quantizer's first candidate).
         error: the error measure (:func:`sigmadelta.losses.error_terms`), on the network's output ``[T, B, ...]``.
         cost: ``"events"`` or ``"additions"`` (:data:`COSTS`).
         sweeps: passes over the quantizers (a pass that changes nothing ends the search).
@@ -89,10 +94,21 @@ def learn_scheme_params(net: SigmaDeltaNet, frames: torch.Tensor, lam: float, *,
                          f"{THRESHOLD!r}")
     if cost not in COSTS:
         raise ValueError(f"learn_scheme_params: unknown cost {cost!r}; choose from {tuple(COSTS)}")
-    values = [float(c) for c in candidates]
-    if not values or any(not (0 <= c < float("inf")) for c in values) or sweeps < 1 or lam < 0:
-        raise ValueError(f"learn_scheme_params: need candidates finite and >= 0, sweeps >= 1 and lam >= 0 (got "
-                         f"{values}, {sweeps}, {lam})")
+    names = list(net.scheme_params)  # the quantizers, in graph order
+    if isinstance(candidates, Mapping) and set(candidates) != set(names):
+        raise KeyError(f"learn_scheme_params: candidates per quantizer: unknown {sorted(set(candidates) - set(names))}, "
+                       f"missing {[n for n in names if n not in candidates]}")
+    tried = {name: [float(c) for c in (candidates[name] if isinstance(candidates, Mapping) else candidates)]
+             for name in names}
+    if start is None:
+        start = net.scheme_params if net.scheme == scheme else {name: (tried[name] or [0.0])[0] for name in names}
+    params = per_quantizer(start, names, "start")
+    for name, values in tried.items():
+        if not values or any(not (0 <= c < math.inf) for c in values + [params[name]]):
+            raise ValueError(f"learn_scheme_params: quantizer {name!r} needs candidates (and a start) finite and >= "
+                             f"0, got {values} from {params[name]}")
+    if sweeps < 1 or lam < 0:
+        raise ValueError(f"learn_scheme_params: need sweeps >= 1 and lam >= 0, got {sweeps}, {lam}")
     terms = error_terms(error)
     target = _outputs(net, frames, "original", chunk)
 
@@ -105,15 +121,13 @@ def learn_scheme_params(net: SigmaDeltaNet, frames: torch.Tensor, lam: float, *,
         ops = counts.total(COSTS[cost]) / len(frames)
         return err + lam * ops, err, ops
 
-    names = list(net.scheme_params)  # the quantizers, in graph order
-    params = dict.fromkeys(names, values[0] if start is None else float(start))
     best = measure(params)
     trace = [dict(quantizer=None, value=None, objective=best[0], error=best[1], ops=best[2])]
-    bar = tqdm(total=sweeps * len(names) * len(values), desc="scheme params", disable=not progress)
+    bar = tqdm(total=sweeps * sum(map(len, tried.values())), desc="scheme params", disable=not progress)
     for _ in range(sweeps):
         changed = False
         for name in names:
-            for value in values:
+            for value in tried[name]:
                 bar.update(1)
                 if value == params[name]:
                     continue

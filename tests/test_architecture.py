@@ -31,6 +31,7 @@ LAYERS = {
     "sigmadelta": 9,  # the package's face: re-exports, registers the backends
     "sigmadelta.paper": 10,  # the paper's experiments, on the public API
     "sigmadelta.cli_checks": 10,  # the command line's argument and output-path checks
+    "sigmadelta.cli_schemes": 10,  # the delta-scheme options of the commands
     "sigmadelta.cli_commands": 11,  # what each command does
     "sigmadelta.cli": 12,
     "sigmadelta.__main__": 13,

