@@ -89,31 +89,12 @@ def learn_scheme_params(net: SigmaDeltaNet, frames: torch.Tensor, lam: float, *,
     """
     from tqdm.auto import tqdm
 
-    if scheme not in (HYSTERESIS, THRESHOLD):
-        raise ValueError(f"learn_scheme_params: scheme {scheme!r} has no parameter; choose {HYSTERESIS!r} or "
-                         f"{THRESHOLD!r}")
-    if cost not in COSTS:
-        raise ValueError(f"learn_scheme_params: unknown cost {cost!r}; choose from {tuple(COSTS)}")
-    names = list(net.scheme_params)  # the quantizers, in graph order
-    if isinstance(candidates, Mapping) and set(candidates) != set(names):
-        raise KeyError(f"learn_scheme_params: candidates per quantizer: unknown {sorted(set(candidates) - set(names))}, "
-                       f"missing {[n for n in names if n not in candidates]}")
-    tried = {name: [float(c) for c in (candidates[name] if isinstance(candidates, Mapping) else candidates)]
-             for name in names}
-    if start is None:
-        start = net.scheme_params if net.scheme == scheme else {name: (tried[name] or [0.0])[0] for name in names}
-    params = per_quantizer(start, names, "start")
-    for name, values in tried.items():
-        if not values or any(not (0 <= c < math.inf) for c in values + [params[name]]):
-            raise ValueError(f"learn_scheme_params: quantizer {name!r} needs candidates (and a start) finite and >= "
-                             f"0, got {values} from {params[name]}")
-    if sweeps < 1 or lam < 0:
-        raise ValueError(f"learn_scheme_params: need sweeps >= 1 and lam >= 0, got {sweeps}, {lam}")
+    names, tried, params = _checked(net, scheme, candidates, start, cost, sweeps, lam)
     terms = error_terms(error)
     target = _outputs(net, frames, "original", chunk)
 
     def measure(params: dict[str, float]) -> tuple[float, float, float]:
-        net.set_scheme(scheme, **{"h" if scheme == HYSTERESIS else "theta": params})
+        _set(net, scheme, params)
         outs = []
         counts = run_stream(net, frames, ("sigma-delta",), chunk=chunk,
                             on_chunk=lambda clip, o, nets: outs.append(o["sigma-delta"]))["sigma-delta"]
@@ -139,8 +120,37 @@ def learn_scheme_params(net: SigmaDeltaNet, frames: torch.Tensor, lam: float, *,
         if not changed:
             break
     bar.close()
-    net.set_scheme(scheme, **{"h" if scheme == HYSTERESIS else "theta": params})
+    _set(net, scheme, params)
     return SchemeSearch(scheme, params, *best, trace=trace)
+
+
+def _checked(net, scheme, candidates, start, cost, sweeps, lam):
+    """The quantizers in graph order, the values tried for each and the start; a clear error before any run."""
+    if scheme not in (HYSTERESIS, THRESHOLD):
+        raise ValueError(f"learn_scheme_params: scheme {scheme!r} has no parameter; choose {HYSTERESIS!r} or "
+                         f"{THRESHOLD!r}")
+    if cost not in COSTS:
+        raise ValueError(f"learn_scheme_params: unknown cost {cost!r}; choose from {tuple(COSTS)}")
+    names = list(net.scheme_params)  # the quantizers, in graph order
+    if isinstance(candidates, Mapping) and set(candidates) != set(names):
+        unknown, missing = sorted(set(candidates) - set(names)), [n for n in names if n not in candidates]
+        raise KeyError(f"learn_scheme_params: candidates per quantizer: unknown {unknown}, missing {missing}")
+    tried = {name: [float(c) for c in (candidates[name] if isinstance(candidates, Mapping) else candidates)]
+             for name in names}
+    if start is None:
+        start = net.scheme_params if net.scheme == scheme else {name: (tried[name] or [0.0])[0] for name in names}
+    params = per_quantizer(start, names, "start")
+    for name, values in tried.items():
+        if not values or any(not (0 <= c < math.inf) for c in values + [params[name]]):
+            raise ValueError(f"learn_scheme_params: quantizer {name!r} needs candidates (and a start) finite and >= "
+                             f"0, got {values} from {params[name]}")
+    if sweeps < 1 or lam < 0:
+        raise ValueError(f"learn_scheme_params: need sweeps >= 1 and lam >= 0, got {sweeps}, {lam}")
+    return names, tried, params
+
+
+def _set(net: SigmaDeltaNet, scheme: str, params: dict[str, float]) -> None:
+    net.set_scheme(scheme, **{"h" if scheme == HYSTERESIS else "theta": params})
 
 
 def _outputs(net: SigmaDeltaNet, frames: torch.Tensor, mode: str, chunk: int) -> torch.Tensor:
