@@ -13,7 +13,7 @@ quantizer), ``e`` an error of :mod:`sigmadelta.losses` and ``C`` its ops over th
 nonzero message and connection, the ``sigma_delta_muladd`` kind) or ``"additions"`` (the paper's ``|n|`` per
 message, ``sigma_delta``). A sweep visits the quantizers in graph order and gives each the candidate value with the
 lowest ``J``, the others held; it stops after ``sweeps`` sweeps or when one changes nothing. Every trial runs the real
-Sigma-Delta network (clip mode, the dense backend), so ``J`` is exact on these frames and never rises.
+Sigma-Delta network (clip mode, on the net's backend), so ``J`` is exact on these frames and never rises.
 
 >>> import torch, sigmadelta
 >>> from sigmadelta.scheme_search import learn_scheme_params
