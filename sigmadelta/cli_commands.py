@@ -93,21 +93,29 @@ def _fail_early(args) -> None:
         raise FileNotFoundError(f"--calibrate {clip!r} is neither a bundled clip ({', '.join(sorted(CLIPS))}) "
                                 "nor a video file")
     if getattr(args, "scales", None) is not None:
-        found = read_scales_file(args.scales)["model"]
-        if found != args.model:
-            raise ScalesError(f"{args.scales} holds scales for model {found!r}, not {args.model!r}")
+        content = read_scales_file(args.scales)
+        if content["model"] != args.model:
+            raise ScalesError(f"{args.scales} holds scales for model {content['model']!r}, not {args.model!r}")
+        args.per_channel_scales = any(isinstance(k, list) for k in content["scales"].values())
 
 
 def _image_net(args):
     """The bundle and its converted network; refuses models that do not take RGB frames."""
-    import sigmadelta
     from sigmadelta import models
 
     bundle = models.get(args.model, weights=args.weights)
     if len(bundle.input_shape) != 3 or bundle.input_shape[0] != 3:
         raise ValueError(f"model {args.model!r} takes inputs {bundle.input_shape}, not RGB video frames; "
                          "choose an image model (efficientnet-lite0, vgg19)")
-    return bundle, sigmadelta.convert(bundle.model, bundle.example_input())
+    return bundle, _converted(args, bundle)
+
+
+def _converted(args, bundle):
+    """The model converted as its scales file or checkpoint needs: per channel if its scales are."""
+    import sigmadelta
+
+    return sigmadelta.convert(bundle.model, bundle.example_input(),
+                              per_channel_scales=getattr(args, "per_channel_scales", False))
 
 
 def _lam(args, model: str) -> float:
@@ -277,10 +285,12 @@ def _model_of_checkpoint(args) -> None:
         return
     from sigmadelta.checkpoints import FinetuneError, load_checkpoint
 
-    found = load_checkpoint(args.checkpoint)["model"]
+    content = load_checkpoint(args.checkpoint)
+    found = content["model"]
     if args.model is not None and args.model != found:
         raise FinetuneError(f"{args.checkpoint} is a checkpoint of model {found!r}, not {args.model!r}")
     args.model = found
+    args.per_channel_scales = any(t.dim() > 0 for t in content["log_scales"].values())  # (C, 1, 1), not ()
 
 
 def _apply_checkpoint(args, net):
@@ -371,7 +381,6 @@ def reproduce_command(args) -> int:
 
 
 def bench_command(args) -> int:
-    import sigmadelta
     from sigmadelta import data, models
     from sigmadelta.runtime.bench import benchmark
     from sigmadelta.scales import apply_scales
@@ -379,7 +388,7 @@ def bench_command(args) -> int:
     _model_of_checkpoint(args)
     _fail_early(args)
     bundle = models.get(args.model, weights=args.weights)
-    net = sigmadelta.convert(bundle.model, bundle.example_input())
+    net = _converted(args, bundle)
     if args.data in ("mnist", "temporal-mnist"):
         if bundle.input_shape != (784,):
             raise ValueError(f"--data {args.data} is for the MNIST MLPs, not {args.model!r}")

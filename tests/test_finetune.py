@@ -315,3 +315,36 @@ def test_cli_refuses_bad_finetune_and_checkpoint_arguments(tmp_path, capsys):
     finetune(net, clip, 1e-3, FinetuneConfig(**(CFG | dict(steps=2))), model="toy", checkpoint=path, progress=False)
     assert main(["bench", "--model", "mnist-mlp", "--data", "mnist", "--checkpoint", str(path)]) == 2
     assert "checkpoint of model 'toy', not 'mnist-mlp'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("source", ["--checkpoint", "--scales"])
+def test_cli_bench_runs_per_channel_scales_from_a_checkpoint_or_a_scales_file(tmp_path, source):
+    import json
+
+    from sigmadelta import data, models
+    from sigmadelta.checkpoints import FinetuneResult, save_checkpoint
+    from sigmadelta.cli import main
+    from sigmadelta.scales import save_scales
+
+    bundle = models.get("mnist-mlp", progress=False)
+    net = sigmadelta.convert(bundle.model, bundle.example_input(), per_channel_scales=True)
+    gen = torch.Generator().manual_seed(0)
+    net.set_scales({name: 2.0 + 30 * torch.rand(q.log_scale.shape, generator=gen)
+                    for name, q in net.quantizers.items()})
+    path, out = tmp_path / "per-channel", tmp_path / "bench.json"
+    if source == "--checkpoint":
+        save_checkpoint(path, net, FinetuneResult(FinetuneConfig(), 1e-6), model="mnist-mlp")
+    else:
+        save_scales(path, net, "mnist-mlp")
+    assert main(["bench", "--model", "mnist-mlp", source, str(path), "--data", "temporal-mnist", "--frames", "6",
+                 "--repeats", "1", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    for name, k in net.scales.items():  # converted per channel, the file's scales in it
+        assert result["scales"][name] == pytest.approx(k.tolist(), rel=1e-6)
+    frames, _ = data.mnist_clip("test", temporal=True, max_frames=6)
+    with net.configured(mode="sigma-delta", counting=True, per_step_counts="total"), torch.no_grad():
+        net.reset()
+        net.run(frames)
+        counts = net.op_counts()
+    expected = counts.per_step("dense")[1:].sum() / counts.per_step("sigma_delta")[1:].sum()
+    assert result["op_reduction"] == pytest.approx(expected, rel=1e-9)  # the same network, counted the same way
