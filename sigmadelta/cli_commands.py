@@ -262,10 +262,10 @@ def optimize_command(args) -> int:
     bundle, net = _image_net(args)
     result = _calibrate(args, bundle, net)
     apply_scheme(args, bundle, net)
+    if rank:  # under torchrun the first process learns the scheme's parameter (no collectives) and writes
+        return 0
     if args.learn_scheme_param is not None:
         result.meta["scheme_search"] = learn_scheme_param(args, bundle, net)
-    if rank:  # under torchrun the first process writes
-        return 0
     save_scales(args.output, net, args.model, result.meta)
     print("  " + ", ".join(f"{name}: {k:.3g}" for name, k in list(net.scales.items())[:6])
           + (f", ... ({len(net.scales)} scales)" if len(net.scales) > 6 else ""))

@@ -40,7 +40,6 @@ def learn_scheme_param(args, bundle, net) -> dict:
     """Learn the scheme's parameter per quantizer (:func:`sigmadelta.learn_scheme_params`) on the first frames of
     the calibration clip at trade-off ``--learn-scheme-param`` per event, from the parameter set; returns a record."""
     from sigmadelta import data, learn_scheme_params
-    from sigmadelta._support import process_rank_and_count
 
     clip = args.calibrate or "carphone"
     frames = data.load_clip(clip, bundle, max_frames=min(SEARCH_FRAMES, args.calibrate_frames or SEARCH_FRAMES))
@@ -49,8 +48,7 @@ def learn_scheme_param(args, bundle, net) -> dict:
     print(f"learning {args.scheme}'s parameter per quantizer on {clip} ({len(frames)} frames), λ = "
           f"{args.learn_scheme_param:g} per event")
     search = learn_scheme_params(net, frames, args.learn_scheme_param, scheme=args.scheme, start=start,
-                                 candidates={name: [v * u for v in SEARCH_VALUES] for name, u in unit.items()},
-                                 progress=process_rank_and_count()[0] == 0)
+                                 candidates={name: [v * u for v in SEARCH_VALUES] for name, u in unit.items()})
     values = sorted(search.params.values())
     print(f"  {len(values)} quantizers, {'h' if args.scheme == 'hysteresis' else 'θ'} {values[0]:.3g} .. "
           f"{values[-1]:.3g}; on those frames error {search.error:.3g}, {search.ops:.4g} event ops per frame")
