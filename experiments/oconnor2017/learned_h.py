@@ -7,8 +7,10 @@ protocol, against the same scales with one h for all.
 Scales learned on carphone at SCALES_LAM (the paper's recipe, cached); h searched per quantizer on the first N
 carphone frames (default 40) from ``h = START`` (default 1) over 0.5, 1, 2, 3, 4 for S sweeps (default 1), at
 trade-off LAM per op of COST (``events``, default, or ``additions``); then the test stream bigbuckbunny 100 + bikes
-100 (never searched on) with the uniform START and with the learned h.
-Writes ``results/schemes/learned_h/<model>-<scales>-<lam>-<cost>[-<N>f][-<S>sweeps].json``.
+100 (never searched on) with the uniform START and with the learned h. ``--threshold``: the peers' thresholds the
+same way, START being τ (θ = τ·σ of each layer's input on carphone) and each θ tried at 0.5-4 times its start
+(the scales are then unused: k = 1).
+Writes ``results/schemes/learned_h/[threshold<τ>-]<model>-<scales>-<lam>-<cost>[-<N>f][-<S>sweeps].json``.
 """
 
 import argparse
@@ -43,6 +45,8 @@ def main(argv=None) -> None:
     p.add_argument("--start", type=float, default=1.0)
     p.add_argument("--cost", default="events")
     p.add_argument("--sweeps", type=int, default=1)
+    p.add_argument("--threshold", action="store_true", help="the peers' thresholds instead: START is τ (θ = τ·σ "
+                   "of each input on carphone), each θ searched over CANDIDATES times its start")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     bundle = models.get(args.model, progress=False)
@@ -52,20 +56,27 @@ def main(argv=None) -> None:
     calibrate(net, train, args.scales_lam, model=args.model, clip="carphone", progress=False,
               init_scale=init_scale(args.model), **CALIBRATION)
     stream, segments = load_stream(bundle, TEST_CLIPS)
-    out = dict(model=args.model, scales_lam=args.scales_lam, lam=args.lam, cost=args.cost, frames=args.frames,
+    out = dict(model=args.model, scheme="threshold" if args.threshold else "hysteresis", scales_lam=args.scales_lam,
+               lam=args.lam, cost=args.cost, frames=args.frames,
                start=args.start, sweeps=args.sweeps, candidates=CANDIDATES)
-    net.set_scheme("hysteresis", h=args.start)
+    if args.threshold:
+        net.set_scheme("threshold", tau=args.start, calibration=train)
+    else:
+        net.set_scheme("hysteresis", h=args.start)
+    start = net.scheme_params
+    candidates = {name: [c * (p0 if args.threshold else 1.0) for c in CANDIDATES] for name, p0 in start.items()}
     out["uniform"] = stream_eval(net, original, stream, segments)
     print("uniform", brief(out["uniform"]), flush=True)
     started = time.perf_counter()
-    search = learn_scheme_params(net, train[:args.frames], args.lam, candidates=CANDIDATES, start=args.start,
-                                 cost=args.cost, sweeps=args.sweeps, progress=False)
+    search = learn_scheme_params(net, train[:args.frames], args.lam, scheme=net.scheme, candidates=candidates,
+                                 start=start, cost=args.cost, sweeps=args.sweeps, progress=False)
     out.update(search_seconds=time.perf_counter() - started, search=search.to_dict())
-    print("h", search.params, flush=True)
+    print("θ" if args.threshold else "h", search.params, flush=True)
     out["learned"] = stream_eval(net, original, stream, segments)
     print("learned", brief(out["learned"]))
-    tag = f"{args.model}-{args.scales_lam:g}-{args.lam:g}-{args.cost}" + (
-        f"-{args.frames}f" if args.frames != 40 else "") + (f"-{args.sweeps}sweeps" if args.sweeps != 1 else "")
+    tag = "-".join([f"threshold{args.start:g}"] * args.threshold + [args.model, f"{args.scales_lam:g}", f"{args.lam:g}",
+                                                                   args.cost])
+    tag += (f"-{args.frames}f" if args.frames != 40 else "") + (f"-{args.sweeps}sweeps" if args.sweeps != 1 else "")
     path = Path(__file__).parent / "results" / "schemes" / "learned_h" / f"{tag}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=1) + "\n")
