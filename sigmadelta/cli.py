@@ -151,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(optimize)
     optimize.add_argument("--calibrate", metavar="CLIP", required=True, help="a bundled clip name or a video file")
     optimize.add_argument("-o", "--output", metavar="FILE", required=True, help="the scales file to write (JSON)")
+    optimize.add_argument("--per-channel-scales", action="store_true", help="one scale per input channel instead "
+                          "of the paper's one per layer (run, bench and finetune read such files)")
     _scheme_args(optimize)
     optimize.add_argument("--learn-scheme-param", type=lam_value, metavar="LAM", help="then learn the scheme's "
                           "parameter per quantizer on the clip's first 40 frames, at trade-off LAM per event op: h "

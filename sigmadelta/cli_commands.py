@@ -267,7 +267,8 @@ def optimize_command(args) -> int:
     if args.learn_scheme_param is not None:
         result.meta["scheme_search"] = learn_scheme_param(args, bundle, net)
     save_scales(args.output, net, args.model, result.meta)
-    print("  " + ", ".join(f"{name}: {k:.3g}" for name, k in list(net.scales.items())[:6])
+    print("  " + ", ".join(f"{name}: " + (f"{k:.3g}" if isinstance(k, float) else f"{k.min():.3g}..{k.max():.3g}")
+                           for name, k in list(net.scales.items())[:6])
           + (f", ... ({len(net.scales)} scales)" if len(net.scales) > 6 else ""))
     print(f"wrote {args.output}")
     return 0

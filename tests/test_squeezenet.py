@@ -167,6 +167,20 @@ def test_cli_optimize_learns_h_per_quantizer_and_run_uses_it(tmp_path, monkeypat
     assert net.scheme == "hysteresis" and net.scheme_params == h  # what `run --scales` runs
 
 
+def test_cli_optimize_per_channel_scales_and_bench_reads_them(tmp_path, monkeypatch):
+    monkeypatch.setenv("SIGMADELTA_CACHE", str(tmp_path / "cache"))
+    scales = tmp_path / "per-channel.json"
+    assert main(["optimize", "--model", "squeezenet1_1", "--calibrate", "carphone", "--calibrate-frames", "2",
+                 "--epochs", "1", "--per-channel-scales", "-o", str(scales)]) == 0
+    learned = json.loads(scales.read_text())["scales"]
+    fire2 = np.asarray(learned["features.fire2.squeeze"]).ravel()  # its input: conv1's 64 channels
+    assert fire2.shape == (64,) and len(set(fire2)) > 1
+    assert main(["bench", "--model", "squeezenet1_1", "--scales", str(scales), "--data", "bigbuckbunny",
+                 "--frames", "2", "--repeats", "1", "--json", str(tmp_path / "bench.json")]) == 0
+    benched = json.loads((tmp_path / "bench.json").read_text())["scales"]["features.fire2.squeeze"]
+    assert np.asarray(benched).ravel() == pytest.approx(fire2, rel=1e-6)  # converted per channel, the file's k
+
+
 def net_ops_per_frame(bundle) -> float:
     """The original's ops per frame, from the accounting on one frame."""
     net = sigmadelta.convert(bundle.model, bundle.example_input())
