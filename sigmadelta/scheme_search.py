@@ -34,9 +34,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ._checks import per_quantizer
 from .functional import HYSTERESIS, THRESHOLD
 from .losses import error_terms, per_sample
-from ._checks import per_quantizer
 from .net import SigmaDeltaNet
 from .stream import run_stream
 
