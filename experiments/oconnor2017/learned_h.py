@@ -2,15 +2,15 @@
 protocol, against the same scales with one h for all.
 
     .venv/bin/python experiments/oconnor2017/learned_h.py MODEL SCALES_LAM LAM [--frames N] [--start H] [--cost C]
-        [--sweeps S]
+        [--sweeps S] [--threshold] [--candidates C ...]
 
 Scales learned on carphone at SCALES_LAM (the paper's recipe, cached); h searched per quantizer on the first N
-carphone frames (default 40) from ``h = START`` (default 1) over 0.5, 1, 2, 3, 4 for S sweeps (default 1), at
+carphone frames (default 40) from ``h = START`` (default 1) over the candidates (default 0.5, 1, 2, 3, 4) for S sweeps (default 1), at
 trade-off LAM per op of COST (``events``, default, or ``additions``); then the test stream bigbuckbunny 100 + bikes
 100 (never searched on) with the uniform START and with the learned h. ``--threshold``: the peers' thresholds the
-same way, START being τ (θ = τ·σ of each layer's input on carphone) and each θ tried at 0.5-4 times its start
+same way, START being τ (θ = τ·σ of each layer's input on carphone) and each θ tried at the candidates times its start
 (the scales are then unused: k = 1).
-Writes ``results/schemes/learned_h/[threshold<τ>-]<model>-<scales>-<lam>-<cost>[-<N>f][-<S>sweeps].json``.
+Writes ``results/schemes/learned_h/[threshold<τ>-]<model>-<scales>-<lam>-<cost>[-c<C>...][-<N>f][-<S>sweeps].json``.
 """
 
 import argparse
@@ -45,6 +45,7 @@ def main(argv=None) -> None:
     p.add_argument("--start", type=float, default=1.0)
     p.add_argument("--cost", default="events")
     p.add_argument("--sweeps", type=int, default=1)
+    p.add_argument("--candidates", type=float, nargs="+", default=CANDIDATES)
     p.add_argument("--threshold", action="store_true", help="the peers' thresholds instead: START is τ (θ = τ·σ "
                    "of each input on carphone), each θ searched over CANDIDATES times its start")
     args = p.parse_args(argv)
@@ -58,13 +59,13 @@ def main(argv=None) -> None:
     stream, segments = load_stream(bundle, TEST_CLIPS)
     out = dict(model=args.model, scheme="threshold" if args.threshold else "hysteresis", scales_lam=args.scales_lam,
                lam=args.lam, cost=args.cost, frames=args.frames,
-               start=args.start, sweeps=args.sweeps, candidates=CANDIDATES)
+               start=args.start, sweeps=args.sweeps, candidates=args.candidates)
     if args.threshold:
         net.set_scheme("threshold", tau=args.start, calibration=train)
     else:
         net.set_scheme("hysteresis", h=args.start)
     start = net.scheme_params
-    candidates = {name: [c * (p0 if args.threshold else 1.0) for c in CANDIDATES] for name, p0 in start.items()}
+    candidates = {name: [c * (p0 if args.threshold else 1.0) for c in args.candidates] for name, p0 in start.items()}
     out["uniform"] = stream_eval(net, original, stream, segments)
     print("uniform", brief(out["uniform"]), flush=True)
     started = time.perf_counter()
@@ -76,6 +77,7 @@ def main(argv=None) -> None:
     print("learned", brief(out["learned"]))
     tag = "-".join([f"threshold{args.start:g}"] * args.threshold + [args.model, f"{args.scales_lam:g}", f"{args.lam:g}",
                                                                    args.cost])
+    tag += "".join(f"-c{c:g}" for c in args.candidates) if tuple(args.candidates) != CANDIDATES else ""
     tag += (f"-{args.frames}f" if args.frames != 40 else "") + (f"-{args.sweeps}sweeps" if args.sweeps != 1 else "")
     path = Path(__file__).parent / "results" / "schemes" / "learned_h" / f"{tag}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
