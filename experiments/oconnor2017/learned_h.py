@@ -2,15 +2,16 @@
 protocol, against the same scales with one h for all.
 
     .venv/bin/python experiments/oconnor2017/learned_h.py MODEL SCALES_LAM LAM [--frames N] [--start H] [--cost C]
-        [--sweeps S] [--threshold] [--candidates C ...]
+        [--sweeps S] [--threshold] [--candidates C ...] [--synthetic N]
 
 Scales learned on carphone at SCALES_LAM (the paper's recipe, cached); h searched per quantizer on the first N
-carphone frames (default 40) from ``h = START`` (default 1) over the candidates (default 0.5, 1, 2, 3, 4) for S sweeps (default 1), at
-trade-off LAM per op of COST (``events``, default, or ``additions``); then the test stream bigbuckbunny 100 + bikes
-100 (never searched on) with the uniform START and with the learned h. ``--threshold``: the peers' thresholds the
-same way, START being τ (θ = τ·σ of each layer's input on carphone) and each θ tried at the candidates times its start
-(the scales are then unused: k = 1).
-Writes ``results/schemes/learned_h/[threshold<τ>-]<model>-<scales>-<lam>-<cost>[-c<C>...][-<N>f][-<S>sweeps].json``.
+carphone frames (default 40), or with ``--synthetic N`` on N synthetic training clips of the fine-tuning experiment,
+from ``h = START`` (default 1) over the candidates (default 0.5, 1, 2, 3, 4) for S sweeps (default 1), at trade-off
+LAM per op of COST (``events``, default, or ``additions``); then the test stream bigbuckbunny 100 + bikes 100 (never
+searched on) with the uniform START and with the learned h. ``--threshold``: the peers' thresholds the same way,
+START being τ (θ = τ·σ of each layer's input on carphone) and each θ tried at the candidates times its start (the
+scales are then unused: k = 1). Writes ``results/schemes/learned_h/<tag>.json``, the tag naming model, λs, cost and
+whatever differs from the defaults.
 """
 
 import argparse
@@ -23,6 +24,7 @@ import torch
 
 import sigmadelta
 from sigmadelta import data, models
+from sigmadelta.finetune import training_clips
 from sigmadelta.paper.finetune import CALIBRATION, TEST_CLIPS, stream_eval
 from sigmadelta.paper.imagenet_video import load_stream
 from sigmadelta.scales import calibrate, init_scale
@@ -36,6 +38,14 @@ def brief(result: dict) -> dict:
                        top1=r["top1_agreement"], top5=r["top5_agreement"]) for clip, r in result.items()}
 
 
+def search_frames(args, bundle, train: torch.Tensor) -> torch.Tensor:
+    """The frames searched on: carphone's first ``--frames``, or ``--synthetic`` N training clips as one batch."""
+    if not args.synthetic:
+        return train[:args.frames]
+    clips, _ = training_clips(args.model, bundle, ["synthetic"])
+    return torch.cat(clips[:args.synthetic], dim=1)  # (16, N, 3, H, W): N streams side by side
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser()
     p.add_argument("model")
@@ -46,6 +56,8 @@ def main(argv=None) -> None:
     p.add_argument("--cost", default="events")
     p.add_argument("--sweeps", type=int, default=1)
     p.add_argument("--candidates", type=float, nargs="+", default=CANDIDATES)
+    p.add_argument("--synthetic", type=int, default=0, metavar="N", help="search on N of the fine-tuning experiment's "
+                   "synthetic training clips (16 frames each, side by side as a batch) instead of carphone")
     p.add_argument("--threshold", action="store_true", help="the peers' thresholds instead: START is τ (θ = τ·σ "
                    "of each input on carphone), each θ searched over CANDIDATES times its start")
     args = p.parse_args(argv)
@@ -58,7 +70,7 @@ def main(argv=None) -> None:
               init_scale=init_scale(args.model), **CALIBRATION)
     stream, segments = load_stream(bundle, TEST_CLIPS)
     out = dict(model=args.model, scheme="threshold" if args.threshold else "hysteresis", scales_lam=args.scales_lam,
-               lam=args.lam, cost=args.cost, frames=args.frames,
+               lam=args.lam, cost=args.cost, frames=args.frames, synthetic=args.synthetic,
                start=args.start, sweeps=args.sweeps, candidates=args.candidates)
     if args.threshold:
         net.set_scheme("threshold", tau=args.start, calibration=train)
@@ -69,8 +81,9 @@ def main(argv=None) -> None:
     out["uniform"] = stream_eval(net, original, stream, segments)
     print("uniform", brief(out["uniform"]), flush=True)
     started = time.perf_counter()
-    search = learn_scheme_params(net, train[:args.frames], args.lam, scheme=net.scheme, candidates=candidates,
-                                 start=start, cost=args.cost, sweeps=args.sweeps, progress=False)
+    search = learn_scheme_params(net, search_frames(args, bundle, train), args.lam, scheme=net.scheme,
+                                 candidates=candidates, start=start, cost=args.cost, sweeps=args.sweeps,
+                                 progress=False)
     out.update(search_seconds=time.perf_counter() - started, search=search.to_dict())
     print("θ" if args.threshold else "h", search.params, flush=True)
     out["learned"] = stream_eval(net, original, stream, segments)
@@ -78,6 +91,7 @@ def main(argv=None) -> None:
     tag = "-".join([f"threshold{args.start:g}"] * args.threshold + [args.model, f"{args.scales_lam:g}", f"{args.lam:g}",
                                                                    args.cost])
     tag += "".join(f"-c{c:g}" for c in args.candidates) if tuple(args.candidates) != CANDIDATES else ""
+    tag += f"-synthetic{args.synthetic}" if args.synthetic else ""
     tag += (f"-{args.frames}f" if args.frames != 40 else "") + (f"-{args.sweeps}sweeps" if args.sweeps != 1 else "")
     path = Path(__file__).parent / "results" / "schemes" / "learned_h" / f"{tag}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
