@@ -91,14 +91,12 @@ def learn_scheme_params(net: SigmaDeltaNet, frames: torch.Tensor, lam: float, *,
 
     names, tried, params = _checked(net, scheme, candidates, start, cost, sweeps, lam)
     terms = error_terms(error)
-    target = _outputs(net, frames, "original", chunk)
+    target, _ = _outputs(net, frames, "original", chunk)
 
     def measure(params: dict[str, float]) -> tuple[float, float, float]:
         _set(net, scheme, params)
-        outs = []
-        counts = run_stream(net, frames, ("sigma-delta",), chunk=chunk,
-                            on_chunk=lambda clip, o, nets: outs.append(o["sigma-delta"]))["sigma-delta"]
-        err = float(per_sample(terms(torch.cat(outs), target)).mean())
+        out, counts = _outputs(net, frames, "sigma-delta", chunk)
+        err = float(per_sample(terms(out, target)).mean())
         ops = counts.total(COSTS[cost]) / len(frames)
         return err + lam * ops, err, ops
 
@@ -153,7 +151,8 @@ def _set(net: SigmaDeltaNet, scheme: str, params: dict[str, float]) -> None:
     net.set_scheme(scheme, **{"h" if scheme == HYSTERESIS else "theta": params})
 
 
-def _outputs(net: SigmaDeltaNet, frames: torch.Tensor, mode: str, chunk: int) -> torch.Tensor:
+def _outputs(net: SigmaDeltaNet, frames: torch.Tensor, mode: str, chunk: int):
+    """``net`` run as ``mode`` on the stream: its outputs ``[T, B, ...]`` and op counts."""
     outs = []
-    run_stream(net, frames, (mode,), chunk=chunk, on_chunk=lambda clip, o, nets: outs.append(o[mode]))
-    return torch.cat(outs)
+    counts = run_stream(net, frames, (mode,), chunk=chunk, on_chunk=lambda clip, o, nets: outs.append(o[mode]))
+    return torch.cat(outs), counts[mode]
