@@ -16,6 +16,7 @@ from .errors import ConversionError, SigmaDeltaError, StreamError
 from .modules import MODES
 from .net import SigmaDeltaNet, convert
 from .optimize import History, optimize_scales, optimize_scales_sweep
+from .allocation import BandAllocation, allocate_bands
 from .scheme_search import SchemeSearch, learn_scheme_params
 from . import runtime  # noqa: F401  registers the "sparse" backend
 
@@ -29,6 +30,8 @@ __all__ = [
     "History",
     "learn_scheme_params",
     "SchemeSearch",
+    "allocate_bands",
+    "BandAllocation",
     "ScaleConfig",
     "ConfigError",
     "torch_threads",

@@ -53,6 +53,9 @@ def _scheme_args(p: argparse.ArgumentParser) -> None:
                    "deltas, θ = τ·σ of each layer's input)")
     p.add_argument("--scheme-param", type=float, metavar="P", help="h for hysteresis, τ for threshold (default: "
                    "the model's, from `sigmadelta reproduce schemes`, with the λ it was read at unless --lam)")
+    p.add_argument("--allocate-bands", action="store_true", help="then spread the scheme's band across layers by "
+                   "output sensitivity at the same predicted error, measured on the calibration clip "
+                   "(sigmadelta.allocate_bands; hysteresis or threshold)")
 
 
 def _add_bench(sub) -> None:

@@ -12,7 +12,8 @@ import sys
 import warnings
 from pathlib import Path
 
-from sigmadelta.cli_schemes import SCHEME_NAMES, apply_scheme, finetune_scheme_settings, learn_scheme_param
+from sigmadelta.cli_schemes import (SCHEME_NAMES, apply_scheme, check_allocate_bands, finetune_scheme_settings,
+                                    learn_scheme_param)
 from sigmadelta.paper import EXPERIMENTS  # the names only: the experiments load on demand
 
 __all__ = ["demo_command", "data_command", "run_command", "optimize_command", "finetune_command", "bench_command",
@@ -82,6 +83,7 @@ def _fail_early(args) -> None:
 
     if args.model is None:
         raise ValueError("--model is required")
+    check_allocate_bands(args)
     if args.model not in models.names():
         raise models.UnknownNameError(f"unknown model {args.model!r}; the known models are {models.names()}")
     for attr, what in (("video", "video file"), ("weights", "weights file"), ("scales", "scales file")):
@@ -405,7 +407,8 @@ def bench_command(args) -> int:
     else:
         args.calibrate = None
         _calibrate(args, bundle, net)
-    if args.scheme == "threshold" and bundle.input_shape == (784,):  # σ on training images, not the timed ones
+    # an MNIST MLP measures σ (thresholds) and the bands' statistics on training images, not the timed ones
+    if (args.scheme == "threshold" or args.allocate_bands) and bundle.input_shape == (784,):
         apply_scheme(args, bundle, net, calibration=data.mnist_clip("train", temporal=False, max_frames=1000)[0])
     else:
         apply_scheme(args, bundle, net)

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-__all__ = ["SCHEME_NAMES", "apply_scheme", "learn_scheme_param", "finetune_scheme_settings"]
+__all__ = ["SCHEME_NAMES", "apply_scheme", "check_allocate_bands", "learn_scheme_param", "finetune_scheme_settings"]
 
 SCHEME_NAMES = ("sigma-delta", "hysteresis", "threshold")  # sigmadelta.functional.SCHEMES (not imported to parse)
 
@@ -11,6 +11,7 @@ SCHEME_NAMES = ("sigma-delta", "hysteresis", "threshold")  # sigmadelta.function
 def apply_scheme(args, bundle, net, calibration=None) -> dict:
     """Set ``--scheme`` (with ``--scheme-param`` or the model's default) in ``net``; returns what was set. The
     threshold scheme measures σ on ``calibration`` frames ``[T, B, ...]``, else on the calibration clip."""
+    check_allocate_bands(args)
     if args.scheme is None:
         return {"name": net.scheme, "params": net.scheme_params}
     from sigmadelta import data
@@ -19,16 +20,32 @@ def apply_scheme(args, bundle, net, calibration=None) -> dict:
     param = default_scheme_param(args.model, args.scheme) if args.scheme_param is None else args.scheme_param
     if not param >= 0:
         raise ValueError(f"--scheme-param must be >= 0, got {param}")
+    allocate = getattr(args, "allocate_bands", False)
+    clip = "the given frames" if calibration is not None else (getattr(args, "calibrate", None) or "carphone")
+    if calibration is None and (args.scheme == "threshold" or allocate):
+        calibration = data.load_clip(clip, bundle, max_frames=args.calibrate_frames)
     if args.scheme == "threshold":
-        clip = "the given frames" if calibration is not None else (getattr(args, "calibrate", None) or "carphone")
-        if calibration is None:
-            calibration = data.load_clip(clip, bundle, max_frames=args.calibrate_frames)
         net.set_scheme("threshold", tau=param, calibration=calibration)
         print(f"scheme: threshold, θ = {param:g}·σ of each layer's input on {clip}")
     else:
         net.set_scheme(args.scheme, h=param)
         print(f"scheme: {args.scheme}" + (f", h = {param:g}" if args.scheme == "hysteresis" else ""))
-    return {"name": args.scheme, "param": param, "params": net.scheme_params}
+    setting = {"name": args.scheme, "param": param}
+    if allocate:
+        from sigmadelta import allocate_bands
+
+        allocation = allocate_bands(net, calibration)
+        bands = [b / before for b, before in zip(allocation.bands.values(), allocation.before.values())]
+        print(f"  bands spread by output sensitivity on {clip} (sigmadelta.allocate_bands), same predicted error: "
+              f"{min(bands):.2g}x .. {max(bands):.2g}x the uniform ones")
+        setting["allocated_bands"] = allocation.bands
+    return {**setting, "params": net.scheme_params}
+
+
+def check_allocate_bands(args) -> None:
+    """``--allocate-bands`` spreads the band of a scheme that has one: refused with any other ``--scheme``."""
+    if getattr(args, "allocate_bands", False) and args.scheme not in ("hysteresis", "threshold"):
+        raise ValueError("--allocate-bands spreads the band of --scheme hysteresis or threshold; give one of them")
 
 
 # `optimize --learn-scheme-param`: the frames searched on and the values tried (h in levels; θ as multiples of the θ

@@ -26,6 +26,7 @@ LAYERS = {
     "sigmadelta.net": 4,
     "sigmadelta.stream": 5, "sigmadelta.minibatches": 5,
     "sigmadelta.optimize": 6, "sigmadelta.evaluation": 6, "sigmadelta.report": 6, "sigmadelta.scheme_search": 6,
+    "sigmadelta.allocation": 5,
     "sigmadelta.scales": 7,
     "sigmadelta.runtime": 8,
     "sigmadelta": 9,  # the package's face: re-exports, registers the backends
