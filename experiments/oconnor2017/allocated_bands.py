@@ -1,0 +1,84 @@
+"""Bands spread across layers by output sensitivity (:func:`sigmadelta.allocate_bands`) against the uniform ones,
+thresholds and hysteresis, on the schemes experiment's clips.
+
+    .venv/bin/python experiments/oconnor2017/allocated_bands.py MODEL [--taus T ...] [--hs H ...] [--scales-lam L]
+
+σ (for θ = τ·σ) and the bands' statistics are measured on the training clip carphone; hysteresis runs on scales
+learned there at SCALES_LAM (the paper's recipe, cached). Every setting runs the test stream bigbuckbunny 100 +
+bikes 100 (never trained on) with uniform bands and with the bands allocated at the same predicted error. For each
+clip the setting with the most events saved at ≥ 90% top-1 and ≥ 98% top-5 agreement is compared with the uniform
+thresholds' best there (the peers' tuned baseline). Writes ``results/schemes/allocated/<model>.json``.
+"""
+
+import argparse
+import copy
+import json
+import time
+from pathlib import Path
+
+import torch
+
+import sigmadelta
+from sigmadelta import data, models
+from sigmadelta.paper.finetune import CALIBRATION, TEST_CLIPS, stream_eval
+from sigmadelta.paper.imagenet_video import load_stream
+from sigmadelta.scales import calibrate, init_scale
+
+AGREEMENT = dict(top1=0.90, top5=0.98)
+
+
+def row(label, scheme, param, allocated, result, seconds):
+    return dict(label=label, scheme=scheme, param=param, allocated=allocated, seconds=round(seconds, 1),
+                **{clip: dict(events=round(r["reduction_events"], 3), additions=round(r["reduction"], 3),
+                              top1=r["top1_agreement"], top5=r["top5_agreement"]) for clip, r in result.items()})
+
+
+def best(rows, clip, keep):
+    ok = [r for r in rows if keep(r) and r[clip]["top1"] >= AGREEMENT["top1"] and r[clip]["top5"] >= AGREEMENT["top5"]]
+    return max(ok, key=lambda r: r[clip]["events"]) if ok else None
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("model")
+    p.add_argument("--taus", type=float, nargs="+", default=(0.02, 0.03, 0.05, 0.07, 0.1))
+    p.add_argument("--hs", type=float, nargs="+", default=(0.5, 1.0, 2.0))
+    p.add_argument("--scales-lam", type=float, default=1e-11)
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    bundle = models.get(args.model, progress=False)
+    original = sigmadelta.convert(bundle.model, bundle.example_input())
+    train = data.load_clip("carphone", bundle)
+    stream, segments = load_stream(bundle, TEST_CLIPS)
+    net = copy.deepcopy(original)
+    calibrate(net, train, args.scales_lam, model=args.model, clip="carphone", progress=False,
+              init_scale=init_scale(args.model), **CALIBRATION)
+    settings = [("threshold", tau, dict(tau=tau, calibration=train)) for tau in args.taus]
+    settings += [("hysteresis", h, dict(h=h)) for h in args.hs]
+    rows, allocations = [], {}
+    for scheme, param, kwargs in settings:
+        for allocated in (False, True):
+            started = time.perf_counter()
+            net.set_scheme(scheme, **kwargs)
+            label = f"{scheme} {'τ' if scheme == 'threshold' else 'h'}={param:g}" + (" allocated" if allocated else "")
+            if allocated:
+                allocations[label] = sigmadelta.allocate_bands(net, train).to_dict()
+            rows.append(row(label, scheme, param, allocated, stream_eval(net, original, stream, segments),
+                            time.perf_counter() - started))
+            print(json.dumps({k: v for k, v in rows[-1].items() if k != "seconds"}), flush=True)
+    comparison = {}
+    for clip, _ in TEST_CLIPS:
+        baseline = best(rows, clip, lambda r: r["scheme"] == "threshold" and not r["allocated"])
+        ours = best(rows, clip, lambda r: r["allocated"])
+        comparison[clip] = dict(baseline=baseline and baseline["label"], ours=ours and ours["label"],
+                                ratio=(ours[clip]["events"] / baseline[clip]["events"]) if baseline and ours else None)
+        print(clip, comparison[clip])
+    out = dict(model=args.model, scales_lam=args.scales_lam, agreement=AGREEMENT, rows=rows, comparison=comparison,
+               allocations=allocations)
+    path = Path(__file__).parent / "results" / "schemes" / "allocated" / f"{args.model}.json"
+    path.write_text(json.dumps(out, indent=1) + "\n")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
