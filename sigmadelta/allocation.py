@@ -59,7 +59,7 @@ class BandAllocation:
 
     def predicted_error(self, bands: dict[str, float]) -> float:
         """``Σ_l g_l n_l b_l²`` of ``bands``: equal for :attr:`before` and :attr:`bands` (unless h was clipped at 0)."""
-        return sum(s["g"] * s["n"] * bands[name] ** 2 for name, s in self.stats.items())
+        return _predicted_error(self.stats, bands)
 
     def to_dict(self) -> dict:
         return dict(scheme=self.scheme, before=self.before, bands=self.bands, params=self.params, stats=self.stats,
@@ -119,6 +119,10 @@ def band_statistics(net: SigmaDeltaNet, frames: torch.Tensor, chunk: int = 8) ->
     return stats
 
 
+def _predicted_error(stats: dict[str, dict[str, float]], bands: dict[str, float]) -> float:
+    return sum(s["g"] * s["n"] * bands[name] ** 2 for name, s in stats.items())
+
+
 def _bands_of(net: SigmaDeltaNet) -> dict[str, float]:
     """Each quantizer's band in its input's units under the scheme set."""
     if net.scheme == THRESHOLD:
@@ -147,8 +151,7 @@ def allocate_bands(net: SigmaDeltaNet, frames: torch.Tensor, *, exponent: float 
         raise ValueError(f"allocate_bands: quantizers {flat[:4]} see no margin gradient or no change on these frames; "
                          "calibrate on frames that move")
     shape = {name: (s["f"] * s["a"] / s["g"]) ** exponent for name, s in stats.items()}
-    error = sum(s["g"] * s["n"] * before[name] ** 2 for name, s in stats.items())
-    c = (error / sum(s["g"] * s["n"] * shape[name] ** 2 for name, s in stats.items())) ** 0.5
+    c = (_predicted_error(stats, before) / _predicted_error(stats, shape)) ** 0.5
     bands = {name: c * v for name, v in shape.items()}
     if net.scheme == THRESHOLD:
         params = dict(bands)

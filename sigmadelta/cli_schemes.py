@@ -11,8 +11,7 @@ SCHEME_NAMES = ("sigma-delta", "hysteresis", "threshold")  # sigmadelta.function
 def apply_scheme(args, bundle, net, calibration=None) -> dict:
     """Set ``--scheme`` (with ``--scheme-param`` or the model's default) in ``net``; returns what was set. The
     threshold scheme measures σ on ``calibration`` frames ``[T, B, ...]``, else on the calibration clip."""
-    check_allocate_bands(args)
-    if args.scheme is None:
+    if args.scheme is None:  # --allocate-bands without a scheme: refused by check_allocate_bands before any work
         return {"name": net.scheme, "params": net.scheme_params}
     from sigmadelta import data
     from sigmadelta.scales import default_scheme_param
