@@ -42,7 +42,7 @@ __all__ = ["CHECKPOINT_FORMAT", "SCHEMES", "FinetuneConfig", "FinetuneResult", "
 CHECKPOINT_FORMAT = "sigmadelta-finetune/1"
 SCHEMES = ("rounding", "hysteresis")  # the paper's Sigma-Delta quantizer (its Rounding network); with hysteresis
 ERRORS = ("kl", "l2-softmax")
-COSTS = ("scaled", "rounded")
+COSTS = ("scaled", "rounded", "events")
 LR_DECAYS = ("constant", "cosine")
 
 
@@ -66,7 +66,12 @@ class FinetuneConfig:
             network, frame by frame), or ``"hysteresis"`` (trained as the Sigma-Delta network with hysteresis
             ``h``, window by window from zero state: the level recurrence is not per frame).
         hysteresis: ``h`` of the hysteresis scheme (ignored by ``"rounding"``).
-        cost: the cost surrogate: ``"scaled"`` (``k|Δx|``) or ``"rounded"`` (``|Δ round_ste(kx)|``).
+        allocate_bands: with ``"hysteresis"``, spread ``h`` across the quantizers by output sensitivity
+            (:func:`sigmadelta.allocate_bands`, same predicted error as uniform ``h``) on the first training
+            clip before training; the checkpoint keeps each quantizer's ``h``.
+        cost: the cost surrogate per unit and frame pair, times the unit's fan-out: ``"scaled"`` (``k|Δx|``, the
+            additions), ``"rounded"`` (``|Δ round_ste(kx)|``) or ``"events"`` (``tanh(k|Δx| / (1 + h))``: about
+            one message per ``1 + h`` levels moved, at most one per frame: the events).
         lam_warmup: fraction of the steps over which λ ramps linearly from 0 to its value.
         lr_decay: ``"constant"`` or ``"cosine"`` (to 0 at the last step).
         train_biases: train the biases along with the weights.
@@ -85,6 +90,7 @@ class FinetuneConfig:
     temperature: float = 1.0
     scheme: str = "rounding"
     hysteresis: float = 1.0
+    allocate_bands: bool = False
     cost: str = "scaled"
     lam_warmup: float = 0.1
     lr_decay: str = "cosine"
@@ -107,6 +113,8 @@ class FinetuneConfig:
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
                 problems.append(f"{name}={v!r}")
+        if not isinstance(self.allocate_bands, bool) or (self.allocate_bands and self.scheme != "hysteresis"):
+            problems.append(f"allocate_bands={self.allocate_bands!r} (a bool; True only with scheme='hysteresis')")
         if not (self.temperature > 0 and self.lam_warmup <= 1):
             problems.append(f"need temperature > 0 and lam_warmup <= 1 (got {self.temperature}, {self.lam_warmup})")
         if self.version != 1:
@@ -123,10 +131,12 @@ class FinetuneConfig:
 
     def key(self) -> dict:
         """The settings that change the result: :meth:`to_dict` without ``hysteresis`` when the scheme does not
-        use it (so runs cached before the field existed keep their key)."""
+        use it and without ``allocate_bands`` when off (so runs cached before the fields existed keep their key)."""
         d = self.to_dict()
         if self.scheme != "hysteresis":
             d.pop("hysteresis")
+        if not self.allocate_bands:
+            d.pop("allocate_bands")
         return d
 
     def apply_scheme(self, net: SigmaDeltaNet) -> None:
@@ -157,7 +167,8 @@ def _state(net: SigmaDeltaNet) -> dict:
     return dict(layers=list(net.layers), quantizers=list(net.quantizers),
                 weights={n: m.weight.detach().clone() for n, m in net.layers.items()},
                 biases={n: m.bias.detach().clone() for n, m in net.layers.items() if m.bias is not None},
-                log_scales={n: q.log_scale.detach().clone() for n, q in net.quantizers.items()})
+                log_scales={n: q.log_scale.detach().clone() for n, q in net.quantizers.items()},
+                hysteresis_h=dict(net.scheme_params) if net.scheme == "hysteresis" else {})
 
 
 def save_checkpoint(path, net: SigmaDeltaNet, result, model: str = "", optimizer=None,
@@ -234,5 +245,7 @@ def apply_checkpoint(net: SigmaDeltaNet, checkpoint, model: str | None = None) -
         for name, q in net.quantizers.items():
             q.log_scale.copy_(ck["log_scales"][name])
     FinetuneConfig.from_dict(ck["config"]).apply_scheme(net)  # the net runs the scheme it was trained for
+    if ck.get("hysteresis_h"):  # each quantizer's h as trained (spread by allocate_bands); older files lack it
+        net.set_scheme("hysteresis", h=ck["hysteresis_h"])
     net.reset()
     return ck

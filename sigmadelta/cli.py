@@ -5,7 +5,8 @@
     sigmadelta run VIDEO --model NAME [--weights FILE] [--scales FILE | --calibrate CLIP | --checkpoint FILE]
                    [--lam L] [--frames N] [--json FILE] [--plot FILE] [--strict]
     sigmadelta optimize --model NAME --calibrate CLIP [--lam L] [--scheme S [--learn-scheme-param LAM]] -o scales.json
-    sigmadelta finetune --model NAME [--lam L] [--scheme S [--scheme-param H]] [--train CLIP ...] [--steps N] [-o FILE]
+    sigmadelta finetune --model NAME [--lam L] [--scheme S [--scheme-param H] [--allocate-bands]] [--cost C]
+                        [--train CLIP ...] [--steps N] [-o FILE]
     sigmadelta reproduce {random-net,mnist,video,schemes,finetune} [--out DIR] [--quick] [--model NAME (video)]
     sigmadelta bench --model NAME --data CLIP_OR_DATASET [--checkpoint FILE] [--frames N] [--threads N] [--json FILE]
     sigmadelta --help
@@ -117,6 +118,10 @@ def _add_finetune(sub) -> None:
                       "paper's sigma-delta (as its Rounding network) or hysteresis (default: the model's)")
     tune.add_argument("--scheme-param", type=float, metavar="H", help="h of --scheme hysteresis (default: the "
                       "model's, with the λ of its starting scales unless --scales)")
+    tune.add_argument("--allocate-bands", action="store_true", help="with --scheme hysteresis: first spread h across "
+                      "layers by output sensitivity on the first training clip (sigmadelta.allocate_bands)")
+    tune.add_argument("--cost", choices=("scaled", "rounded", "events"), help="the cost surrogate penalised: the "
+                      "additions (scaled, the default) or the events (one message per unit moved)")
     tune.add_argument("--seed", type=int, help="seed of the window sampler")
     tune.add_argument("--threads", type=positive_int, metavar="N", help="torch threads per process")
     tune.add_argument("-o", "--output", metavar="FILE", help="the checkpoint to write (default: cached by content "

@@ -320,7 +320,8 @@ def finetune_command(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     config = ft.default_config(args.model).replace(**finetune_scheme_settings(args), **{k: v for k, v in (
-        ("steps", args.steps), ("batch", args.batch), ("window", args.window), ("seed", args.seed)) if v is not None})
+        ("steps", args.steps), ("batch", args.batch), ("window", args.window), ("seed", args.seed),
+        ("cost", args.cost)) if v is not None})
     bundle, net = _image_net(args) if args.model not in ft.MLP_MODELS else _mlp_net(args)
     if args.scales:
         from sigmadelta.scales import apply_scales

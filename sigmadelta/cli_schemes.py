@@ -85,4 +85,4 @@ def finetune_scheme_settings(args) -> dict:
     from sigmadelta.scales import default_scheme_param
 
     h = default_scheme_param(args.model, "hysteresis") if args.scheme_param is None else args.scheme_param
-    return {"scheme": "hysteresis", "hysteresis": h}
+    return {"scheme": "hysteresis", "hysteresis": h, "allocate_bands": args.allocate_bands}

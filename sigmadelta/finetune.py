@@ -15,14 +15,18 @@ Sigma-Delta cost on consecutive frames is penalised. Per step, over ``B`` window
 Rounding network's with straight-through rounding ``s = kx + stopgrad(round(kx) − kx)`` (the quantizer's own
 STE: the gradient reaches both the scales and, through ``x``, every earlier weight), ``x_l`` the input of
 quantizer ``l`` and ``λ_s`` λ ramped linearly from 0 over the first ``lam_warmup`` of the steps. The cost is
-the surrogate of the Sigma-Delta additions per frame (``cost="rounded"``: ``|Δ round_ste(k x)|`` instead), and,
+the surrogate of the Sigma-Delta additions per frame (``cost="rounded"``: ``|Δ round_ste(k x)|`` instead;
+``cost="events"``: ``tanh(k|Δx| / (1 + h))``, the messages, about one per ``1 + h`` levels moved and at most one
+per unit and frame, so that a unit that moves far costs one event as in the peers' accounting), and,
 unlike :func:`~sigmadelta.optimize_scales`, it is *not* local: its gradient also moves the weights, which is
 the point (activations that change little from frame to frame). λ is per frame, independent of the batch.
 
 With ``scheme="hysteresis"`` (:class:`FinetuneConfig`) the network trained is the Sigma-Delta network with
 hysteresis ``h`` itself (:func:`sigmadelta.functional.hysteresis_levels`; straight-through on its levels), each
 window a stream from zero state: its levels depend on the previous frame's, so it has no frame-by-frame Rounding
-network. With ``h = 0`` this is the paper's training above, exactly (tested). The network keeps the scheme.
+network. With ``h = 0`` this is the paper's training above, exactly (tested). The network keeps the scheme;
+with ``allocate_bands`` its ``h`` is first spread across the quantizers by output sensitivity
+(:func:`sigmadelta.allocate_bands`), and each quantizer keeps its own.
 
 Why KL(original ‖ network) (forward KL, the distillation loss): it weighs every class by the original's
 probability, so the runner-up classes that decide top-5 agreement keep their gradient; L2 on probabilities
@@ -53,16 +57,17 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .accounting import fanout_map
+from .allocation import allocate_bands
 from ._support import init_distributed, process_rank_and_count
 from .checkpoints import (CHECKPOINT_FORMAT, SCHEMES, FinetuneConfig, FinetuneError, FinetuneResult,
                           apply_checkpoint, load_checkpoint, save_checkpoint)
-from .functional import round_ste
+from .finetune_objective import QuantizerTaps, cost_surrogate, distill_loss, input_fanouts
 from .net import SigmaDeltaNet
 
 __all__ = ["FinetuneConfig", "FinetuneResult", "FinetuneError", "finetune", "finetune_cached", "Finetuned",
            "save_checkpoint", "load_checkpoint", "apply_checkpoint", "init_distributed", "default_config",
-           "default_lam", "SCHEMES", "CHECKPOINT_FORMAT", "MLP_MODELS", "DEFAULT_TRAIN", "training_clips"]
+           "default_lam", "SCHEMES", "CHECKPOINT_FORMAT", "MLP_MODELS", "DEFAULT_TRAIN", "training_clips",
+           "ALLOCATION_FRAMES"]
 
 
 
@@ -125,63 +130,6 @@ def _gather(clips, teacher, picks, window: int) -> tuple[torch.Tensor, torch.Ten
 
 
 # ---------------------------------------------------------------------------------------------------------
-# the loss
-
-
-def _distill(out: torch.Tensor, target: torch.Tensor, cfg: FinetuneConfig) -> torch.Tensor:
-    """Mean per frame of the distillation loss; ``out``, ``target``: ``[N, classes]`` logits."""
-    tau = cfg.temperature
-    if cfg.error == "kl":
-        log_p, log_q = (target / tau).log_softmax(-1), (out / tau).log_softmax(-1)
-        return (log_p.exp() * (log_p - log_q)).sum(-1).mean() * tau ** 2
-    return ((out.softmax(-1) - target.softmax(-1)) ** 2).sum(-1).mean()
-
-
-class _Taps:
-    """Forward pre-hooks on every quantizer: its input, with autograd history, for the cost term."""
-
-    def __init__(self, net: SigmaDeltaNet):
-        self.inputs: dict[str, torch.Tensor] = {}
-        self.handles = [q.register_forward_pre_hook(self._hook(name)) for name, q in net.quantizers.items()]
-
-    def _hook(self, name: str):
-        def hook(module, args):
-            self.inputs[name] = args[0]
-        return hook
-
-    def remove(self) -> None:
-        for h in self.handles:
-            h.remove()
-
-
-def _fanouts(net: SigmaDeltaNet, probe: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Quantizer -> fan-out of each input unit (summed over the layers it feeds), ``[*sample]``."""
-    taps = _Taps(net)
-    try:
-        with torch.no_grad(), net.configured(mode="original", counting=False):
-            net.graph_module(probe)
-        shapes = {q: tuple(x.shape[1:]) for q, x in taps.inputs.items()}
-    finally:
-        taps.remove()
-    fan = {q: torch.zeros(s, dtype=torch.float64) for q, s in shapes.items()}
-    for layer, q in net.layer_inputs.items():
-        fan[q] += fanout_map(net.layers[layer], shapes[q])
-    return {q: f.to(net.dtype) for q, f in fan.items()}
-
-
-def _cost(net: SigmaDeltaNet, taps: _Taps, fanout: dict, window: int, cfg: FinetuneConfig) -> torch.Tensor:
-    """Surrogate Sigma-Delta additions per frame: ``Σ_l Σ_i k_l |Δx_{l,i}| fanout_{l,i}``, mean over the
-    ``(T − 1)·b`` frame pairs of the windows."""
-    total = 0.0
-    for q, mod in net.quantizers.items():
-        x = taps.inputs[q].unflatten(0, (window, -1))  # (T, b, ...)
-        k = mod.log_scale.exp().to(x.dtype)
-        dx = (k * x).diff(dim=0) if cfg.cost == "scaled" else round_ste(k * x).diff(dim=0)
-        total = total + (dx.abs() * fanout[q]).sum() / (dx.shape[0] * dx.shape[1])
-    return total
-
-
-# ---------------------------------------------------------------------------------------------------------
 # training
 
 
@@ -192,6 +140,17 @@ def _training_mode(net: SigmaDeltaNet, cfg: FinetuneConfig) -> dict:
     if cfg.scheme == "hysteresis":
         return dict(mode="sigma-delta", counting=False, delta_dtype=net.dtype)
     return dict(mode="rounding", counting=False)
+
+
+ALLOCATION_FRAMES = 32  # frames of the first training clip that allocate_bands measures on
+
+
+def _start_scheme(net: SigmaDeltaNet, first_clip: torch.Tensor, cfg: FinetuneConfig) -> None:
+    """Give ``net`` the scheme trained for (the net keeps it), its ``h`` spread by :func:`allocate_bands` on the
+    first :data:`ALLOCATION_FRAMES` frames of the first clip when ``cfg.allocate_bands``."""
+    cfg.apply_scheme(net)
+    if cfg.allocate_bands:
+        allocate_bands(net, first_clip[:ALLOCATION_FRAMES])
 
 
 def _parameters(net: SigmaDeltaNet, cfg: FinetuneConfig) -> tuple[list, list]:
@@ -261,13 +220,15 @@ def finetune(net: SigmaDeltaNet, frames, lam: float, config: FinetuneConfig | No
     optimizer = torch.optim.Adam([dict(params=weights, lr=cfg.lr_weights), dict(params=scales, lr=cfg.lr_scales)])
     taps = None
     try:
-        result = _resume(checkpoint, net, cfg, float(lam), optimizer, model) or \
+        resumed = _resume(checkpoint, net, cfg, float(lam), optimizer, model)  # scheme and h as checkpointed
+        result = resumed or \
             FinetuneResult(cfg, float(lam), dict(loss=[], error=[], cost=[], lam=[], seconds=0.0, world_size=world))
-        fanout = _fanouts(net, clips[0][0, :1])
-        cfg.apply_scheme(net)  # the net keeps it: the scheme it was trained for
+        fanout = input_fanouts(net, clips[0][0, :1])
+        if resumed is None:
+            _start_scheme(net, clips[0], cfg)
         with net.configured(**_training_mode(net, cfg)):  # restores mode, counting and dtype
             net.reset()
-            taps = _Taps(net)
+            taps = QuantizerTaps(net)
             module = net.graph_module
             if world > 1:
                 from torch.nn.parallel import DistributedDataParallel
@@ -292,7 +253,7 @@ class _Step:
 
     net: SigmaDeltaNet
     module: torch.nn.Module  # the graph module, or its DDP wrapper
-    taps: _Taps
+    taps: QuantizerTaps
     fanout: dict
     optimizer: torch.optim.Optimizer
     clips: list
@@ -313,8 +274,8 @@ class _Step:
         self.net.prepare_steps(cfg.window)  # (the rounding network ignores it)
         out = self.module(x.flatten(0, 1))
         self.net.reset()  # every window is a stream of its own: no state carried to the next
-        error = _distill(out, y.flatten(0, 1), cfg)
-        cost = _cost(self.net, self.taps, self.fanout, cfg.window, cfg)
+        error = distill_loss(out, y.flatten(0, 1), cfg)
+        cost = cost_surrogate(self.net, self.taps, self.fanout, cfg.window, cfg)
         loss = error + self.lam * lam_f * cost
         opt.zero_grad(set_to_none=True)
         loss.backward()  # under DDP: gradients averaged over the processes

@@ -49,7 +49,8 @@ CFG = dict(steps=40, window=6, batch=4, lr_weights=3e-3, lr_scales=3e-2, checkpo
 
 @pytest.mark.parametrize("bad", [dict(window=1), dict(batch=0), dict(lr_weights=-1.0), dict(error="mse"),
                                  dict(scheme="threshold"), dict(hysteresis=-0.5), dict(cost="l0"), dict(steps=2.5),
-                                 dict(temperature=0.0), dict(version=2), dict(lam_warmup=1.5)])
+                                 dict(temperature=0.0), dict(version=2), dict(lam_warmup=1.5),
+                                 dict(allocate_bands=True), dict(scheme="hysteresis", allocate_bands=1)])
 def test_config_refuses_bad_settings_naming_them(bad):
     with pytest.raises(FinetuneError, match=next(iter(bad))):
         FinetuneConfig(**bad)
@@ -135,6 +136,56 @@ def test_hysteresis_finetuning_trains_the_hysteresis_network_and_its_checkpoint_
         m.set_mode("sigma-delta")
     with torch.no_grad():
         assert torch.equal(net.run(held_out), fresh.run(held_out))
+
+
+def test_allocated_hysteresis_starts_from_the_allocation_and_its_checkpoint_keeps_each_h(tmp_path):
+    """allocate_bands=True spreads h on the first training clip before training (with 0 steps the net holds exactly
+    what allocate_bands gives), training keeps each quantizer's h, and the checkpoint gives them back."""
+    model, net, clip = tiny()
+    expected = sigmadelta.allocate_bands(_uniform_h(tiny()[1], 1.0), clip[:ft.ALLOCATION_FRAMES]).params
+    cfg = FinetuneConfig(**(CFG | dict(scheme="hysteresis", hysteresis=1.0, allocate_bands=True)))
+    finetune(net, clip, 1e-4, cfg.replace(steps=0), progress=False)
+    assert net.scheme_params == expected and len(set(expected.values())) > 1
+    _, net, _ = tiny()
+    path = tmp_path / "a.pt"
+    finetune(net, clip, 1e-4, cfg, model="toy", checkpoint=path, progress=False)
+    assert net.scheme_params == expected  # the band in levels is kept while the weights and scales train
+    fresh = sigmadelta.convert(model, torch.zeros(1, 6))
+    apply_checkpoint(fresh, path, model="toy")
+    assert fresh.scheme == "hysteresis" and fresh.scheme_params == expected
+
+
+def _uniform_h(net, h):
+    net.set_scheme("hysteresis", h=h)
+    return net
+
+
+@pytest.mark.parametrize("h", [0.0, 1.5])
+def test_events_cost_is_the_tanh_of_levels_moved_over_one_plus_h_times_fan_out(h):
+    """cost="events": Σ_l Σ_i tanh(k_l |Δx_{l,i}| / (1 + h)) · fanout_{l,i} per frame pair, computed by hand from
+    the quantizers' inputs (float64, rel 1e-12); it is below the additions' surrogate, as events ≤ additions."""
+    from sigmadelta.finetune_objective import QuantizerTaps, cost_surrogate, input_fanouts
+
+    _, net, clip = tiny(torch.float64)
+    if h:
+        net.set_scheme("hysteresis", h=h)
+    window = clip[:5]
+    fanout = input_fanouts(net, window[0, :1])
+    taps = QuantizerTaps(net)
+    try:
+        with torch.no_grad(), net.configured(mode="rounding", counting=False):
+            net.graph_module(window.flatten(0, 1))
+        costs = {c: float(cost_surrogate(net, taps, fanout, 5, FinetuneConfig(cost=c)).detach())
+                 for c in ("events", "scaled")}
+        expected = 0.0
+        for name, q in net.quantizers.items():
+            kx = taps.inputs[name].unflatten(0, (5, -1)) * q.log_scale.detach().exp()
+            moved = (kx[1:] - kx[:-1]).abs()
+            expected += float((torch.tanh(moved / (1 + h)) * fanout[name]).sum()) / (4 * 2)
+    finally:
+        taps.remove()
+    assert costs["events"] == pytest.approx(expected, rel=1e-12)
+    assert 0 < costs["events"] < costs["scaled"]
 
 
 def test_seeded_runs_are_identical_and_seeds_differ():

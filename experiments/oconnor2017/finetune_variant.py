@@ -4,7 +4,7 @@ settings `reproduce finetune` does not sweep: more steps, per-channel scales, an
     .venv/bin/python experiments/oconnor2017/finetune_variant.py MODEL CAL_LAM FT_LAM [FIELD=VALUE ...] [--per-channel]
 
 Scales calibrated on carphone at CAL_LAM (cached), fine-tuned at FT_LAM with the model's default config changed by
-the FIELD=VALUE pairs (``steps=1440``, ``scheme=hysteresis``, ...), evaluated on the test stream bigbuckbunny 100 +
+the FIELD=VALUE pairs (``steps=1440``, ``scheme=hysteresis``, ``allocate_bands=true``, ...), evaluated on the test stream bigbuckbunny 100 +
 bikes 100 before and after. ``--per-channel``: the net converted with per-channel scales, each channel's k starting
 from its layer's calibrated one. Writes ``results/finetune/variants/<model>-<cal>-<lam>-<fields>.json``.
 """
@@ -19,12 +19,14 @@ import torch
 
 import sigmadelta
 from sigmadelta import data, models
-from sigmadelta.finetune import default_config, finetune_cached, training_clips
+from sigmadelta import allocate_bands
+from sigmadelta.finetune import ALLOCATION_FRAMES, default_config, finetune_cached, training_clips
 from sigmadelta.paper.finetune import CALIBRATION, TEST_CLIPS, stream_eval
 from sigmadelta.paper.imagenet_video import load_stream
 from sigmadelta.scales import calibrate, init_scale
 
 TEXT_FIELDS = ("scheme", "error", "cost", "lr_decay")
+BOOL_FIELDS = ("allocate_bands", "train_biases")  # given as true / false
 
 
 def main(argv: list[str]) -> None:
@@ -35,7 +37,10 @@ def main(argv: list[str]) -> None:
     changes = {}
     for pair in fields:
         key, value = pair.split("=")
-        changes[key] = value if key in TEXT_FIELDS else (int(value) if value.isdigit() else float(value))
+        if key in BOOL_FIELDS:
+            changes[key] = {"true": True, "false": False}[value.lower()]
+        else:
+            changes[key] = value if key in TEXT_FIELDS else (int(value) if value.isdigit() else float(value))
     bundle = models.get(model, progress=False)
     original = sigmadelta.convert(bundle.model, bundle.example_input())
     stream, segments = load_stream(bundle, TEST_CLIPS)
@@ -50,6 +55,8 @@ def main(argv: list[str]) -> None:
     config = default_config(model).replace(**changes)
     if config.scheme == "hysteresis":
         net.set_scheme("hysteresis", h=config.hysteresis)
+    if config.allocate_bands:  # "before" is the allocated net: finetune spreads h the same way (same frames)
+        allocate_bands(net, clips[0][:ALLOCATION_FRAMES])
     out = dict(model=model, cal_lam=cal_lam, lam=lam, per_channel=per_channel, config=config.to_dict(),
                before=stream_eval(net, original, stream, segments))
     start = time.perf_counter()
