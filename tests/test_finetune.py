@@ -356,6 +356,8 @@ def test_cli_refuses_bad_finetune_and_checkpoint_arguments(tmp_path, capsys):
     assert "--scheme-param is h of --scheme hysteresis" in capsys.readouterr().err
     assert main(["finetune", "--model", "mnist-mlp", "--scheme", "hysteresis", "--scheme-param", "-1", "-o", out]) == 2
     assert "hysteresis=-1.0" in capsys.readouterr().err
+    assert main(["finetune", "--model", "mnist-mlp", "--allocate-bands", "-o", out]) == 2
+    assert "--allocate-bands spreads the band of --scheme hysteresis" in capsys.readouterr().err
     assert not (tmp_path / "x.pt").exists()
     assert main(["run", "clip.mp4", "--checkpoint", str(tmp_path / "missing.pt")]) == 2
     assert "no checkpoint file" in capsys.readouterr().err
@@ -399,3 +401,23 @@ def test_cli_bench_runs_per_channel_scales_from_a_checkpoint_or_a_scales_file(tm
         counts = net.op_counts()
     expected = counts.per_step("dense")[1:].sum() / counts.per_step("sigma_delta")[1:].sum()
     assert result["op_reduction"] == pytest.approx(expected, rel=1e-9)  # the same network, counted the same way
+
+
+def test_stream_eval_reports_the_agreement_of_the_weights_own_dense_network():
+    """The experiments' evaluation reports, beside the delta network's agreement, that of the net's own dense
+    network: 1 for unchanged weights, and for changed weights exactly the argmax comparison made by hand."""
+    from sigmadelta.paper.finetune import stream_eval
+
+    torch.manual_seed(3)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 24), torch.nn.ReLU(), torch.nn.Linear(24, 10)).eval()
+    reference, net = (sigmadelta.convert(model, torch.zeros(1, 6)) for _ in range(2))
+    net.set_scales({n: 8.0 for n in net.scales})
+    stream = (torch.randn(30, 1, 6, generator=torch.Generator().manual_seed(4)) * 0.3).cumsum(0)
+    segments = [("all", 0, 30)]
+    assert stream_eval(net, reference, stream, segments)["all"]["dense_top1_agreement"] == 1.0
+    with torch.no_grad():
+        net.layers[list(net.layers)[-1]].weight.add_(torch.randn(10, 24) * 0.5)  # the reference keeps its own
+    result = stream_eval(net, reference, stream, segments)["all"]
+    with torch.no_grad(), net.configured(mode="original", counting=False):
+        by_hand = (net.run(stream)[:, 0].argmax(-1) == model(stream[:, 0]).argmax(-1)).double().mean().item()
+    assert result["dense_top1_agreement"] == by_hand < 1.0

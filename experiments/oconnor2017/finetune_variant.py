@@ -64,8 +64,9 @@ def main(argv: list[str]) -> None:
     out.update(train_seconds=time.perf_counter() - start, checkpoint=str(run.path),
                after=stream_eval(net, original, stream, segments))
     for when in ("before", "after"):
-        print(when, {clip: (round(r["reduction"], 2), round(r["reduction_events"], 2), r["top1_agreement"],
-                            r["top5_agreement"]) for clip, r in out[when].items()})
+        print(when, "(additions, events, top-1, top-5, dense top-1)",
+              {clip: (round(r["reduction"], 2), round(r["reduction_events"], 2), r["top1_agreement"],
+                      r["top5_agreement"], r["dense_top1_agreement"]) for clip, r in out[when].items()})
     tag = "-".join([model, f"{cal_lam:g}", f"{lam:g}", *fields] + (["per-channel"] if per_channel else []))
     path = Path(__file__).parent / "results" / "finetune" / "variants" / f"{tag}.json"
     path.parent.mkdir(parents=True, exist_ok=True)

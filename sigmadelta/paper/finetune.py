@@ -28,6 +28,7 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 import sigmadelta
@@ -105,20 +106,23 @@ def paper_scale_only_rows() -> list[dict]:
 
 @torch.no_grad()
 def stream_eval(net, reference, stream, segments) -> dict:
-    """Per segment: reductions (additions, events), top-1/top-5 agreement with ``reference``, per-layer ops."""
+    """Per segment: reductions (additions, events), top-1/top-5 agreement with ``reference``, per-layer ops; and
+    the agreement of ``net``'s own dense network (its weights, original mode: 1 unless fine-tuned), the ceiling
+    that its weights leave to any delta scheme."""
     net.set_delta_dtype(net.dtype)
     net.per_step_counts = "layer"  # per frame and layer: segments and per-layer means
-    net.set_mode("sigma-delta")
     reference.set_mode("original")
-    tops, ref_tops = [], []
+    tops, dense_tops, ref_tops = [], [], []
+    with net.configured(mode="original", counting=False):
+        for i in range(0, len(stream), CHUNK):
+            ref_tops.append(reference.run(stream[i:i + CHUNK])[:, 0].topk(5, -1).indices)
+            dense_tops.append(net.run(stream[i:i + CHUNK])[:, 0].topk(5, -1).indices)
+    net.set_mode("sigma-delta")
     for i in range(0, len(stream), CHUNK):
-        clip = stream[i:i + CHUNK]
-        tops.append(net.run(clip)[:, 0].topk(5, -1).indices)
-        ref_tops.append(reference.run(clip)[:, 0].topk(5, -1).indices)
+        tops.append(net.run(stream[i:i + CHUNK])[:, 0].topk(5, -1).indices)
     counts = net.op_counts()
-    top, ref = torch.cat(tops), torch.cat(ref_tops)  # (T, 5)
-    top1 = (top[:, 0] == ref[:, 0]).double().numpy()
-    top5 = (top[:, :1] == ref).any(-1).double().numpy()
+    ref = torch.cat(ref_tops)  # (T, 5)
+    (top1, top5), (dense1, dense5) = (_agreement(torch.cat(t), ref) for t in (tops, dense_tops))
     dense, adds, events = (counts.per_step(k) for k in ("dense", "sigma_delta", "sigma_delta_muladd"))
     per_layer = counts.per_layer_step("sigma_delta")
     out = {}
@@ -128,9 +132,15 @@ def stream_eval(net, reference, stream, segments) -> dict:
                          reduction_events=float(dense[s].mean() / events[s].mean()),
                          ops_sigma_delta_per_frame=float(adds[s].mean()), ops_original_per_frame=float(dense[s].mean()),
                          top1_agreement=float(top1[s].mean()), top5_agreement=float(top5[s].mean()),
+                         dense_top1_agreement=float(dense1[s].mean()), dense_top5_agreement=float(dense5[s].mean()),
                          sd_per_layer={k: float(v[max(a, 1):b].mean()) for k, v in per_layer.items()})
     net.set_mode("original")
     return out
+
+
+def _agreement(top: torch.Tensor, ref: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Per frame, from top-5 indices ``(T, 5)``: top-1 equal to the reference's, and in the reference's top 5."""
+    return (top[:, 0] == ref[:, 0]).double().numpy(), (top[:, :1] == ref).any(-1).double().numpy()
 
 
 def image_part(model: str, cfg: dict, progress: bool, init_k: float | None = None) -> dict:
