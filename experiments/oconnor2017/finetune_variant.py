@@ -18,8 +18,7 @@ from pathlib import Path
 import torch
 
 import sigmadelta
-from sigmadelta import data, models
-from sigmadelta import allocate_bands
+from sigmadelta import allocate_bands, data, models
 from sigmadelta.finetune import ALLOCATION_FRAMES, default_config, finetune_cached, training_clips
 from sigmadelta.paper.finetune import CALIBRATION, TEST_CLIPS, stream_eval
 from sigmadelta.paper.imagenet_video import load_stream

@@ -16,8 +16,11 @@ frame (the whole image, the same for every scheme), in both conventions (``sigma
 
 Schemes: the paper's at every λ of :data:`LAMS`; hysteresis ``h`` in :data:`HS` on the same scales; thresholds
 ``θ = τ·σ`` per layer, σ the standard deviation of the layer's input over the training clip, τ in :data:`TAUS`.
-For each clip the threshold setting with the most events saved that keeps top-1 ≥ 90% and top-5 ≥ 98% is the
-tuned baseline; the best of our schemes under the same agreement is compared with it. The wall-clock section times
+Beyond both, some settings again with their bands spread across layers by output sensitivity
+(:func:`sigmadelta.allocate_bands` on the training clip, at the same predicted error; :data:`ALLOCATED`).
+For each clip the uniform threshold setting with the most events saved that keeps top-1 ≥ 90% and top-5 ≥ 98% is
+the tuned baseline; the best of our schemes (the paper's, hysteresis, and every spread setting) under the same
+agreement is compared with it. The wall-clock section times
 the sparse backend (op counting off) against the original in dense PyTorch on the static clip, same threads.
 
 Writes ``schemes_<model>.png``, ``results_<model>.json`` (one per network, written as each finishes) and
@@ -49,6 +52,9 @@ LAMS = {"squeezenet1_1": (1e-11, 3e-11, 1e-10), "efficientnet-lite0": (3e-11, 1e
 HS = {"squeezenet1_1": (0.5, 1.0, 2.0), "efficientnet-lite0": (0.25, 0.5, 1.0)}
 TAUS = {"squeezenet1_1": (0.01, 0.02, 0.03, 0.05, 0.07, 0.1),
         "efficientnet-lite0": (0.01, 0.03, 0.1, 0.2)}
+# settings run again with the band spread by allocate_bands: thresholds τ, hysteresis (λ, h)
+ALLOCATED = {"squeezenet1_1": dict(taus=(0.02, 0.03, 0.05), hs=((1e-11, 1.0), (1e-11, 2.0))),
+             "efficientnet-lite0": dict(taus=(0.01, 0.02, 0.03), hs=((3e-11, 0.25),))}
 AGREEMENT = dict(top1=0.90, top5=0.98)
 TARGET = dict(vs_threshold=1.5, vs_original=16.0, vs_additions=4.0, sparse_speedup=2.0)
 PAPER_VGG19 = dict(static=11.0, moving=4.0)  # the paper's VGG-19 reductions (additions), Figure 5
@@ -57,17 +63,26 @@ PEERS = [("thresholded deltas, τ = 0.01", "events", 3.4, 0.99), ("thresholded d
          ("thresholded deltas, τ = 0.1", "events", 11.2, 0.90), ("paper's Sigma-Delta, λ = 1e-10", "additions", 1.66, 0.92),
          ("hysteresis h = 0.5", "events", 10.8, 0.90), ("hysteresis h = 1.5", "events", 15.8, 0.83)]
 CHUNK = 20
-QUICK = dict(frames=6, train_frames=4, epochs=1, lams=(1e-10,), hs=(0.5,), taus=(0.1,), speed_frames=4)
+QUICK = dict(frames=6, train_frames=4, epochs=1, lams=(1e-10,), hs=(0.5,), taus=(0.1,), speed_frames=4,
+             allocated=dict(taus=(0.1,), hs=((1e-10, 0.5),)))
 OUT = default_out("schemes")
 
 
-def settings(lams, hs, taus) -> list[dict]:
-    """Every (scheme, λ, parameter) evaluated."""
+def settings(lams, hs, taus, allocated: dict) -> list[dict]:
+    """Every (scheme, λ, parameter, spread or not) evaluated; ``allocated``: ``taus`` and ``hs`` (λ, h) to spread."""
+    def setting(scheme, lam, param, spread=False):
+        name = "h" if scheme == "hysteresis" else "τ"
+        label = scheme + ("" if scheme == "sigma-delta" else f" {name}={param:g}") + (
+            "" if lam is None else f" λ={lam:g}") + (" allocated" if spread else "")
+        return dict(scheme=scheme, lam=lam, param=param, allocated=spread, label=label)
+
     rows = []
     for lam in lams:
-        rows.append(dict(scheme="sigma-delta", lam=lam, param=0.0, label=f"sigma-delta λ={lam:g}"))
-        rows += [dict(scheme="hysteresis", lam=lam, param=h, label=f"hysteresis h={h:g} λ={lam:g}") for h in hs]
-    rows += [dict(scheme="threshold", lam=None, param=tau, label=f"threshold τ={tau:g}") for tau in taus]
+        rows.append(setting("sigma-delta", lam, 0.0))
+        rows += [setting("hysteresis", lam, h) for h in hs]
+    rows += [setting("threshold", None, tau) for tau in taus]
+    rows += [setting("hysteresis", lam, h, True) for lam, h in allocated["hs"] if lam in lams]
+    rows += [setting("threshold", None, tau, True) for tau in allocated["taus"]]
     return rows
 
 
@@ -87,14 +102,17 @@ def committed_scales(model: str, lams, train_frames: int) -> dict:
     return {p["lam"]: p["scales"] for p in content.get("curve", []) if p.get("lam") in lams}
 
 
-def apply(net, setting: dict, scales: dict, stds: dict) -> None:
-    """Put ``setting`` into ``net``: the scales of its λ and its scheme."""
+def apply(net, setting: dict, scales: dict, stds: dict, train: torch.Tensor | None = None) -> None:
+    """Put ``setting`` into ``net``: the scales of its λ and its scheme. A spread setting's per-quantizer parameters
+    are allocated on ``train`` the first time and kept in ``setting["params"]``."""
     if setting["lam"] is not None:
         net.set_scales(scales[setting["lam"]])
     if setting["scheme"] == "threshold":
-        net.set_scheme("threshold", theta={n: setting["param"] * s for n, s in stds.items()})
+        net.set_scheme("threshold", theta=setting.get("params") or {n: setting["param"] * s for n, s in stds.items()})
     else:
-        net.set_scheme(setting["scheme"], h=setting["param"])
+        net.set_scheme(setting["scheme"], h=setting.get("params") or setting["param"])
+    if setting.get("allocated") and "params" not in setting:
+        setting["params"] = sigmadelta.allocate_bands(net, train).params
 
 
 def measure(ev) -> dict:
@@ -109,18 +127,23 @@ def measure(ev) -> dict:
                                     original=row["original"]) for layer, row in ev.layer_summary(1).items()})
 
 
-def best_under(rows: list[dict], clip: str, schemes, convention: str = "events") -> dict | None:
-    """The row of ``schemes`` with the fewest ops of ``convention`` on ``clip`` that meets :data:`AGREEMENT`."""
-    ok = [r for r in rows if r["scheme"] in schemes and r[clip]["top1"] >= AGREEMENT["top1"]
-          and r[clip]["top5"] >= AGREEMENT["top5"]]
+def peers(row: dict) -> bool:
+    """The peers' scheme as they run it: thresholds θ = τ·σ, not spread."""
+    return row["scheme"] == "threshold" and not row.get("allocated")
+
+
+def best_under(rows: list[dict], clip: str, keep, convention: str = "events") -> dict | None:
+    """The row that ``keep(row)`` accepts with the fewest ops of ``convention`` on ``clip`` that meets
+    :data:`AGREEMENT`."""
+    ok = [r for r in rows if keep(r) and r[clip]["top1"] >= AGREEMENT["top1"] and r[clip]["top5"] >= AGREEMENT["top5"]]
     return min(ok, key=lambda r: r[clip][convention]) if ok else None
 
 
 def compare(rows: list[dict], clip: str) -> dict:
     """The targets of issue 13 on one clip."""
-    baseline = best_under(rows, clip, ("threshold",))
-    ours = best_under(rows, clip, ("sigma-delta", "hysteresis"))
-    paper = best_under(rows, clip, ("sigma-delta",), "additions")
+    baseline = best_under(rows, clip, peers)
+    ours = best_under(rows, clip, lambda r: not peers(r))
+    paper = best_under(rows, clip, lambda r: r["scheme"] == "sigma-delta", "additions")
     out = dict(baseline=baseline and baseline["label"], ours=ours and ours["label"], paper=paper and paper["label"])
     if ours:
         out["ours_reduction_events"] = ours[clip]["reduction_events"]
@@ -163,7 +186,7 @@ def run_model(model: str, out_dir: Path, quick: bool = False, progress: bool = T
     """Every setting on both clips for one network; writes ``results_<model>.json`` and returns it."""
     cfg = QUICK if quick else dict(frames=None, train_frames=None, epochs=5, lams=LAMS.get(model),
                                    hs=HS.get(model, HS["squeezenet1_1"]), taus=TAUS.get(model, TAUS["squeezenet1_1"]),
-                                   speed_frames=None)
+                                   speed_frames=None, allocated=ALLOCATED.get(model, ALLOCATED["squeezenet1_1"]))
     start = time.perf_counter()
     bundle = models.get(model)
     net = sigmadelta.convert(bundle.model, bundle.example_input())
@@ -186,20 +209,20 @@ def run_model(model: str, out_dir: Path, quick: bool = False, progress: bool = T
     stds = net.input_std(train)
     clips = {kind: data.load_clip(name, bundle, max_frames=cfg["frames"] or frames) for kind, name, frames in CLIPS}
     rows = []
-    for setting in settings(lams, cfg["hs"], cfg["taus"]):
-        apply(net, setting, scales, stds)
+    for setting in settings(lams, cfg["hs"], cfg["taus"], cfg["allocated"]):
+        apply(net, setting, scales, stds, train)
         row = dict(setting)
         for kind, frames in clips.items():
             ev = evaluate_stream(net, frames, chunk=CHUNK, progress=False)
             row[kind] = measure(ev)
         rows.append(row)
         if progress:
-            print(f"{model}: {setting['label']:<28}" + "".join(
+            print(f"{model}: {setting['label']:<36}" + "".join(
                 f" {k}: {row[k]['reduction_additions']:6.2f}x add. {row[k]['reduction_events']:6.2f}x ev. "
                 f"top-1 {row[k]['top1']:.0%} top-5 {row[k]['top5']:.0%}" for k in clips), flush=True)
     targets = {kind: compare(rows, kind) for kind in clips}
-    chosen = best_under(rows, "static", ("sigma-delta", "hysteresis")) or rows[0]
-    baseline = best_under(rows, "static", ("threshold",))
+    chosen = best_under(rows, "static", lambda r: not peers(r)) or rows[0]
+    baseline = best_under(rows, "static", peers)
     static = clips["static"][:cfg["speed_frames"]]
     speed = {"ours": time_backends(net, bundle, static, chosen, scales, stds)}
     if baseline is not None:
@@ -227,7 +250,9 @@ def _rounded(obj, digits: int = 5):
 # ---------------------------------------------------------------------------------------------------------
 # figure and table
 
-STYLE = {"sigma-delta": ("tab:green", "o"), "hysteresis": ("tab:blue", "s"), "threshold": ("tab:red", "^")}
+STYLE = {("sigma-delta", False): ("tab:green", "o"), ("hysteresis", False): ("tab:blue", "s"),
+         ("threshold", False): ("tab:red", "^"), ("hysteresis", True): ("tab:cyan", "D"),
+         ("threshold", True): ("tab:purple", "v")}
 
 
 def plot(results: dict, path: Path) -> None:
@@ -239,13 +264,14 @@ def plot(results: dict, path: Path) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), sharey=True)
     for ax, clip in zip(axes, ("static", "moving")):
-        for scheme, (color, marker) in STYLE.items():
-            for lam in sorted({r["lam"] for r in results["rows"] if r["scheme"] == scheme}, key=lambda v: v or 0):
-                rows = [r for r in results["rows"] if r["scheme"] == scheme and r["lam"] == lam]
-                if scheme == "hysteresis":  # h = 0 is the paper's network: draw the curve from there
+        for (scheme, spread), (color, marker) in STYLE.items():
+            family = [r for r in results["rows"] if r["scheme"] == scheme and r.get("allocated", False) == spread]
+            for lam in sorted({r["lam"] for r in family}, key=lambda v: v or 0):
+                rows = [r for r in family if r["lam"] == lam]
+                if scheme == "hysteresis" and not spread:  # h = 0 is the paper's network: draw the curve from there
                     rows = [r for r in results["rows"] if r["scheme"] == "sigma-delta" and r["lam"] == lam] + rows
-                alpha = 1.0 if lam in (None, results["default_lam"]) else 0.35
-                tag = scheme + ("" if lam is None else f" λ={lam:g}")
+                alpha = 1.0 if lam in (None, results["default_lam"]) or spread else 0.35
+                tag = scheme + (" spread" if spread else "") + ("" if lam is None else f" λ={lam:g}")
                 x_ev = [r[clip]["reduction_events"] for r in rows]
                 y = [r[clip]["top1"] for r in rows]
                 ax.plot(x_ev, y, color=color, marker=marker, alpha=alpha, label=f"{tag}, events")
@@ -261,7 +287,7 @@ def plot(results: dict, path: Path) -> None:
     axes[0].set_ylabel("top-1 agreement with the original")
     handles, labels = axes[0].get_legend_handles_labels()
     keep = [i for i, lab in enumerate(labels) if "λ=" not in lab or f"λ={results['default_lam']:g}" in lab
-            or "paper" in lab or lab.startswith("threshold")]
+            or "paper" in lab or "spread" in lab]
     fig.legend([handles[i] for i in keep], [labels[i] for i in keep], loc="lower center", ncol=4, fontsize=8)
     fig.tight_layout(rect=(0, 0.14, 1, 1))
     fig.savefig(path, dpi=110)
