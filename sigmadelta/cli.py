@@ -62,7 +62,8 @@ def _scheme_args(p: argparse.ArgumentParser) -> None:
 def _add_bench(sub) -> None:
     """The `bench` command's options."""
     bench = sub.add_parser("bench", help="wall-clock of the sparse sigma-delta backend against the dense original")
-    bench.add_argument("--model", help="mnist-mlp, mnist-mlp-wide, efficientnet-lite0, vgg19 (or --checkpoint)")
+    bench.add_argument("--model", help="mnist-mlp, mnist-mlp-wide, squeezenet1_1, efficientnet-lite0, vgg19 "
+                       "(`sigmadelta data` lists them; or --checkpoint)")
     bench.add_argument("--data", required=True, metavar="CLIP_OR_DATASET",
                        help="temporal-mnist or mnist (test split) for the MLPs; a bundled clip or a video file")
     bench.add_argument("--frames", type=positive_int, default=200, metavar="N", help="frames to time (default 200)")
