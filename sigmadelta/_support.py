@@ -210,6 +210,16 @@ def process_rank_and_count() -> tuple[int, int]:
     return 0, 1
 
 
+def float_path(num_threads: int | None = None) -> dict:
+    """What decides a training run's float rounding besides its data and settings: torch's CPU threads
+    (``num_threads``, or torch's setting when ``None``) and the number of processes, which fix the order of the
+    reductions. The calibration and fine-tuning caches are keyed by it, so that a run is reused only where
+    retraining would give the same numbers bit for bit."""
+    import torch
+
+    return dict(threads=int(num_threads or torch.get_num_threads()), processes=process_rank_and_count()[1])
+
+
 def quiet_unless_first_process() -> None:
     """Under torchrun, send the standard output of every process but the first to ``os.devnull`` (errors still
     reach the standard error), so that a command prints its report once."""

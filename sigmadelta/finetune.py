@@ -58,7 +58,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .allocation import allocate_bands
-from ._support import init_distributed, process_rank_and_count
+from ._support import float_path, init_distributed, process_rank_and_count
 from .checkpoints import (CHECKPOINT_FORMAT, SCHEMES, FinetuneConfig, FinetuneError, FinetuneResult,
                           apply_checkpoint, load_checkpoint, save_checkpoint)
 from .finetune_objective import QuantizerTaps, cost_surrogate, distill_loss, input_fanouts
@@ -367,7 +367,7 @@ def _digest(net: SigmaDeltaNet, clips: list[torch.Tensor], lam: float, cfg: Fine
     from .scales import net_digest
 
     h = hashlib.blake2b(digest_size=8)
-    h.update(json.dumps(dict(net=net_digest(net), lam=float(lam), config=cfg.key())).encode())
+    h.update(json.dumps(dict(net=net_digest(net), lam=float(lam), config=cfg.key(), **float_path())).encode())
     for t in [q.log_scale.detach() for q in net.quantizers.values()] + clips:
         h.update(f"{t.dtype}{tuple(t.shape)}".encode())
         h.update(t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
@@ -378,7 +378,8 @@ def finetune_cached(net: SigmaDeltaNet, clips, lam: float, config: FinetuneConfi
                     output=None, meta: dict | None = None, progress: bool = True) -> Finetuned:
     """:func:`finetune`, writing the result to ``output``, or to the user cache keyed by content.
 
-    Without ``output`` the key is the net's weights and initial scales, the clips' frames, λ and the config:
+    Without ``output`` the key is the net's weights and initial scales, the clips' frames, λ, the config and the
+    float path (torch's threads and the processes, :func:`~sigmadelta._support.float_path`):
     a run already in the cache is loaded into ``net`` instead of trained. Intermediate checkpoints go to
     ``<file>.partial`` (an interrupted run resumes from it) and the final file is written once, atomically.
     """

@@ -7,8 +7,9 @@ Files are written atomically (a temporary file, then a rename): a crash never le
 
 :func:`calibrate` learns scales the paper's way (section 4; paper-notes 6): the Rounding network on frames of a
 training clip, batch of one frame, plain SGD, L2 error on the softmax probabilities. Results are cached in the
-user cache (``$SIGMADELTA_CACHE``, default ``~/.cache/sigmadelta``), keyed by the model's weights, the clip's frames, λ and the
-settings, so the same calibration runs once.
+user cache (``$SIGMADELTA_CACHE``, default ``~/.cache/sigmadelta``), keyed by the model's weights, the clip's frames,
+λ, the settings and the float path (threads and processes, which change the rounding of the result), so the same
+calibration runs once.
 
 >>> import torch, sigmadelta, tempfile, os
 >>> from sigmadelta import scales
@@ -33,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-from ._support import atomic_write, cache_dir, process_rank_and_count
+from ._support import atomic_write, cache_dir, float_path, process_rank_and_count
 from .config import PAPER_VIDEO, ScaleConfig  # noqa: F401  (PAPER_VIDEO: the calibration default)
 from .errors import SigmaDeltaError
 from .net import SCHEMES, SigmaDeltaNet
@@ -290,7 +291,7 @@ def calibrate_sweep(net: SigmaDeltaNet, frames: torch.Tensor, lams: Sequence[flo
     if config.init_scale is not None:
         net.set_scales({name: config.init_scale for name in net.scales})
     try:
-        paths = _cache_paths(net, frames, lams, model, config)
+        paths = _cache_paths(net, frames, lams, model, config, num_threads)
         results = [_cached(path, config.replace(lam=float(lam)), net, model) if cache else None
                    for lam, path in zip(lams, paths)]
         rank, world = process_rank_and_count()
@@ -317,11 +318,13 @@ def calibrate_sweep(net: SigmaDeltaNet, frames: torch.Tensor, lams: Sequence[flo
     return results  # type: ignore[return-value]
 
 
-def _cache_paths(net: SigmaDeltaNet, frames: torch.Tensor, lams, model: str, config: ScaleConfig) -> list[Path]:
-    """The cache file of each λ, keyed by weights, frames, initial scales (the net's now), λ and the recipe."""
+def _cache_paths(net: SigmaDeltaNet, frames: torch.Tensor, lams, model: str, config: ScaleConfig,
+                 num_threads: int | None) -> list[Path]:
+    """The cache file of each λ, keyed by weights, frames, initial scales (the net's now), λ, the recipe and the
+    float path (threads and processes)."""
     init = json.dumps(scales_dict(net, model)["scales"])
     init_hash = hashlib.blake2b(init.encode(), digest_size=8).hexdigest()
-    settings = {k: v for k, v in config.to_dict().items() if k in _KEY_FIELDS}
+    settings = {k: v for k, v in config.to_dict().items() if k in _KEY_FIELDS} | float_path(num_threads)
     net_hash, frames_hash = net_digest(net), _frames_digest(frames)
     return [calibration_cache_path(model, net_hash, frames_hash, lam, settings, init_hash) for lam in lams]
 

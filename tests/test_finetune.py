@@ -343,6 +343,12 @@ def test_finetune_cached_trains_once_per_content(tmp_path, monkeypatch):
     assert all(torch.equal(a, b) for a, b in zip(net.graph_module.parameters(), again.graph_module.parameters()))
     other = ft.finetune_cached(tiny()[1], clip, 2e-3, cfg, model="toy", progress=False)  # another λ: trained
     assert not other.cached and other.path != first.path
+    threads = torch.get_num_threads()
+    try:  # another thread count rounds the sums another way: trained again, not reused
+        torch.set_num_threads(threads + 1)
+        assert not ft.finetune_cached(tiny()[1], clip, 1e-3, cfg, model="toy", progress=False).cached
+    finally:
+        torch.set_num_threads(threads)
     assert not list(tmp_path.rglob("*.partial"))
 
 

@@ -217,6 +217,12 @@ def test_calibration_is_cached_by_model_frames_init_and_lam(net, cache):
     assert not sc.calibrate_sweep(net, frames[:5], [1e-3], model="toy", init_scale=None, epochs=1, lr=0.05, progress=False)[0].cached
     net.set_scales({name: 2.0 for name in net.scales})
     assert not sc.calibrate_sweep(net, frames, [1e-3], model="toy", init_scale=None, epochs=1, lr=0.05, progress=False)[0].cached
+    # another thread count rounds the sums another way: another entry; the same count named explicitly: the same
+    threads = torch.get_num_threads()
+    assert sc.calibrate_sweep(net, frames, [1e-3], model="toy", init_scale=None, epochs=1, lr=0.05, progress=False,
+                              num_threads=threads)[0].cached
+    assert not sc.calibrate_sweep(net, frames, [1e-3], model="toy", init_scale=None, epochs=1, lr=0.05, progress=False,
+                                  num_threads=threads + 1)[0].cached
     assert sc.calibrate_sweep(net, frames, [1e-3], model="toy", init_scale=None, epochs=2, lr=0.05, progress=False, cache=False)
     assert first[0].meta["config"] == sc.PAPER_VIDEO.replace(lr=0.05, epochs=1, init_scale=None, lam=1e-6).to_dict()
     with pytest.raises(sigmadelta.ConfigError, match="unknown settings"):
