@@ -2,12 +2,15 @@
 thresholds and hysteresis, on the schemes experiment's clips.
 
     .venv/bin/python experiments/oconnor2017/allocated_bands.py MODEL [--taus T ...] [--hs H ...] [--scales-lam L]
+        [--exponents E ...]
 
 σ (for θ = τ·σ) and the bands' statistics are measured on the training clip carphone; hysteresis runs on scales
 learned there at SCALES_LAM (the paper's recipe, cached). Every setting runs the test stream bigbuckbunny 100 +
 bikes 100 (never trained on) with uniform bands and with the bands allocated at the same predicted error. For each
 clip the setting with the most events saved at ≥ 90% top-1 and ≥ 98% top-5 agreement is compared with the uniform
-thresholds' best there (the peers' tuned baseline). Writes ``results/schemes/allocated/<model>.json``.
+thresholds' best there (the peers' tuned baseline). ``--exponents``: the allocation rule's exponents to try (default
+the rule's 1/3; ``b ∝ (f a / g)^E``). Writes ``results/schemes/allocated/<model>.json`` (with other exponents,
+``<model>-exponents-<E>-....json``).
 """
 
 import argparse
@@ -44,7 +47,9 @@ def main(argv=None) -> None:
     p.add_argument("--taus", type=float, nargs="+", default=(0.02, 0.03, 0.05, 0.07, 0.1))
     p.add_argument("--hs", type=float, nargs="+", default=(0.5, 1.0, 2.0))
     p.add_argument("--scales-lam", type=float, default=1e-11)
+    p.add_argument("--exponents", type=float, nargs="+", default=(1 / 3,))
     args = p.parse_args(argv)
+    default_exponent = list(args.exponents) == [1 / 3]
     torch.set_num_threads(1)
     bundle = models.get(args.model, progress=False)
     original = sigmadelta.convert(bundle.model, bundle.example_input())
@@ -57,14 +62,16 @@ def main(argv=None) -> None:
     settings += [("hysteresis", h, dict(h=h)) for h in args.hs]
     rows, allocations = [], {}
     for scheme, param, kwargs in settings:
-        for allocated in (False, True):
+        for exponent in (None, *args.exponents):  # None: the uniform bands
             started = time.perf_counter()
             net.set_scheme(scheme, **kwargs)
-            label = f"{scheme} {'τ' if scheme == 'threshold' else 'h'}={param:g}" + (" allocated" if allocated else "")
-            if allocated:
-                allocations[label] = sigmadelta.allocate_bands(net, train).to_dict()
-            rows.append(row(label, scheme, param, allocated, stream_eval(net, original, stream, segments),
+            label = f"{scheme} {'τ' if scheme == 'threshold' else 'h'}={param:g}"
+            if exponent is not None:
+                label += " allocated" + ("" if default_exponent else f" e={exponent:.3g}")
+                allocations[label] = sigmadelta.allocate_bands(net, train, exponent=exponent).to_dict()
+            rows.append(row(label, scheme, param, exponent is not None, stream_eval(net, original, stream, segments),
                             time.perf_counter() - started))
+            rows[-1]["exponent"] = exponent
             print(json.dumps({k: v for k, v in rows[-1].items() if k != "seconds"}), flush=True)
     comparison = {}
     for clip, _ in TEST_CLIPS:
@@ -72,10 +79,15 @@ def main(argv=None) -> None:
         ours = best(rows, clip, lambda r: r["allocated"])
         comparison[clip] = dict(baseline=baseline and baseline["label"], ours=ours and ours["label"],
                                 ratio=(ours[clip]["events"] / baseline[clip]["events"]) if baseline and ours else None)
+        if not default_exponent:  # the best setting of each exponent
+            comparison[clip]["by_exponent"] = {
+                f"{e:.3g}": r and dict(label=r["label"], events=r[clip]["events"], top1=r[clip]["top1"])
+                for e in args.exponents for r in [best(rows, clip, lambda r, e=e: r["exponent"] == e)]}
         print(clip, comparison[clip])
-    out = dict(model=args.model, scales_lam=args.scales_lam, agreement=AGREEMENT, rows=rows, comparison=comparison,
-               allocations=allocations)
-    path = Path(__file__).parent / "results" / "schemes" / "allocated" / f"{args.model}.json"
+    out = dict(model=args.model, scales_lam=args.scales_lam, exponents=list(args.exponents), agreement=AGREEMENT,
+               rows=rows, comparison=comparison, allocations=allocations)
+    name = args.model + ("" if default_exponent else "-exponents-" + "-".join(f"{e:.3g}" for e in args.exponents))
+    path = Path(__file__).parent / "results" / "schemes" / "allocated" / f"{name}.json"
     path.write_text(json.dumps(out, indent=1) + "\n")
     print(f"wrote {path}")
 
