@@ -11,7 +11,9 @@ measures, with the original model in dense PyTorch:
   frames with margin under 0.05);
 - the top-1 / top-5 agreement with the unperturbed answers when every input value gets independent uniform noise
   of ±E grey levels (one grey level = one step of the 8-bit frame through the model's preprocessing), fresh
-  noise per frame, seeded.
+  noise per frame, seeded;
+- how often the answer to frame t is the answer to frame t − 1 (top-1 equal, and frame t's top-1 within frame
+  t − 1's top-5): what a network that lags one frame behind would agree.
 
 Writes ``results/sensitivity/<model>.json``.
 """
@@ -62,6 +64,8 @@ def main(argv=None) -> None:
             margin = (probs[:, 0] - probs[:, 1]).numpy()
             row = dict(margin_quantiles={f"{q:g}": float(np.quantile(margin, q)) for q in (0.1, 0.25, 0.5, 0.75)},
                        frames_margin_under_0_05=int((margin < 0.05).sum()), noise={})
+            top1, top5 = agreement(reference[:-1], reference[1:])
+            row["previous_frame"] = dict(top1=top1, top5=top5)
             for level in args.levels:
                 noisy = []
                 for i in range(0, len(frames), 8):
