@@ -12,16 +12,16 @@ per-layer switch counts), and of channels where any pixel sends (channels). Then
 """
 
 import argparse
-import copy
 import json
-from pathlib import Path
 
 import torch
 
 import sigmadelta
-from sigmadelta import data, models
+from sigmadelta import data
 from sigmadelta.paper.finetune import TEST_CLIPS, stream_eval
 from sigmadelta.paper.imagenet_video import load_stream
+
+from _common import setup, write_result  # this folder's module (the script's folder is on sys.path)
 
 
 def activity(net, frames) -> dict:
@@ -46,11 +46,7 @@ def main(argv=None) -> None:
     p.add_argument("--tau", type=float, default=0.03)
     p.add_argument("--first-bands", type=float, nargs="*", default=(3.0, 6.0, 10.0))
     args = p.parse_args(argv)
-    torch.set_num_threads(1)
-    bundle = models.get(args.model, progress=False)
-    original = sigmadelta.convert(bundle.model, bundle.example_input())
-    net = copy.deepcopy(original)
-    train = data.load_clip("carphone", bundle)
+    bundle, original, net, train = setup(args.model)
     net.set_scheme("threshold", tau=args.tau, calibration=train)
     sigmadelta.allocate_bands(net, train)
     spread = dict(net.scheme_params)
@@ -67,10 +63,7 @@ def main(argv=None) -> None:
         out["first_band"][f"{band:g}"] = {clip: dict(events=r["reduction_events"], top1=r["top1_agreement"],
                                                      top5=r["top5_agreement"]) for clip, r in result.items()}
         print(first, f"θ {band:g}", json.dumps(out["first_band"][f"{band:g}"]), flush=True)
-    path = Path(__file__).parent / "results" / "schemes" / "activity" / f"{args.model}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=1) + "\n")
-    print(f"wrote {path}")
+    write_result(f"schemes/activity/{args.model}.json", out)
 
 
 if __name__ == "__main__":

@@ -14,18 +14,15 @@ the rule's 1/3; ``b ∝ (f a / g)^E``). Writes ``results/schemes/allocated/<mode
 """
 
 import argparse
-import copy
 import json
 import time
-from pathlib import Path
-
-import torch
 
 import sigmadelta
-from sigmadelta import data, models
 from sigmadelta.paper.finetune import CALIBRATION, TEST_CLIPS, stream_eval
 from sigmadelta.paper.imagenet_video import load_stream
 from sigmadelta.scales import calibrate, init_scale
+
+from _common import setup, write_result  # this folder's module (the script's folder is on sys.path)
 
 AGREEMENT = dict(top1=0.90, top5=0.98)
 
@@ -50,12 +47,8 @@ def main(argv=None) -> None:
     p.add_argument("--exponents", type=float, nargs="+", default=(1 / 3,))
     args = p.parse_args(argv)
     default_exponent = list(args.exponents) == [1 / 3]
-    torch.set_num_threads(1)
-    bundle = models.get(args.model, progress=False)
-    original = sigmadelta.convert(bundle.model, bundle.example_input())
-    train = data.load_clip("carphone", bundle)
+    bundle, original, net, train = setup(args.model)
     stream, segments = load_stream(bundle, TEST_CLIPS)
-    net = copy.deepcopy(original)
     calibrate(net, train, args.scales_lam, model=args.model, clip="carphone", progress=False,
               init_scale=init_scale(args.model), **CALIBRATION)
     settings = [("threshold", tau, dict(tau=tau, calibration=train)) for tau in args.taus]
@@ -87,9 +80,7 @@ def main(argv=None) -> None:
     out = dict(model=args.model, scales_lam=args.scales_lam, exponents=list(args.exponents), agreement=AGREEMENT,
                rows=rows, comparison=comparison, allocations=allocations)
     name = args.model + ("" if default_exponent else "-exponents-" + "-".join(f"{e:.3g}" for e in args.exponents))
-    path = Path(__file__).parent / "results" / "schemes" / "allocated" / f"{name}.json"
-    path.write_text(json.dumps(out, indent=1) + "\n")
-    print(f"wrote {path}")
+    write_result(f"schemes/allocated/{name}.json", out)
 
 
 if __name__ == "__main__":

@@ -10,10 +10,8 @@ from its layer's calibrated one. Writes ``results/finetune/variants/<model>-<cal
 """
 
 import copy
-import json
 import sys
 import time
-from pathlib import Path
 
 import torch
 
@@ -23,6 +21,8 @@ from sigmadelta.finetune import ALLOCATION_FRAMES, default_config, finetune_cach
 from sigmadelta.paper.finetune import CALIBRATION, TEST_CLIPS, stream_eval
 from sigmadelta.paper.imagenet_video import load_stream
 from sigmadelta.scales import calibrate, init_scale
+
+from _common import write_result  # this folder's module (the script's folder is on sys.path)
 
 TEXT_FIELDS = ("scheme", "error", "cost", "lr_decay")
 BOOL_FIELDS = ("allocate_bands", "train_biases")  # given as true / false
@@ -67,10 +67,7 @@ def main(argv: list[str]) -> None:
               {clip: (round(r["reduction"], 2), round(r["reduction_events"], 2), r["top1_agreement"],
                       r["top5_agreement"], r["dense_top1_agreement"]) for clip, r in out[when].items()})
     tag = "-".join([model, f"{cal_lam:g}", f"{lam:g}", *fields] + (["per-channel"] if per_channel else []))
-    path = Path(__file__).parent / "results" / "finetune" / "variants" / f"{tag}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=1) + "\n")
-    print(f"wrote {path}")
+    write_result(f"finetune/variants/{tag}.json", out)
 
 
 if __name__ == "__main__":

@@ -20,12 +20,13 @@ Writes ``results/sensitivity/<model>.json``.
 
 import argparse
 import json
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from sigmadelta import data, models
+
+from _common import write_result  # this folder's module (the script's folder is on sys.path)
 
 CLIPS = ("bigbuckbunny", "bikes", "carphone")
 
@@ -76,10 +77,7 @@ def main(argv=None) -> None:
                 row["noise"][f"{level:g}"] = dict(top1=top1, top5=top5)
             out["clips"][clip] = row
             print(clip, json.dumps(row), flush=True)
-    path = Path(__file__).parent / "results" / "sensitivity" / f"{args.model}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=1) + "\n")
-    print(f"wrote {path}")
+    write_result(f"sensitivity/{args.model}.json", out)
 
 
 if __name__ == "__main__":

@@ -15,20 +15,17 @@ whatever differs from the defaults.
 """
 
 import argparse
-import copy
-import json
 import time
-from pathlib import Path
 
 import torch
 
-import sigmadelta
-from sigmadelta import data, models
 from sigmadelta.finetune import training_clips
 from sigmadelta.paper.finetune import CALIBRATION, TEST_CLIPS, stream_eval
 from sigmadelta.paper.imagenet_video import load_stream
 from sigmadelta.scales import calibrate, init_scale
 from sigmadelta.scheme_search import learn_scheme_params
+
+from _common import setup, write_result  # this folder's module (the script's folder is on sys.path)
 
 CANDIDATES = (0.5, 1.0, 2.0, 3.0, 4.0)
 
@@ -61,11 +58,7 @@ def main(argv=None) -> None:
     p.add_argument("--threshold", action="store_true", help="the peers' thresholds instead: START is τ (θ = τ·σ "
                    "of each input on carphone), each θ searched over CANDIDATES times its start")
     args = p.parse_args(argv)
-    torch.set_num_threads(1)
-    bundle = models.get(args.model, progress=False)
-    original = sigmadelta.convert(bundle.model, bundle.example_input())
-    net = copy.deepcopy(original)
-    train = data.load_clip("carphone", bundle)
+    bundle, original, net, train = setup(args.model)
     calibrate(net, train, args.scales_lam, model=args.model, clip="carphone", progress=False,
               init_scale=init_scale(args.model), **CALIBRATION)
     stream, segments = load_stream(bundle, TEST_CLIPS)
@@ -93,10 +86,7 @@ def main(argv=None) -> None:
     tag += "".join(f"-c{c:g}" for c in args.candidates) if tuple(args.candidates) != CANDIDATES else ""
     tag += f"-synthetic{args.synthetic}" if args.synthetic else ""
     tag += (f"-{args.frames}f" if args.frames != 40 else "") + (f"-{args.sweeps}sweeps" if args.sweeps != 1 else "")
-    path = Path(__file__).parent / "results" / "schemes" / "learned_h" / f"{tag}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=1) + "\n")
-    print(f"wrote {path}")
+    write_result(f"schemes/learned_h/{tag}.json", out)
 
 
 if __name__ == "__main__":
