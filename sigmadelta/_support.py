@@ -15,6 +15,7 @@ package's code (their ``__init__`` modules pull in frameworks or probe for ffmpe
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import importlib
 import importlib.util
@@ -189,7 +190,9 @@ def one_thread():
 def init_distributed() -> tuple[int, int]:
     """Join the process group torchrun set up (``WORLD_SIZE`` > 1): gloo on the CPU, NCCL on GPUs.
 
-    Returns ``(rank, world_size)``; ``(0, 1)`` outside torchrun.
+    Returns ``(rank, world_size)``; ``(0, 1)`` outside torchrun. The group it joins is destroyed at exit, while the
+    interpreter is still whole: gloo's worker threads torn down during finalization abort the process
+    ("terminate called without an active exception", exit code -6) on some runs.
     """
     import torch.distributed as dist
 
@@ -198,7 +201,15 @@ def init_distributed() -> tuple[int, int]:
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return 0, 1
     dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    atexit.register(_leave_process_group)
     return dist.get_rank(), dist.get_world_size()
+
+
+def _leave_process_group() -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def process_rank_and_count() -> tuple[int, int]:

@@ -303,6 +303,25 @@ def test_two_processes_under_torchrun_equal_one_process(tmp_path):
         torch.testing.assert_close(p, one[n].detach(), rtol=0, atol=1e-10)
 
 
+def test_the_process_group_joined_is_left_at_exit(tmp_path):
+    # gloo torn down during interpreter finalization can abort a process that exits with its group alive; exit
+    # handlers run last-registered first, so one registered before init_distributed sees the state after its own
+    script = tmp_path / "leave.py"
+    script.write_text(textwrap.dedent("""
+        import atexit, torch.distributed as dist
+        from sigmadelta.finetune import init_distributed
+        atexit.register(lambda: print("initialized at exit:", dist.is_initialized(), flush=True))
+        rank, world = init_distributed()
+        print("joined", rank, world, dist.is_initialized(), flush=True)
+    """))
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           str(script)], env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("joined") == 2 and " 2 True" in proc.stdout
+    assert proc.stdout.count("initialized at exit: False") == 2, proc.stdout
+
+
 # ---------------------------------------------------------------------------------------------------------
 # synthetic clips
 
