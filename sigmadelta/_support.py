@@ -226,8 +226,6 @@ def float_path(num_threads: int | None = None) -> dict:
     (``num_threads``, or torch's setting when ``None``) and the number of processes, which fix the order of the
     reductions. The calibration and fine-tuning caches are keyed by it, so that a run is reused only where
     retraining would give the same numbers bit for bit."""
-    import torch
-
     return dict(threads=int(num_threads or torch.get_num_threads()), processes=process_rank_and_count()[1])
 
 
