@@ -308,18 +308,20 @@ def test_the_process_group_joined_is_left_at_exit(tmp_path):
     # handlers run last-registered first, so one registered before init_distributed sees the state after its own
     script = tmp_path / "leave.py"
     script.write_text(textwrap.dedent("""
-        import atexit, torch.distributed as dist
+        import atexit, os, sys, torch.distributed as dist
+        from pathlib import Path
         from sigmadelta.finetune import init_distributed
-        atexit.register(lambda: print("initialized at exit:", dist.is_initialized(), flush=True))
+        out = Path(sys.argv[1]) / f"rank{os.environ['RANK']}.txt"
+        atexit.register(lambda: out.write_text(out.read_text() + f" at exit {dist.is_initialized()}"))
         rank, world = init_distributed()
-        print("joined", rank, world, dist.is_initialized(), flush=True)
+        out.write_text(f"joined {rank} of {world}: {dist.is_initialized()}")
     """))
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           str(script)], env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True,
-                          timeout=120)
+                           str(script), str(tmp_path)], env=dict(os.environ, OMP_NUM_THREADS="1"),
+                          capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.count("joined") == 2 and " 2 True" in proc.stdout
-    assert proc.stdout.count("initialized at exit: False") == 2, proc.stdout
+    for rank in range(2):
+        assert (tmp_path / f"rank{rank}.txt").read_text() == f"joined {rank} of 2: True at exit False"
 
 
 # ---------------------------------------------------------------------------------------------------------
