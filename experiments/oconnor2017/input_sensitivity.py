@@ -40,9 +40,11 @@ def grey_level(bundle) -> torch.Tensor:
 
 
 def agreement(logits: torch.Tensor, reference: torch.Tensor) -> tuple[float, float]:
-    top1 = reference.argmax(-1)
-    return (float((logits.argmax(-1) == top1).float().mean()),
-            float((logits.topk(5, dim=-1).indices == top1[:, None]).any(-1).float().mean()))
+    """Top-1 / top-5 agreement as everywhere in the project: the top-1 of ``logits`` equal to the reference's, and
+    within the reference's five best."""
+    top1 = logits.argmax(-1)
+    return (float((top1 == reference.argmax(-1)).float().mean()),
+            float((reference.topk(5, dim=-1).indices == top1[:, None]).any(-1).float().mean()))
 
 
 def main(argv=None) -> None:
@@ -65,7 +67,7 @@ def main(argv=None) -> None:
             margin = (probs[:, 0] - probs[:, 1]).numpy()
             row = dict(margin_quantiles={f"{q:g}": float(np.quantile(margin, q)) for q in (0.1, 0.25, 0.5, 0.75)},
                        frames_margin_under_0_05=int((margin < 0.05).sum()), noise={})
-            top1, top5 = agreement(reference[:-1], reference[1:])
+            top1, top5 = agreement(reference[1:], reference[:-1])  # frame t's answer against frame t - 1's
             row["previous_frame"] = dict(top1=top1, top5=top5)
             for level in args.levels:
                 noisy = []
