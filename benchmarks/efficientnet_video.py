@@ -23,7 +23,7 @@ import torch
 import sigmadelta
 from sigmadelta.data import load_clip
 from sigmadelta.models import get
-from sigmadelta.runtime.bench import benchmark, channels_last_ms
+from sigmadelta.eval.timing import benchmark, channels_last_ms
 
 
 def std_scales(net, clip: torch.Tensor, levels: float) -> dict[str, float]:

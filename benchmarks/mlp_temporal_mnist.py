@@ -21,7 +21,7 @@ import json
 import torch
 
 import sigmadelta
-from sigmadelta.runtime.bench import benchmark
+from sigmadelta.eval.timing import benchmark
 from sigmadelta.testing import correlated_stream, mlp
 
 

@@ -26,7 +26,7 @@ import torch
 
 import sigmadelta
 from sigmadelta import data, models
-from sigmadelta.scales import INIT_SCALE, calibrate, default_lam, load_scales
+from sigmadelta.files.scales import INIT_SCALE, calibrate, default_lam, load_scales
 
 
 def seconds(fn) -> float:

@@ -19,9 +19,9 @@ import json
 import sigmadelta
 from sigmadelta.data import load_clip
 from sigmadelta.models import get
-from sigmadelta.runtime.bench import benchmark, channels_last_ms
+from sigmadelta.eval.timing import benchmark, channels_last_ms
 from sigmadelta.runtime.sparse import DENSE_ABOVE
-from sigmadelta.scales import calibrate, default_lam, video_config
+from sigmadelta.files.scales import calibrate, default_lam, video_config
 
 MODEL = "squeezenet1_1"
 

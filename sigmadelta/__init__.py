@@ -7,18 +7,24 @@ Convert any pre-trained network into one whose layers send each other discretize
 >>> model = torch.nn.Sequential(torch.nn.Linear(784, 200), torch.nn.ReLU(), torch.nn.Linear(200, 10)).eval()
 >>> net = sigmadelta.convert(model, torch.zeros(1, 784))
 >>> _ = net.set_mode("sigma-delta")
+
+The package, by role (ARCHITECTURE.md draws the layers): ``core`` (pure operators and the stateful modules),
+``rewrite`` (tracing and conversion), ``runtime`` (execution backends), ``net`` (the converted network),
+``accounting`` (op and energy counts), ``eval`` (running streams, agreement, reports, timing), ``files`` (scales
+files, checkpoints), ``learn`` (scales, scheme parameters, band allocation, fine-tuning), ``data`` and ``models``
+(offline data and pre-trained networks), ``paper`` (the experiments), ``cli`` (the ``sigmadelta`` command);
+``config`` and ``recipes`` hold the settings and each model's defaults.
 """
 
+from ._utils.threads import torch_threads
 from .accounting import ENERGY_PJ, KINDS, OpCounts
-from ._support import torch_threads
-from .config import ConfigError, ScaleConfig
-from .errors import ConversionError, SigmaDeltaError, StreamError
-from .modules import MODES
+from .config import FinetuneConfig, ScaleConfig, SchemeConfig
+from .core.modules import MODES
+from .errors import ConfigError, ConversionError, SigmaDeltaError, StreamError
+from .learn.allocation import BandAllocation, allocate_bands, configure_scheme
+from .learn.optimize import History, optimize_scales, optimize_scales_sweep
+from .learn.scheme_search import SchemeSearch, learn_scheme_params
 from .net import SigmaDeltaNet, convert
-from .optimize import History, optimize_scales, optimize_scales_sweep
-from .allocation import BandAllocation, allocate_bands
-from .scheme_search import SchemeSearch, learn_scheme_params
-from . import runtime  # noqa: F401  registers the "sparse" backend
 
 __version__ = "0.1.0"
 
@@ -31,8 +37,11 @@ __all__ = [
     "learn_scheme_params",
     "SchemeSearch",
     "allocate_bands",
+    "configure_scheme",
     "BandAllocation",
     "ScaleConfig",
+    "SchemeConfig",
+    "FinetuneConfig",
     "ConfigError",
     "torch_threads",
     "data",
@@ -53,9 +62,4 @@ def __getattr__(name: str):
     # `sigmadelta.data` and `sigmadelta.models` load on first use: their readers (zarr, PyAV) are heavy
     if name in ("data", "models"):
         return importlib.import_module(f".{name}", __name__)
-    if name == "video":  # the old name of sigmadelta.evaluation
-        import warnings
-
-        warnings.warn("sigmadelta.video is now sigmadelta.evaluation", DeprecationWarning, stacklevel=2)
-        return importlib.import_module(".evaluation", __name__)
     raise AttributeError(f"module 'sigmadelta' has no attribute {name!r}")

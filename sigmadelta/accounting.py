@@ -52,13 +52,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .modules import Quantizer, SigmaDeltaLinear
+from .core.modules import Quantizer, SigmaDeltaLinear
 
-__all__ = ["KINDS", "HYBRID", "ADDITIONS", "EVENTS", "HYBRID_ADDITIONS", "HYBRID_DENSE", "ENERGY_PJ", "PER_STEP", "INTEGER_RECORDS",
+__all__ = ["KINDS", "HYBRID", "ADDITIONS", "EVENTS", "CONVENTIONS", "HYBRID_ADDITIONS", "HYBRID_DENSE", "ENERGY_PJ", "PER_STEP", "INTEGER_RECORDS",
            "DERIVED", "OpCounts", "OpCounter", "fanout_map", "energy_per_op_pj", "hybrid_energy_pj"]
 
 HYBRID = "sigma_delta_hybrid"
 ADDITIONS, EVENTS = "sigma_delta", "sigma_delta_muladd"  # the two conventions for a delta network's ops
+CONVENTIONS = {"additions": ADDITIONS, "events": EVENTS}  # convention name -> the op kind that counts it
 KINDS = ("dense", "sparse", "rounding", "rounding_muladd", "sigma_delta", "sigma_delta_muladd", HYBRID)
 ADD_ONLY = ("rounding", "sigma_delta")
 # kinds counted from the integers a quantizer records: record key -> (additions kind, multiply-add kind)

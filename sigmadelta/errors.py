@@ -1,8 +1,13 @@
-"""Exceptions raised by sigmadelta. Every message names what is wrong and where."""
+"""Exceptions raised by sigmadelta. Every message names what is wrong and where.
+
+Every error of the user's making (a bad argument, setting or file) is a :class:`SigmaDeltaError`; the command line
+answers those with one line and exit code 2, and anything else as an internal error.
+"""
 
 from __future__ import annotations
 
-__all__ = ["SigmaDeltaError", "ConversionError", "StreamError", "MissingDependencyError", "UnknownNameError",
+__all__ = ["SigmaDeltaError", "ConversionError", "StreamError", "ConfigError", "UsageError", "MissingFileError",
+           "ScalesError", "CheckpointError", "FinetuneError", "MissingDependencyError", "UnknownNameError",
            "VideoError", "VideoWarning", "WeightsError"]
 
 
@@ -19,6 +24,31 @@ class StreamError(SigmaDeltaError, ValueError):
 
     Raised before any state is touched, so the network can keep going with correct input.
     """
+
+
+class ConfigError(SigmaDeltaError, ValueError):
+    """A setting that cannot be used (:mod:`sigmadelta.config`); the message names the field and the value."""
+
+
+class UsageError(SigmaDeltaError, ValueError):
+    """Arguments that do not go together, or a value a command cannot use; the message names the argument."""
+
+
+class MissingFileError(SigmaDeltaError, FileNotFoundError):
+    """A file the user named does not exist (or is a folder where a file is wanted)."""
+
+
+class ScalesError(SigmaDeltaError, ValueError):
+    """A scales file that cannot be used: unreadable, of another format, for another model or other layers."""
+
+
+class CheckpointError(SigmaDeltaError, ValueError):
+    """A checkpoint file that cannot be used: unreadable, of another format, for another model or network."""
+
+
+class FinetuneError(SigmaDeltaError, ValueError):
+    """Fine-tuning data that cannot be used (clips of the wrong shape or too short), or a run to resume that is
+    another run."""
 
 
 class MissingDependencyError(SigmaDeltaError, ImportError):
@@ -43,3 +73,4 @@ class VideoWarning(UserWarning):
 
 class WeightsError(SigmaDeltaError, ValueError):
     """A weights file that does not fit the model: unreadable, or with missing, unexpected or mis-shaped keys."""
+

@@ -27,13 +27,14 @@ import torch.fx as fx
 from torch import nn
 from torch.utils._pytree import tree_map
 
-from . import backends
+from ._utils.checks import log_scale, per_quantizer
 from .accounting import PER_STEP, OpCounter, OpCounts
+from .config import SchemeConfig
+from .core.functional import HYSTERESIS, SCHEMES, SIGMA_DELTA_SCHEME, THRESHOLD
+from .core.modules import MODES, ORIGINAL, SIGMA_DELTA, Observation, Quantizer, SigmaDeltaLinear
 from .errors import StreamError
-from .functional import HYSTERESIS, SCHEMES, SIGMA_DELTA_SCHEME, THRESHOLD
-from ._checks import log_scale, per_quantizer
-from .modules import MODES, ORIGINAL, SIGMA_DELTA, Observation, Quantizer, SigmaDeltaLinear
 from .rewrite.graph import rewrite
+from .runtime import registry as backends
 
 __all__ = ["SigmaDeltaNet", "convert", "SCHEMES"]
 
@@ -106,6 +107,7 @@ class SigmaDeltaNet(nn.Module):
         self._engine = None  # the engine of the last non-dense backend set (kept while the net runs dense)
         self._engine_name: str | None = None
         self._batch_size: int | None = None
+        self._scheme = SchemeConfig()  # as set; the values live in the quantizers
 
     # ----------------------------------------------------------------------------------------------------
     # structure
@@ -155,17 +157,22 @@ class SigmaDeltaNet(nn.Module):
     @property
     def scheme(self) -> str:
         """The delta scheme of the sigma-delta mode: ``"sigma-delta"``, ``"hysteresis"`` or ``"threshold"``."""
-        return next(iter(self._quantizers.values())).scheme if self._quantizers else SIGMA_DELTA_SCHEME
+        return self._scheme.name
 
     @property
     def scheme_params(self) -> dict[str, float]:
         """Quantizer name -> its scheme parameter (h for hysteresis, θ for threshold, 0 for sigma-delta)."""
         return {name: q.scheme_param for name, q in self._quantizers.items()}
 
-    def set_scheme(self, scheme: str, *, h: float | Mapping[str, float] = 0.5,
+    @property
+    def scheme_config(self) -> SchemeConfig:
+        """The scheme set, as a :class:`~sigmadelta.config.SchemeConfig` with every quantizer's value."""
+        return self._scheme.replace(values=self.scheme_params)
+
+    def set_scheme(self, scheme: str | SchemeConfig, *, h: float | Mapping[str, float] = 0.5,
                    theta: float | Mapping[str, float] | None = None, tau: float | None = None,
                    calibration: torch.Tensor | None = None) -> "SigmaDeltaNet":
-        """Choose how the sigma-delta mode forms its messages (:mod:`sigmadelta.functional`), in every quantizer:
+        """Choose how the sigma-delta mode forms its messages (:mod:`sigmadelta.core.functional`), in every quantizer:
 
         - ``"sigma-delta"``: the paper's, ``L = round(k x)``;
         - ``"hysteresis"``: a level moves only when ``k x`` is ``0.5 + h`` or more from it (``h`` one value or
@@ -174,10 +181,29 @@ class SigmaDeltaNet(nn.Module):
           input is more than θ from it; θ given (one value or per quantizer), or ``tau`` times the standard
           deviation of each quantizer's input over the frames ``calibration [T, B, ...]`` (:meth:`input_std`).
 
+        ``scheme`` may also be a :class:`~sigmadelta.config.SchemeConfig`: its ``values`` per quantizer if it has
+        them, else its ``param`` as ``h`` or ``tau`` (with ``calibration``). Its ``allocate_bands`` is what
+        :func:`sigmadelta.learn.allocation.configure_scheme` acts on; here it is only recorded.
+
         Checks everything before changing anything. Resets state and op counts. Returns the network.
         """
+        if isinstance(scheme, SchemeConfig):
+            config = scheme
+            if config.values is not None:
+                keyword = {HYSTERESIS: "h", THRESHOLD: "theta"}.get(config.name)
+                given = {keyword: config.values} if keyword else {}
+            else:
+                given = {HYSTERESIS: {"h": config.param}, THRESHOLD: {"tau": config.param}}.get(config.name, {})
+            return self._set_scheme(config.name, config, calibration=calibration, **given)
         if scheme not in SCHEMES:
             raise ValueError(f"unknown scheme {scheme!r}; choose from {SCHEMES}")
+        uniform = {HYSTERESIS: h, THRESHOLD: tau if theta is None else theta}.get(scheme, 0.0)
+        param = float(uniform) if isinstance(uniform, (int, float)) else 0.0
+        return self._set_scheme(scheme, SchemeConfig(scheme, param), h=h, theta=theta, tau=tau,
+                                calibration=calibration)
+
+    def _set_scheme(self, scheme: str, config: SchemeConfig, *, h=0.5, theta=None, tau=None,
+                    calibration=None) -> "SigmaDeltaNet":
         names = list(self._quantizers)
         if scheme == HYSTERESIS:
             params = per_quantizer(h, names, "h")
@@ -198,6 +224,7 @@ class SigmaDeltaNet(nn.Module):
                 raise ValueError(f"{scheme} parameter of quantizer {name!r} must be finite and >= 0, got {p}")
         for name, q in self._quantizers.items():
             q.set_scheme(scheme, params[name])
+        self._scheme = config.replace(values=None)
         self.reset()
         return self
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import sigmadelta
-from sigmadelta.allocation import band_statistics
+from sigmadelta.learn.allocation import band_statistics
 from sigmadelta.cli import main
 
 

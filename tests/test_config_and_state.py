@@ -9,7 +9,7 @@ import torch
 
 import sigmadelta
 from sigmadelta.config import PAPER_VIDEO, ConfigError, ScaleConfig
-from sigmadelta.stream import run_stream
+from sigmadelta.eval.stream import run_stream
 from sigmadelta.testing import correlated_stream, mlp
 
 
@@ -92,7 +92,7 @@ def test_old_names_warn_and_still_work():
     with pytest.warns(DeprecationWarning, match="sigmadelta.evaluation"):
         video = sigmadelta.video
     assert video.evaluate_stream is sigmadelta.evaluation.evaluate_stream
-    from sigmadelta import scales
+    from sigmadelta.files import scales
 
     with pytest.warns(DeprecationWarning, match="PAPER_VIDEO"):
         old = scales.CALIBRATION_DEFAULTS

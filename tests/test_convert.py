@@ -8,7 +8,7 @@ from torch import nn
 
 import sigmadelta
 from sigmadelta import ConversionError
-from sigmadelta.modules import Quantizer, SigmaDeltaLinear
+from sigmadelta.core.modules import Quantizer, SigmaDeltaLinear
 from sigmadelta.testing import mlp, residual_cnn, vgg_style_cnn
 
 

@@ -15,8 +15,8 @@ import pytest
 import torch
 
 import sigmadelta
-from sigmadelta import finetune as ft
-from sigmadelta.finetune import FinetuneConfig, FinetuneError, apply_checkpoint, finetune, load_checkpoint
+from sigmadelta.learn import finetune as ft
+from sigmadelta.learn.finetune import (FinetuneConfig, FinetuneError, apply_checkpoint, finetune, load_checkpoint)
 
 
 def tiny(dtype=torch.float32, seed=0):
@@ -164,7 +164,7 @@ def _uniform_h(net, h):
 def test_events_cost_is_the_tanh_of_levels_moved_over_one_plus_h_times_fan_out(h):
     """cost="events": Σ_l Σ_i tanh(k_l |Δx_{l,i}| / (1 + h)) · fanout_{l,i} per frame pair, computed by hand from
     the quantizers' inputs (float64, rel 1e-12); it is below the additions' surrogate, as events ≤ additions."""
-    from sigmadelta.finetune_objective import QuantizerTaps, cost_surrogate, input_fanouts
+    from sigmadelta.learn.objective import QuantizerTaps, cost_surrogate, input_fanouts
 
     _, net, clip = tiny(torch.float64)
     if h:
@@ -402,9 +402,9 @@ def test_cli_bench_runs_per_channel_scales_from_a_checkpoint_or_a_scales_file(tm
     import json
 
     from sigmadelta import data, models
-    from sigmadelta.checkpoints import FinetuneResult, save_checkpoint
+    from sigmadelta.files.checkpoints import FinetuneResult, save_checkpoint
     from sigmadelta.cli import main
-    from sigmadelta.scales import save_scales
+    from sigmadelta.files.scales import save_scales
 
     bundle = models.get("mnist-mlp", progress=False)
     net = sigmadelta.convert(bundle.model, bundle.example_input(), per_channel_scales=True)

@@ -4,14 +4,8 @@ import torch
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from sigmadelta.functional import (
-    herding_quantize,
-    integrate,
-    round_ste,
-    running_sum,
-    sigma_delta_encode,
-    temporal_difference,
-)
+from sigmadelta.core.functional import (herding_quantize, integrate, round_ste, running_sum, sigma_delta_encode,
+                                        temporal_difference)
 
 # dyadic values (multiples of 1/64) keep every sum exact in float64, so the comparisons below can be exact
 dyadic = st.integers(-640, 640).map(lambda n: n / 64)

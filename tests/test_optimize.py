@@ -16,8 +16,8 @@ import torch
 from torch.func import functional_call
 
 import sigmadelta
-from sigmadelta import minibatches
-from sigmadelta.optimize import _Scales, error_terms, optimize_scales, optimize_scales_sweep
+from sigmadelta.learn import minibatches
+from sigmadelta.learn.optimize import _Scales, error_terms, optimize_scales, optimize_scales_sweep
 
 LAMS = [10.0 ** e for e in (-7, -6, -5, -4, -3)]
 FAST = dict(error="l2", lr=0.03, batch_size=10, progress=False)

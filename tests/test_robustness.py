@@ -24,9 +24,9 @@ from hypothesis import strategies as st
 
 import sigmadelta
 from sigmadelta import data
-from sigmadelta import evaluation as video
-from sigmadelta import scales as sc
-from sigmadelta._support import atomic_write, atomic_write_all
+from sigmadelta.eval import video as video
+from sigmadelta.files import scales as sc
+from sigmadelta._utils.files import atomic_write, atomic_write_all
 from sigmadelta.cli import main
 from sigmadelta.data import VideoError, VideoWarning
 from sigmadelta.errors import StreamError
@@ -249,7 +249,7 @@ def test_an_unwritable_folder_is_refused_first(tmp_path, capsys, monkeypatch):
 
 
 def test_ctrl_c_exits_130_without_traceback_or_output(tmp_path, capsys, monkeypatch):
-    import sigmadelta.report
+    import sigmadelta.eval.report
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
@@ -263,7 +263,7 @@ def test_ctrl_c_exits_130_without_traceback_or_output(tmp_path, capsys, monkeypa
 
 @pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
 def test_files_get_the_umask_permissions(umask, tmp_path):
-    from sigmadelta.cli_commands import write_json
+    from sigmadelta.cli.commands import write_json
 
     old = os.umask(umask)
     try:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import sigmadelta
-from sigmadelta import functional as Fn
+from sigmadelta.core import functional as Fn
 from sigmadelta.runtime.sparse import DENSE_ABOVE
 from sigmadelta.testing import correlated_stream, mlp, residual_cnn
 
@@ -207,7 +207,7 @@ def test_bad_scheme_input():
 def test_scales_file_keeps_the_scheme_and_old_files_load(tmp_path):
     import json
 
-    from sigmadelta import scales as sc
+    from sigmadelta.files import scales as sc
 
     net = _cnn_net(4.0).set_scheme("hysteresis", h={n: 0.25 * (i + 1) for i, n in enumerate(_cnn_net().scales)})
     path = sc.save_scales(tmp_path / "s.json", net, model="toy")
@@ -313,7 +313,7 @@ def _measured(net, frames, scheme, params, lam, cost_kind):
 @pytest.mark.parametrize("scheme,candidates", [("hysteresis", (0.0, 0.5, 1.0, 2.0)),
                                                ("threshold", (0.0, 0.02, 0.05, 0.1))])
 def test_learned_scheme_params_lower_the_measured_objective_and_cut_events(scheme, candidates):
-    from sigmadelta.scheme_search import learn_scheme_params
+    from sigmadelta.learn.scheme_search import learn_scheme_params
 
     net, frames, lam = _cnn_net(), _stream(steps=16, step_std=0.01), 1e-6
     search = learn_scheme_params(net, frames, lam, scheme=scheme, candidates=candidates, sweeps=2, progress=False)
@@ -328,7 +328,7 @@ def test_learned_scheme_params_lower_the_measured_objective_and_cut_events(schem
 
 
 def test_learned_scheme_params_refuse_bad_settings_before_touching_the_net():
-    from sigmadelta.scheme_search import learn_scheme_params
+    from sigmadelta.learn.scheme_search import learn_scheme_params
 
     net, frames = _cnn_net(), _stream(steps=4)
     before = net.scheme_params

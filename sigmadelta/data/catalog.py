@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from .._support import cache_dir
+from .._utils.cache import cache_dir
 from .mnist import mnist_source
 from .video import CLIPS, clip_present
 

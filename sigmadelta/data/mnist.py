@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SigmaDeltaError
-from .._support import file_exists, package_file, require
+from .._utils.packages import file_exists, package_file, require
 
 __all__ = ["load_mnist", "mnist_source", "MNIST_ENV", "SPLITS"]
 

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .._support import package_file
+from .._utils.packages import package_file
 
 __all__ = ["PHOTOS", "MOTIONS", "photo", "motion_clip", "motion_clips", "training_set"]
 

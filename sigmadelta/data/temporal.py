@@ -18,8 +18,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .._support import array_digest, atomic_write, cache_dir
-from .._support import one_thread
+from .._utils.digest import digest
+from .._utils.files import atomic_write
+from .._utils.cache import cache_dir
+from .._utils.threads import one_thread
 from .mnist import load_mnist
 
 __all__ = ["temporal_mnist", "temporal_mnist_order", "mnist_clip"]

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from ..errors import UnknownNameError, VideoError, VideoWarning
-from .._support import file_exists, package_file, require
+from .._utils.packages import file_exists, package_file, require
 
 __all__ = ["read_video", "VideoFrames", "clip_path", "clip_present", "load_clip", "CLIPS"]
 

@@ -18,7 +18,7 @@ name                   what, and where its weights come from
 """
 
 from ..errors import UnknownNameError, WeightsError
-from ._bundle import ModelBundle, catalog, get, load_weights, names
+from ._bundle import ModelBundle, catalog, get, kind, load_weights, names
 # importing the model modules registers them, in this order; their heavy packages load only when a model is built
 from . import mlp, efficientnet, vgg, squeezenet  # noqa: F401,I001
 from .imagenet import ImagePreprocess, imagenet_classes
@@ -29,6 +29,7 @@ from .vgg import VGG, vgg19
 __all__ = [
     "get",
     "names",
+    "kind",
     "catalog",
     "ModelBundle",
     "load_weights",

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import os
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from ..errors import UnknownNameError, WeightsError
+from .._utils.torchfile import what_file
+from ..errors import MissingFileError, UnknownNameError, WeightsError
 
-__all__ = ["ModelBundle", "ModelSpec", "register", "get", "names", "catalog", "load_weights"]
+__all__ = ["ModelBundle", "ModelSpec", "register", "get", "names", "kind", "catalog", "load_weights"]
 
 
 @dataclass
@@ -28,6 +28,7 @@ class ModelBundle:
         input_shape: one sample's shape, without the batch dimension.
         source: where the weights came from (a package, the user cache, a file, or "random").
         info: extra facts, e.g. the MLP's training recipe and measured test accuracy.
+        kind: what it takes: ``"image"`` (RGB video frames) or ``"mnist"`` (MNIST digits).
     """
 
     name: str
@@ -37,6 +38,7 @@ class ModelBundle:
     input_shape: tuple[int, ...]
     source: str = ""
     info: dict = field(default_factory=dict)
+    kind: str = "image"
 
     def example_input(self, batch: int = 1) -> torch.Tensor:
         """Zeros ``[batch, *input_shape]``: the ``example_input`` that :func:`sigmadelta.convert` needs."""
@@ -46,13 +48,14 @@ class ModelBundle:
 @dataclass(frozen=True)
 class ModelSpec:
     """A registry entry. ``build(weights, pretrained, progress)`` makes the bundle; ``present()`` says, without
-    building anything, whether its pretrained weights are at hand."""
+    building anything, whether its pretrained weights are at hand; ``kind`` is the bundle's (what it takes)."""
 
     name: str
     build: Callable[..., ModelBundle]
     description: str
     source: str
     present: Callable[[], bool]
+    kind: str = "image"
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -66,6 +69,13 @@ def register(spec: ModelSpec) -> ModelSpec:
 def names() -> list[str]:
     """The names :func:`get` knows."""
     return list(_REGISTRY)
+
+
+def kind(name: str) -> str:
+    """What model ``name`` takes, known without building it: ``"image"`` (RGB frames) or ``"mnist"`` (digits)."""
+    if name not in _REGISTRY:
+        raise UnknownNameError(f"unknown model {name!r}; the known models are {names()}")
+    return _REGISTRY[name].kind
 
 
 def catalog() -> list[dict]:
@@ -108,12 +118,12 @@ def load_weights(model: nn.Module, path: str | os.PathLike, what: str) -> None:
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"no weights file {path} for {what}")
+        raise MissingFileError(f"no weights file {path} for {what}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle, zip and unpickler errors vary by torch version; their advice is not repeated
         raise WeightsError(f"cannot read {path} as weights for {what}: expected a file written by "
-                           f"torch.save(model.state_dict(), path), found {_what_file(path, e)}") from None
+                           f"torch.save(model.state_dict(), path), found {what_file(path, e)}") from None
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
@@ -134,25 +144,3 @@ def load_weights(model: nn.Module, path: str | os.PathLike, what: str) -> None:
 def _first(items: list[str], n: int = 8) -> str:
     return ", ".join(items[:n]) + (f", ... ({len(items) - n} more)" if len(items) > n else "")
 
-
-def _what_file(path: str, error: Exception) -> str:
-    """What a file that torch.load refused holds, in words (never torch's advice to load it unsafely)."""
-    size = os.path.getsize(path)
-    with open(path, "rb") as f:
-        head = f.read(8)
-    objects = ("pickled Python objects besides tensors (a whole pickled model or optimizer, say), which a weights "
-               "file must not hold: it could run code. Save model.state_dict() instead")
-    refused = "Weights only load failed" in str(error)  # readable, but holds more than tensors
-    if size == 0:
-        return "an empty file (0 bytes)"
-    if head.startswith(b"PK\x03\x04"):
-        if not zipfile.is_zipfile(path):
-            return f"a zip archive that ends early or is damaged ({size:,} bytes): truncated in a copy or download?"
-        with zipfile.ZipFile(path) as z:
-            names = z.namelist()
-        if not any(n.endswith("data.pkl") for n in names):
-            return f"a zip archive that is not a PyTorch file (it holds {', '.join(names[:3]) or 'nothing'})"
-        return objects if refused else f"a PyTorch archive whose contents are damaged ({type(error).__name__})"
-    if head[:1] == b"\x80":  # a pickle: PyTorch's legacy format
-        return objects if refused else f"a pickle (legacy PyTorch file) that ends early or is damaged ({size:,} bytes)"
-    return f"a {size:,}-byte file of another kind (it starts with {head!r})"

@@ -11,7 +11,7 @@ Inputs are 224x224 RGB scaled by ``(x/255 - 0.5) / 0.5``; the model returns 1000
 
 from __future__ import annotations
 
-from .._support import file_exists, package_file, require
+from .._utils.packages import file_exists, package_file, require
 from ._bundle import ModelBundle, ModelSpec, load_weights, register
 from .imagenet import ImagePreprocess, imagenet_classes
 

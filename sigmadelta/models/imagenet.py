@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .._support import package_file
+from .._utils.packages import package_file
 
 __all__ = ["ImagePreprocess", "imagenet_classes", "IMAGENET_MEAN", "IMAGENET_STD", "CAT_CLASSES"]
 

@@ -29,8 +29,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .._support import array_digest, atomic_write, cache_dir
-from .._support import one_thread
+from .._utils.digest import digest
+from .._utils.files import atomic_write
+from .._utils.cache import cache_dir
+from .._utils.threads import one_thread
 from ..data.mnist import load_mnist
 from ._bundle import ModelBundle, ModelSpec, load_weights, register
 
@@ -181,7 +183,7 @@ def _builder(name: str):
                 model = mnist_mlp(recipe.hidden)
             source = "random"
         return ModelBundle(name, model.eval(), MnistPreprocess(), [str(d) for d in range(10)], (28 * 28,),
-                           source, info)
+                           source, info, kind="mnist")
 
     return build
 
@@ -196,4 +198,4 @@ for _name, _desc, _time in (
         ("mnist-mlp-wide", "784-2000-2000-10 ReLU MLP for sparse-engine benchmarks (~98.3%)", "1-3 min")):
     register(ModelSpec(_name, _builder(_name), _desc,
                        f"trained by sigmadelta on first use ({_time} on 2 cores), cached in the user cache",
-                       lambda n=_name: _cached(n)))
+                       lambda n=_name: _cached(n), kind="mnist"))

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from ..errors import WeightsError
-from .._support import file_exists, package_file
+from .._utils.packages import file_exists, package_file
 from ._bundle import ModelBundle, ModelSpec, load_weights, register
 from .imagenet import ImagePreprocess, imagenet_classes
 

@@ -14,9 +14,10 @@ from pathlib import Path
 
 __all__ = ["EXPERIMENTS", "default_out"]
 
-# `sigmadelta reproduce NAME` -> module of this package
-EXPERIMENTS = {"random-net": "random_net", "mnist": "mnist", "video": "imagenet_video", "schemes": "schemes",
-               "finetune": "finetune"}
+# `sigmadelta reproduce NAME` -> (module of this package, what it reproduces)
+EXPERIMENTS = {"random-net": ("random_net", "Figure 2"), "mnist": ("mnist", "Figure 4, Appendix E"),
+               "video": ("imagenet_video", "Figures 5 and 6"), "schemes": ("schemes", "delta schemes side by side"),
+               "finetune": ("finetune", "fine-tuning for the delta cost")}
 
 
 def default_out(name: str) -> Path:

@@ -1,11 +1,11 @@
 """Beyond the paper: fine-tuning the weights and scales for the Sigma-Delta cost, against the paper's scale-only
 method, on the MNIST MLP (Temporal-MNIST) and on ImageNet networks (static and moving test clips).
 
-    .venv/bin/python -m sigmadelta.paper.finetune [--out DIR] [--quick] [--models squeezenet1_1 ...] [--no-mnist]
+    python -m sigmadelta.paper.finetune [--out DIR] [--quick] [--models squeezenet1_1 ...] [--no-mnist]
     sigmadelta reproduce finetune [--out DIR] [--quick]
 
 MNIST: the pre-trained 784-200-200-10 MLP, scales k = 1 (frozen), weights fine-tuned on Temporal-MNIST's training
-stream (:func:`sigmadelta.finetune.default_config`), for several λ; Sigma-Delta additions per digit and class error
+stream (:func:`sigmadelta.recipes.finetune_config`), for several λ; Sigma-Delta additions per digit and class error
 on Temporal-MNIST's test stream (one sequence), beside the paper's scale-only results (the committed
 ``results/mnist/results.json``, Temporal-MNIST test rows).
 
@@ -32,11 +32,12 @@ import numpy as np
 import torch
 
 import sigmadelta
-from sigmadelta import data, models
-from sigmadelta.finetune import default_config, finetune, finetune_cached, training_clips
+from sigmadelta import SchemeConfig, data, models, recipes
+from sigmadelta.learn.calibrate import calibrate
+from sigmadelta.learn.finetune import finetune, finetune_cached, training_clips
 from sigmadelta.paper import default_out
+from sigmadelta.paper._common import evaluate_segments
 from sigmadelta.paper.imagenet_video import load_stream
-from sigmadelta.scales import calibrate, default_lam, init_scale
 
 # --- defaults
 MNIST_LAMS = (1e-6, 3e-6)
@@ -49,7 +50,6 @@ TEST_CLIPS = (("bigbuckbunny", 100), ("bikes", 100))
 CALIBRATION = dict(lr=0.1, epochs=5)  # the paper's VGG-19 protocol, as the video experiment
 TARGET = dict(static=11.0, moving=4.0, top1=0.90, top5=0.98, mnist_kops=20.0, mnist_error_margin=0.3)
 QUICK = dict(mnist_lams=(3e-6,), mnist_steps=200, image_steps=4, test_frames=(8, 8), image_runs=((1e-10, 1e-10),))
-CHUNK = 20
 OUT = default_out("finetune")
 
 
@@ -78,7 +78,7 @@ def mnist_part(cfg: dict, progress: bool) -> dict:
     rows = []
     start = sigmadelta.convert(bundle.model, torch.zeros(1, 784))
     rows.append(dict(setting="k = 1, not fine-tuned", lam=None, **mnist_eval(start, test, labels)))
-    config = default_config("mnist-mlp").replace(**({"steps": cfg["mnist_steps"]} if "mnist_steps" in cfg else {}))
+    config = recipes.finetune_config("mnist-mlp").replace(**({"steps": cfg["mnist_steps"]} if "mnist_steps" in cfg else {}))
     for lam in cfg["mnist_lams"]:
         net = copy.deepcopy(original)
         t = time.perf_counter()
@@ -104,55 +104,16 @@ def paper_scale_only_rows() -> list[dict]:
 # image models
 
 
-@torch.no_grad()
-def stream_eval(net, reference, stream, segments) -> dict:
-    """Per segment: reductions (additions, events), top-1/top-5 agreement with ``reference``, per-layer ops; and
-    the agreement of ``net``'s own dense network (its weights, original mode: 1 unless fine-tuned), the ceiling
-    that its weights leave to any delta scheme."""
-    net.set_delta_dtype(net.dtype)
-    net.per_step_counts = "layer"  # per frame and layer: segments and per-layer means
-    reference.set_mode("original")
-    tops, dense_tops, ref_tops = [], [], []
-    with net.configured(mode="original", counting=False):
-        for i in range(0, len(stream), CHUNK):
-            ref_tops.append(reference.run(stream[i:i + CHUNK])[:, 0].topk(5, -1).indices)
-            dense_tops.append(net.run(stream[i:i + CHUNK])[:, 0].topk(5, -1).indices)
-    net.set_mode("sigma-delta")
-    for i in range(0, len(stream), CHUNK):
-        tops.append(net.run(stream[i:i + CHUNK])[:, 0].topk(5, -1).indices)
-    counts = net.op_counts()
-    ref = torch.cat(ref_tops)  # (T, 5)
-    (top1, top5), (dense1, dense5) = (_agreement(torch.cat(t), ref) for t in (tops, dense_tops))
-    dense, adds, events = (counts.per_step(k) for k in ("dense", "sigma_delta", "sigma_delta_muladd"))
-    per_layer = counts.per_layer_step("sigma_delta")
-    out = {}
-    for name, a, b in segments:
-        s = slice(a, b)
-        out[name] = dict(frames=b - a, reduction=float(dense[s].mean() / adds[s].mean()),
-                         reduction_events=float(dense[s].mean() / events[s].mean()),
-                         ops_sigma_delta_per_frame=float(adds[s].mean()), ops_original_per_frame=float(dense[s].mean()),
-                         top1_agreement=float(top1[s].mean()), top5_agreement=float(top5[s].mean()),
-                         dense_top1_agreement=float(dense1[s].mean()), dense_top5_agreement=float(dense5[s].mean()),
-                         sd_per_layer={k: float(v[max(a, 1):b].mean()) for k, v in per_layer.items()})
-    net.set_mode("original")
-    return out
-
-
-def _agreement(top: torch.Tensor, ref: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Per frame, from top-5 indices ``(T, 5)``: top-1 equal to the reference's, and in the reference's top 5."""
-    return (top[:, 0] == ref[:, 0]).double().numpy(), (top[:, :1] == ref).any(-1).double().numpy()
-
-
 def image_part(model: str, cfg: dict, progress: bool, init_k: float | None = None) -> dict:
     """Scale-only and fine-tuned points of ``model``; calibration starts from ``k = init_k`` (default: the
-    library's :func:`~sigmadelta.scales.init_scale` for the model)."""
-    init_k = init_scale(model) if init_k is None else init_k
+    model's recipe, :func:`sigmadelta.recipes.scale_config`)."""
+    init_k = recipes.scale_config(model).init_scale if init_k is None else init_k
     bundle = models.get(model, progress=progress)
     original = sigmadelta.convert(bundle.model, bundle.example_input())
     stream, segments = load_stream(bundle, tuple((n, f) for (n, _), f in zip(TEST_CLIPS, cfg["test_frames"])))
-    clips, names = training_clips(model, bundle)
-    config = default_config(model).replace(**({"steps": cfg["image_steps"]} if "image_steps" in cfg else {}))
-    runs = cfg.get("image_runs") or IMAGE_RUNS.get(model, ((default_lam(model), default_lam(model)),))
+    clips, names = training_clips(bundle)
+    config = recipes.finetune_config(model).replace(**({"steps": cfg["image_steps"]} if "image_steps" in cfg else {}))
+    runs = cfg.get("image_runs") or IMAGE_RUNS.get(model, ((recipes.scale_lam(model), recipes.finetune_lam(model)),))
     points, calibrated = [], {}
     for init_lam, lam, *hysteresis in runs:
         h = hysteresis[0] if hysteresis else None
@@ -168,13 +129,13 @@ def image_part(model: str, cfg: dict, progress: bool, init_k: float | None = Non
                 net.set_scheme("hysteresis", h=h)
             calibrated[init_lam, h] = net
             points.append(dict(method="scales only (paper)", lam=init_lam, init_lam=init_lam, **scheme,
-                               **stream_eval(net, original, stream, segments)))
+                               **evaluate_segments(net, original, stream, segments)))
         tuned = copy.deepcopy(calibrated[init_lam])
-        run_config = config if h is None else config.replace(scheme="hysteresis", hysteresis=h)
+        run_config = config if h is None else config.replace(scheme=SchemeConfig("hysteresis", h))
         run = finetune_cached(tuned, clips, lam, run_config, model=model, meta={"train": names}, progress=progress)
         points.append(dict(method="fine-tuned", lam=lam, init_lam=init_lam, **scheme, checkpoint=str(run.path),
                            cached=run.cached, train_seconds=run.record["seconds"],
-                           **stream_eval(tuned, original, stream, segments)))
+                           **evaluate_segments(tuned, original, stream, segments)))
     return dict(model=model, init_scale=init_k, train=names, config=config.to_dict(),
                 segments=[dict(clip=n, start=a, stop=b) for n, a, b in segments], points=points)
 

@@ -1,7 +1,7 @@
 """Figures 5 and 6 of O'Connor & Welling (2017) on a real pre-trained CNN and real clips: how much less a Sigma-Delta
 network computes on video than the original, how often it agrees with it, and what each layer costs.
 
-    .venv/bin/python -m sigmadelta.paper.imagenet_video [--out DIR] [--quick] [--model NAME] [--weights FILE]
+    python -m sigmadelta.paper.imagenet_video [--out DIR] [--quick] [--model NAME] [--weights FILE]
     sigmadelta reproduce video [--out DIR] [--quick] [--model NAME]
 
 Protocol (paper-notes 6 and 7.3): scales learned on a training clip (carphone, all 120 frames) as a Rounding
@@ -16,7 +16,7 @@ and the L2 error on probabilities has no gradient left to climb back. SqueezeNet
 mean), like the paper's VGG, and starts at the paper's k = 1 (:func:`sigmadelta.scales.init_scale`).
 
 λ is swept (all values trained at once) to draw the trade-off curve; the default λ is the model's
-(:func:`sigmadelta.scales.default_lam`), read off that curve. Uniform scales (k the same everywhere) are evaluated
+(:func:`sigmadelta.recipes.scale_lam`), read off that curve. Uniform scales (k the same everywhere) are evaluated
 for reference. The Sigma-Delta network computes its increments in float32 here, the model's dtype (about 2x faster
 than the default float64; both differ from the Rounding network only by rare rounding-boundary flips); the speed
 section times both against a dense PyTorch pass.
@@ -39,17 +39,16 @@ import torch
 
 import sigmadelta
 from sigmadelta.paper import default_out
-from sigmadelta import data, models
-from sigmadelta.config import PAPER_VIDEO
-from sigmadelta.scales import calibrate_sweep, default_lam, video_config
-from sigmadelta.evaluation import evaluate_stream
+from sigmadelta import data, models, recipes
+from sigmadelta.learn.calibrate import calibrate_sweep
+from sigmadelta.eval.video import evaluate_stream
 from sigmadelta.paper.video_figures import plot_fig5, plot_fig6, plot_tradeoff, short_class
 
 # --- defaults (the paper's settings, except the initial scale: see the docstring)
 MODEL = "efficientnet-lite0"
 TRAIN_CLIP, TRAIN_FRAMES = "carphone", None  # None: all frames
 TEST_CLIPS = (("bigbuckbunny", 100), ("bikes", 100))  # static shot, then moving camera: 200 frames (paper: 201)
-SCALES = PAPER_VIDEO  # the paper's recipe: L2 on softmax probabilities, SGD lr 0.1, 5 epochs, batch 1, from k = 16
+SCALES = recipes.PAPER_VIDEO  # the paper's recipe: L2 on softmax probabilities, SGD lr 0.1, 5 epochs, batch 1, from k = 16
 LAMS = (3e-11, 1e-10, 2e-10, 5e-10, 1e-9, 3e-9)
 # a model whose curve needs other points to bracket the target (SqueezeNet's top-5 falls between 1e-10 and 1e-9)
 MODEL_LAMS = {"squeezenet1_1": (1e-11, 3e-11, 5e-11, 7e-11, 1e-10, 2e-10, 3e-10, 5e-10, 1e-9)}
@@ -154,7 +153,7 @@ def settings(model: str, quick: bool) -> dict:
 def run(out_dir=None, quick: bool = False, model: str = MODEL, weights=None, progress: bool = True) -> dict:
     """Run the experiment; write the figures, ``frames.csv``, ``results.json`` and ``results.md`` to ``out_dir``
     (default :func:`results_dir`); return them."""
-    lam0, cfg = default_lam(model), settings(model, quick)
+    lam0, cfg = recipes.scale_lam(model), settings(model, quick)
     lams = tuple(sorted(set(cfg["lams"] or ()) | {lam0}))
     out_dir = Path(results_dir(model) if out_dir is None else out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -171,7 +170,7 @@ def run(out_dir=None, quick: bool = False, model: str = MODEL, weights=None, pro
 
     # --- learn the scales for every λ at once (cached in the user cache)
     t = time.perf_counter()
-    scale_config = video_config(model).replace(epochs=cfg["epochs"])  # SCALES, from the model's init_scale
+    scale_config = recipes.scale_config(model).replace(epochs=cfg["epochs"])  # SCALES, from the model's init_scale
     calibrations = calibrate_sweep(net, train, lams, model=model, clip=TRAIN_CLIP, progress=progress,
                                    config=scale_config)
     timings["calibrate"] = time.perf_counter() - t

@@ -1,7 +1,7 @@
 """Figure 4 and Appendix E of O'Connor & Welling (2017): the pre-trained MNIST MLP as Rounding and Sigma-Delta
 networks on MNIST and Temporal-MNIST, unoptimized (k = 1) and with scales learned for 10 values of λ.
 
-    .venv/bin/python -m sigmadelta.paper.mnist [--out DIR] [--quick]
+    python -m sigmadelta.paper.mnist [--out DIR] [--quick]
     sigmadelta reproduce mnist [--out DIR] [--quick]
 
 Settings (paper-notes 6 and 7.2): the package's pre-trained 784-200-200-10 ReLU MLP; scales learned on the
@@ -32,7 +32,7 @@ import torch
 import sigmadelta
 from sigmadelta.paper import default_out
 from sigmadelta.data import mnist_clip
-from sigmadelta.optimize import optimize_scales_sweep
+from sigmadelta.learn.optimize import optimize_scales_sweep
 
 # --- defaults (the paper's settings)
 LAMS = tuple(np.logspace(-10, -5, 10).tolist())

@@ -1,7 +1,7 @@
 """Figure 2 of O'Connor & Welling (2017): learned scales of a badly scaled random network reach the Pareto front
 of 1000 random scale settings.
 
-    .venv/bin/python -m sigmadelta.paper.random_net [--out DIR] [--quick] [--seed 0]
+    python -m sigmadelta.paper.random_net [--out DIR] [--quick] [--seed 0]
 
 A 100-100-100-100 ReLU network (no biases, ReLU after every layer, output included), weights N(0, 2/n_in)
 times [0.5, 8, 0.25] per layer, 100 inputs x ~ N(0, I). Baseline: 1000 scale triples |N(3, 4²)| (mean 3, standard
@@ -25,7 +25,7 @@ import torch
 
 import sigmadelta
 from sigmadelta.paper import default_out
-from sigmadelta.optimize import optimize_scales_sweep
+from sigmadelta.learn.optimize import optimize_scales_sweep
 
 # --- defaults (the paper's settings)
 SIZES = (100, 100, 100, 100)

@@ -1,7 +1,7 @@
 """Delta schemes side by side on real CNNs and real clips: the paper's Sigma-Delta, Sigma-Delta with hysteresis and the
 peers' thresholded deltas (EvNets, DeltaCNN), each counted both ways.
 
-    .venv/bin/python -m sigmadelta.paper.schemes [--out DIR] [--quick] [--models NAME ...]
+    python -m sigmadelta.paper.schemes [--out DIR] [--quick] [--models NAME ...]
     sigmadelta reproduce schemes [--out DIR] [--quick]
 
 Protocol: the video experiment's (``sigmadelta.paper.imagenet_video``): scales learned on the training clip
@@ -38,10 +38,10 @@ from pathlib import Path
 import torch
 
 import sigmadelta
-from sigmadelta import data, models
-from sigmadelta.evaluation import evaluate_stream
+from sigmadelta import data, models, recipes
+from sigmadelta.eval.video import evaluate_stream
 from sigmadelta.paper import default_out
-from sigmadelta.scales import calibrate_sweep, default_lam, video_config
+from sigmadelta.learn.calibrate import calibrate_sweep
 
 MODELS = ("squeezenet1_1", "efficientnet-lite0")
 TRAIN_CLIP = "carphone"
@@ -88,13 +88,13 @@ def settings(lams, hs, taus, allocated: dict) -> list[dict]:
 
 def committed_scales(model: str, lams, train_frames: int) -> dict:
     """Scales already learned by the video experiment under this protocol (its committed ``results.json``), by λ:
-    the same training as :func:`~sigmadelta.scales.calibrate_sweep` here would do, so they are reused."""
+    the same training as :func:`~sigmadelta.learn.calibrate.calibrate_sweep` here would do, so they are reused."""
     path = default_out("video" if model == "efficientnet-lite0" else f"video_{model}") / "results.json"
     if not path.is_file():
         return {}
     content = json.loads(path.read_text())
     cfg = content.get("config", {})
-    same = dict(model=model, train_clip=TRAIN_CLIP, train_frames=train_frames, init_scale=video_config(model).init_scale,
+    same = dict(model=model, train_clip=TRAIN_CLIP, train_frames=train_frames, init_scale=recipes.scale_config(model).init_scale,
                 lr=0.1,
                 epochs=5, batch_size=1, error="l2-softmax", normalization="paper")
     if any(cfg.get(k) != v for k, v in same.items()):
@@ -192,13 +192,13 @@ def run_model(model: str, out_dir: Path, quick: bool = False, progress: bool = T
     net = sigmadelta.convert(bundle.model, bundle.example_input())
     net.set_delta_dtype(net.dtype)  # increments in float32: the fast simulation, as in the video experiment
     train = data.load_clip(TRAIN_CLIP, bundle, max_frames=cfg["train_frames"])
-    lams = tuple(sorted(set(cfg["lams"] or ()) | {default_lam(model)}))
+    lams = tuple(sorted(set(cfg["lams"] or ()) | {recipes.scale_lam(model)}))
     scales = {} if quick else committed_scales(model, lams, len(train))
     todo = [lam for lam in lams if lam not in scales]
     while todo:
         try:
             calibrations = calibrate_sweep(net, train, todo, model=model, clip=TRAIN_CLIP, progress=progress,
-                                           config=video_config(model).replace(epochs=cfg["epochs"]))
+                                           config=recipes.scale_config(model).replace(epochs=cfg["epochs"]))
         except FloatingPointError as e:  # the largest λ diverged: the curve goes without it
             print(f"{model}: {e}; dropping λ = {max(todo):g}", flush=True)
             todo.remove(max(todo))
@@ -228,7 +228,7 @@ def run_model(model: str, out_dir: Path, quick: bool = False, progress: bool = T
     if baseline is not None:
         speed["threshold"] = time_backends(net, bundle, static, baseline, scales, stds)
     results = dict(model=model, train_clip=TRAIN_CLIP, clips={k: n for k, n, _ in CLIPS}, lams=lams,
-                   default_lam=default_lam(model), stds=stds, scales={str(k): v for k, v in scales.items()},
+                   default_lam=recipes.scale_lam(model), stds=stds, scales={str(k): v for k, v in scales.items()},
                    rows=rows, targets=targets, speed=speed, agreement=AGREEMENT, quick=quick,
                    threads=torch.get_num_threads(), torch=torch.__version__, seconds=time.perf_counter() - start)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sigmadelta.evaluation import draw_disagreement, draw_ops
+from sigmadelta.eval.plots import draw_disagreement, draw_ops
 
 __all__ = ["plot_fig5", "plot_fig6", "plot_tradeoff", "short_class"]
 

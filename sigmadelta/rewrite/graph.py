@@ -19,7 +19,7 @@ import torch.fx as fx
 from torch import nn
 
 from ..errors import ConversionError
-from ..modules import Quantizer, SigmaDeltaLinear
+from ..core.modules import Quantizer, SigmaDeltaLinear
 from .patterns import (
     BATCHNORM_MODULES,
     DIM_CHECKED,

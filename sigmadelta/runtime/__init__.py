@@ -3,7 +3,7 @@
 Importing this package registers them in :mod:`sigmadelta.backends`; ``import sigmadelta`` does.
 """
 
-from ..backends import register_backend
+from .registry import register_backend
 from .sparse import SparseEngine
 
 register_backend("sparse", SparseEngine)

@@ -7,7 +7,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..modules import SigmaDeltaLinear
+from ..core.modules import SigmaDeltaLinear
 from ._indexmaps import conv_targets, is_identity_conv
 from .quantize import QuantizeStep
 from .values import ALL, Step, Value

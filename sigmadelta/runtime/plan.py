@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 import torch.fx as fx
 
-from ..modules import Quantizer, SigmaDeltaLinear
+from ..core.modules import Quantizer, SigmaDeltaLinear
 from .layers import ConvStep, LinearStep
 from .ops import PadStep, RowwiseStep, not_inplace, plan_op
 from .quantize import QuantizeStep

@@ -6,8 +6,8 @@ from collections import defaultdict
 
 import torch
 
-from ..functional import LEVEL_FUNCTIONS, SIGMA_DELTA_SCHEME
-from ..modules import Quantizer
+from ..core.functional import LEVEL_FUNCTIONS, SIGMA_DELTA_SCHEME
+from ..core.modules import Quantizer
 from .values import ALL, Step, Value
 
 __all__ = ["QuantizeStep"]

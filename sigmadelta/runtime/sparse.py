@@ -86,7 +86,7 @@ from collections import defaultdict
 import torch
 import torch.fx as fx
 
-from ..modules import Observation
+from ..core.modules import Observation
 from .layers import ConvStep, LinearStep
 from .plan import build_plan
 from .quantize import QuantizeStep

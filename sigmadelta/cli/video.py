@@ -1,0 +1,249 @@
+"""The commands that build a network from a model: ``run``, ``optimize``, ``finetune`` and ``bench``.
+
+Each ``*_command(args)`` first plans everything it will do from its arguments (:func:`~.setup.plan_net` and the
+checks here: files, clips, combinations), then does the work and returns the exit code. Heavy modules load inside.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import warnings
+from pathlib import Path
+
+from ..errors import UsageError
+from .setup import build_net, check_clip, check_file, plan_net
+
+__all__ = ["run_command", "optimize_command", "finetune_command", "bench_command"]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# run
+
+
+def run_command(args) -> int:
+    import numpy as np
+    import torch
+
+    from .. import data
+    from .._utils.files import atomic_write_all, write_json
+    from ..eval.plots import save_figure, stream_figure
+    from ..eval.report import format_summary
+    from ..eval.video import evaluate_stream
+
+    plan = plan_net(args, kinds=("image",))
+    check_file(args.video, "video file")
+    start = time.perf_counter()
+    frames = data.read_video(args.video, args.frames, strict=args.strict)  # opened and probed now, decoded lazily
+    built = build_net(plan)
+    bundle, net = built.bundle, built.net
+
+    def chunks():  # decode and preprocess lazily: any length of video in bounded memory
+        pending = []
+        for frame in frames:
+            pending.append(frame)
+            if len(pending) == args.chunk:
+                yield bundle.preprocess(np.stack(pending)).unsqueeze(1)  # (t, 1, 3, H, W)
+                pending = []
+        if pending:
+            yield bundle.preprocess(np.stack(pending)).unsqueeze(1)
+
+    net.set_delta_dtype(torch.float64 if args.exact else net.dtype)  # the model's dtype: about 2x faster
+    net.set_backend(args.backend)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", data.VideoWarning)  # said below, once, in the command's words
+        ev = evaluate_stream(net, chunks(), total=args.frames, desc=Path(args.video).name, per_layer=False,
+                             reference=built.reference)
+    seconds = time.perf_counter() - start
+    report = {"model": plan.model, "video": str(args.video), "scales": built.record, **_video_facts(args, frames),
+              "frames": ev.frame_rows(bundle.classes), "summary": _run_summary(ev, seconds, built.record["scheme"])}
+    print(format_summary(ev, bundle.classes, title=f"{plan.model} on {args.video}"))
+    print(f"({seconds:.0f} s)")
+    writes = {}  # all or none: rendered first, then moved into place together
+    if args.json:
+        writes[Path(args.json)] = lambda tmp: write_json(tmp, report)
+    if args.plot:
+        fig = stream_figure(ev, title=f"{plan.model} on {Path(args.video).name}")
+        writes[Path(args.plot)] = lambda tmp: save_figure(fig, tmp, Path(args.plot).suffix)
+    for path in atomic_write_all(writes):
+        print(f"wrote {path}")
+    return 0
+
+
+def _run_summary(ev, seconds: float, scheme: dict) -> dict:
+    """The summary of `run --json`: both conventions for the delta network's ops, and the scheme that ran."""
+    return ev.summary() | {
+        "scheme": scheme, "seconds": seconds,
+        "conventions": {"additions": "the paper's: |n| additions per message n and connection (ops.sigma_delta)",
+                        "events": "2 ops per nonzero message and connection, as the dense original (ops.events)"}}
+
+
+def _video_facts(args, frames) -> dict:
+    """What `run` read of the video, for the JSON; warns (stderr) of a truncated file or fewer frames than asked."""
+    facts = {"frames_read": frames.frames_read, "truncated": frames.truncated, "still_image": frames.still_image}
+    if frames.truncated:
+        facts["video_warning"] = frames.problem
+        print(f"sigmadelta run: warning: {frames.problem} (--strict makes this an error)", file=sys.stderr)
+    if args.frames is not None and frames.frames_read < args.frames:
+        what = "a still image: 1 frame" if frames.still_image else f"{frames.frames_read} frames"
+        print(f"sigmadelta run: warning: {args.video} holds {what}, fewer than the {args.frames} asked for "
+              f"(--frames {args.frames})", file=sys.stderr)
+    elif frames.still_image:
+        print(f"sigmadelta run: note: {args.video} is a still image, run as a one-frame video", file=sys.stderr)
+    return facts
+
+
+# ---------------------------------------------------------------------------------------------------------
+# optimize
+
+# `optimize --learn-scheme-param`: the frames searched on and the values tried (h in levels; θ as multiples of the θ
+# set, τ·σ of each layer's input), as `python -m sigmadelta.paper.learned_h` measured them
+SEARCH_FRAMES, SEARCH_VALUES = 40, (0.5, 1.0, 2.0, 3.0, 4.0)
+
+
+def optimize_command(args) -> int:
+    from .._utils.distributed import init_distributed, quiet_unless_first_process
+    from ..files.scales import save_scales
+
+    if args.learn_scheme_param is not None and args.scheme not in ("hysteresis", "threshold"):
+        raise UsageError("--learn-scheme-param learns h or θ per quantizer: give --scheme hysteresis or threshold")
+    plan = plan_net(args, kinds=("image",))
+    rank, _ = init_distributed()
+    quiet_unless_first_process()
+    built = build_net(plan)
+    if rank:  # under torchrun the first process learns the scheme's parameter (no collectives) and writes
+        return 0
+    meta = dict(built.record)
+    if args.learn_scheme_param is not None:
+        meta["scheme_search"] = _learn_scheme_param(args, plan, built)
+    save_scales(args.output, built.net, plan.model, meta)
+    scales = built.net.scales
+    print("  " + ", ".join(f"{name}: " + (f"{k:.3g}" if isinstance(k, float) else f"{k.min():.3g}..{k.max():.3g}")
+                           for name, k in list(scales.items())[:6])
+          + (f", ... ({len(scales)} scales)" if len(scales) > 6 else ""))
+    print(f"wrote {args.output}")
+    return 0
+
+
+def _learn_scheme_param(args, plan, built) -> dict:
+    """Learn the scheme's parameter per quantizer (:func:`sigmadelta.learn_scheme_params`) on the first frames of
+    the calibration clip at trade-off ``--learn-scheme-param`` per event, from the parameter set; returns a record."""
+    from .. import data, learn_scheme_params
+
+    net, clip = built.net, plan.scales.clip
+    frames = data.load_clip(clip, built.bundle, max_frames=min(SEARCH_FRAMES, args.calibrate_frames or SEARCH_FRAMES))
+    start = net.scheme_params
+    unit = {name: 1.0 if args.scheme == "hysteresis" else theta for name, theta in start.items()}
+    print(f"learning {args.scheme}'s parameter per quantizer on {clip} ({len(frames)} frames), λ = "
+          f"{args.learn_scheme_param:g} per event")
+    search = learn_scheme_params(net, frames, args.learn_scheme_param, scheme=args.scheme, start=start,
+                                 candidates={name: [v * u for v in SEARCH_VALUES] for name, u in unit.items()})
+    values = sorted(search.params.values())
+    print(f"  {len(values)} quantizers, {'h' if args.scheme == 'hysteresis' else 'θ'} {values[0]:.3g} .. "
+          f"{values[-1]:.3g}; on those frames error {search.error:.3g}, {search.ops:.4g} event ops per frame")
+    return dict(lam=args.learn_scheme_param, clip=str(clip), frames=len(frames), error=search.error,
+                event_ops_per_frame=search.ops, values=list(SEARCH_VALUES))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# finetune
+
+
+def finetune_command(args) -> int:
+    import torch
+
+    from .. import recipes
+    from .._utils.distributed import init_distributed, quiet_unless_first_process
+    from ..config import SchemeConfig
+    from ..learn.finetune import finetune_cached, training_clips
+
+    scheme = _finetune_scheme(args)
+    plan = plan_net(args, lam=_starting_lam(args, scheme), with_scheme=False)  # finetune sets the scheme trained
+    if plan.kind == "mnist" and args.train:
+        raise UsageError(f"--train: {plan.model} trains on Temporal-MNIST's training split, not on clips")
+    for clip in args.train or ():
+        if clip != "synthetic":
+            check_clip(clip, "--train")
+    changes = {k: v for k, v in (("steps", args.steps), ("batch", args.batch), ("window", args.window),
+                                 ("seed", args.seed), ("surrogate", args.surrogate)) if v is not None}
+    config = recipes.finetune_config(plan.model).replace(
+        **changes, **({} if scheme is None else {"scheme": recipes.scheme_config(plan.model, *scheme)
+                                                 if scheme[0] == "hysteresis" else SchemeConfig()}))
+    lam = recipes.finetune_lam(plan.model) if args.lam is None else args.lam
+    rank, world = init_distributed()
+    quiet_unless_first_process()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    built = build_net(plan)
+    clips, names = training_clips(built.bundle, args.train)
+    print(f"fine-tuning {plan.model}: λ = {lam:g}, {config.steps} steps of {config.batch} windows x "
+          f"{config.window} frames on {len(clips)} clips ({sum(len(c) for c in clips)} frames: {names}), scheme "
+          f"{config.scheme.describe()}, {world} process(es)")
+    result = finetune_cached(built.net, clips, lam, config, model=plan.model, output=args.output,
+                             meta={"train": names}, progress=rank == 0)
+    print(("  read from the cache: " if result.cached else "wrote ") + str(result.path)
+          + f" ({result.record['seconds']:.0f} s of training)")
+    return 0
+
+
+def _finetune_scheme(args) -> tuple | None:
+    """``(name, h, allocate)`` of `finetune`'s ``--scheme`` options, checked (``None``: the recipe's scheme)."""
+    if args.scheme is None:
+        if args.scheme_param is not None or args.allocate_bands:
+            raise UsageError(f"{'--scheme-param' if args.scheme_param is not None else '--allocate-bands'} is for "
+                             "--scheme hysteresis; give it")
+        return None
+    if args.scheme == "sigma-delta" and (args.scheme_param is not None or args.allocate_bands):
+        raise UsageError("--scheme-param and --allocate-bands are for --scheme hysteresis; the sigma-delta scheme "
+                         "has no parameter")
+    return args.scheme, args.scheme_param, args.allocate_bands
+
+
+def _starting_lam(args, scheme) -> float | None:
+    """The λ of the starting scales: ``--scales-lam``, else the one hysteresis's default h goes with, else the
+    model's (``None``: let the plan decide)."""
+    from .. import recipes
+
+    if args.scales_lam is not None:
+        return args.scales_lam
+    if scheme is not None and scheme[0] == "hysteresis" and scheme[1] is None and args.model is not None:
+        return recipes.scheme_setting(args.model, "hysteresis")[1]
+    return recipes.scale_lam(args.model) if args.model is not None else None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# bench
+
+
+def bench_command(args) -> int:
+    from .. import data
+    from .._utils.files import write_json
+    from ..eval.timing import benchmark
+
+    plan = plan_net(args)
+    if args.data in ("mnist", "temporal-mnist"):
+        if plan.kind != "mnist":
+            raise UsageError(f"--data {args.data} is for the MNIST MLPs, not {plan.model!r}")
+    elif plan.kind == "mnist":
+        raise UsageError(f"--data: {plan.model} takes MNIST digits: give --data temporal-mnist or mnist")
+    else:
+        check_clip(args.data, "--data")
+    built = build_net(plan)
+    if plan.kind == "mnist":
+        frames, _ = data.mnist_clip("test", temporal=args.data == "temporal-mnist", max_frames=args.frames)
+    else:
+        frames = data.load_clip(args.data, built.bundle, max_frames=args.frames)  # (T, 1, ...)
+    net = built.net
+    print(f"scheme {net.scheme}; timing {plan.model} on {args.data}: {len(frames)} frames, {args.threads} thread(s), "
+          f"{args.repeats} repeats, dense original vs the {args.backend} backend")
+    result = benchmark(net, frames, threads=args.threads, repeats=args.repeats, original=built.bundle.model,
+                       model=plan.model, data=str(args.data))
+    result["scheme"] = net.scheme_config.to_dict()
+    print(f"dense {result['dense_ms_per_frame']:.2f} ms/frame, sigma-delta ({args.backend}, {net.scheme}) "
+          f"{result['sigma_delta_ms_per_frame']:.2f} ms/frame: speed-up {result['speedup']:.2f}x; "
+          f"fewer ops {result['op_reduction']:.1f}x (additions), {result['op_reduction_muladd']:.1f}x (events); "
+          f"max |{args.backend} - simulation| {result['max_abs_diff']:.2e}")
+    if args.json:
+        write_json(args.json, result)
+        print(f"wrote {args.json}")
+    return 0
