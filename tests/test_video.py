@@ -36,6 +36,9 @@ def frames():
 
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
+    from sigmadelta import data
+
+    monkeypatch.setenv(data.CLIPS_ENV, str(data.clips_dir()))  # the fetched clips stay where make install put them
     monkeypatch.setenv("SIGMADELTA_CACHE", str(tmp_path / "cache"))
     return tmp_path / "cache"
 

