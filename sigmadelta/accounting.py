@@ -29,7 +29,7 @@ Biases, nonlinearities, pooling and state updates are not counted, as in the pap
 Two conventions, named plainly everywhere results are shown: **additions** (the paper's: a message ``n``
 costs ``|n|`` additions per connection; the ``sigma_delta`` kind) and **events** (the peers' and the dense
 original's: each nonzero message costs one multiply-accumulate per connection, 2 ops; the ``sigma_delta_muladd``
-kind, :data:`EVENTS`). Both are counted for every delta scheme (:mod:`sigmadelta.functional`): ``s`` is the
+kind, :data:`EVENTS`). Both are counted for every delta scheme (:mod:`sigmadelta.core.functional`): ``s`` is the
 scheme's message ``L_t − L_{t−1}``. The threshold scheme's messages are real numbers, which additions cannot
 apply: its ``sigma_delta`` kind counts them as events too (2 ops per nonzero message and connection, priced as
 multiply-adds), so both conventions give the same number for it.

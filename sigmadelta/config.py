@@ -264,7 +264,10 @@ class FinetuneConfig(_Config):
 
     def __post_init__(self):
         if isinstance(self.scheme, Mapping):
-            object.__setattr__(self, "scheme", SchemeConfig.from_dict(self.scheme))
+            try:
+                object.__setattr__(self, "scheme", SchemeConfig.from_dict(self.scheme))
+            except ConfigError as e:
+                raise ConfigError(f"{type(self).__name__}: scheme: {e}") from None
         if not isinstance(self.scheme, SchemeConfig) or self.scheme.name == THRESHOLD:
             self._refuse("scheme", f"a SchemeConfig of {SIGMA_DELTA_SCHEME!r} or {HYSTERESIS!r}")
         self._check_choice("error", DISTILLATION_ERRORS)

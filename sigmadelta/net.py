@@ -252,7 +252,7 @@ class SigmaDeltaNet(nn.Module):
         return other.set_mode(mode)
 
     def observations(self) -> dict[str, Observation]:
-        """Quantizer name -> what it saw and sent in the last call (:class:`~sigmadelta.modules.Observation`:
+        """Quantizer name -> what it saw and sent in the last call (:class:`~sigmadelta.core.modules.Observation`:
         ``x``, the real input; ``r``, ``round(k x)``; ``s``, the messages), in graph order. The op counter, scale
         learning and the evaluation read the network through this."""
         missing = [name for name, q in self._quantizers.items() if q.observation is None]
@@ -301,7 +301,7 @@ class SigmaDeltaNet(nn.Module):
 
     def set_backend(self, backend: str) -> "SigmaDeltaNet":
         """How the sigma-delta mode executes: ``"dense"`` (the exact simulation, the reference) or a registered
-        backend (:mod:`sigmadelta.backends`; ``"sparse"``, :mod:`sigmadelta.runtime.sparse`: work follows the
+        backend (:mod:`sigmadelta.runtime.registry`; ``"sparse"``, :mod:`sigmadelta.runtime.sparse`: work follows the
         nonzero quantized deltas). Other modes always run dense. Resets state and op counts. Returns the network.
         """
         factory = backends.backend_factory(backend)  # a ValueError naming the registered ones

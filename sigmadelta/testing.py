@@ -1,4 +1,5 @@
-"""Small models and synthetic streams for tests, examples and the demo.
+"""Small models and synthetic streams for tests, examples and the demo, and the margin that makes comparing two
+computations' levels exactly an honest test.
 
 The three toy families cover what the converter must handle: an MLP, a VGG-style CNN (conv, ReLU,
 max-pooling, flatten, fully connected) and a residual CNN (depthwise convs, BatchNorm to fold, ReLU6,
@@ -7,11 +8,13 @@ zero padding, residual adds, spatial mean).
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["mlp", "vgg_style_cnn", "residual_cnn", "correlated_stream", "randomize_batchnorm"]
+__all__ = ["mlp", "vgg_style_cnn", "residual_cnn", "correlated_stream", "randomize_batchnorm", "decision_margin"]
 
 
 def mlp(sizes=(784, 200, 200, 10), bias: bool = True) -> nn.Sequential:
@@ -102,3 +105,34 @@ def correlated_stream(steps: int, shape, *, batch: int = 1, step_std: float = 0.
     walk = torch.randn((steps, batch, *shape), generator=generator, dtype=dtype).mul_(step_std)
     walk[0] = 0
     return (start + walk.cumsum(0)).clamp_(low, high)
+
+
+@torch.no_grad()
+def decision_margin(net) -> float:
+    """How close the last call of ``net`` came to a decision of its quantizers: the smallest distance, over every
+    quantizer, unit and step, of a scaled input from a boundary where its level would turn out otherwise.
+
+    The boundaries: the half-integers of ``k x`` (rounding, and the Rounding network's integers that op counting
+    reads in every scheme); for hysteresis ``|k x_t − L_{t−1}| = ½ + h``; for thresholds ``|x_t − L_{t−1}| = θ``.
+    Two computations of the same values that differ by less than this margin (another summation order on another
+    CPU, a batch of other shape) give the same levels, messages and op counts: a test that compares those exactly
+    asserts first that the margin exceeds the float difference it allows. Call it after a clip-mode run from zero
+    state (``net.reset(); net.run(clip)``); ``inf`` in the original and temporal-difference modes.
+    """
+    margin = math.inf
+    for name, seen in net.observations().items():
+        if seen.r is None:
+            continue
+        q = net.quantizers[name]
+        x = seen.x.double()
+        v = q.scale.detach().double() * x
+        margin = min(margin, float((v - v.floor() - 0.5).abs().min()))  # round(k x): the half-integers
+        if seen.s is None or q.scheme == "sigma-delta":
+            continue
+        steps = q.steps
+        u = (q.message_scale.detach().double() * x).unflatten(0, (steps, -1))  # (T, B, ...)
+        levels = seen.s.double().unflatten(0, (steps, -1)).cumsum(0)  # L_t, from L_{-1} = 0 at the stream's start
+        last = torch.cat([torch.zeros_like(levels[:1]), levels[:-1]])
+        band = q.scheme_param + (0.5 if q.scheme == "hysteresis" else 0.0)
+        margin = min(margin, float(((u - last).abs() - band).abs().min()))
+    return margin

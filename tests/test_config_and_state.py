@@ -1,16 +1,15 @@
-"""ScaleConfig, net.configured(), observations(), the evaluation core, and the deprecated names."""
+"""The configs (ScaleConfig, SchemeConfig, FinetuneConfig), net.configured(), observations(), the evaluation core."""
 
 from __future__ import annotations
-
-import warnings
 
 import pytest
 import torch
 
 import sigmadelta
-from sigmadelta.config import PAPER_VIDEO, ConfigError, ScaleConfig
+from sigmadelta.config import ConfigError, FinetuneConfig, ScaleConfig, SchemeConfig
 from sigmadelta.eval.stream import run_stream
-from sigmadelta.testing import correlated_stream, mlp
+from sigmadelta.recipes import PAPER_VIDEO
+from sigmadelta.testing import correlated_stream, decision_margin, mlp
 
 
 @pytest.fixture
@@ -32,6 +31,25 @@ def test_scale_config_validates_and_round_trips():
         config.replace(momentum=0.9)
     with pytest.raises(ConfigError, match="unknown settings"):
         ScaleConfig.from_dict({"lr": 0.1, "learning_rate": 0.1})
+
+
+@pytest.mark.parametrize("cls, bad, field", [
+    (SchemeConfig, dict(name="deltas"), "name"), (SchemeConfig, dict(name="hysteresis", param=-1.0), "param"),
+    (SchemeConfig, dict(name="sigma-delta", param=1.0), "param"),
+    (SchemeConfig, dict(name="sigma-delta", allocate_bands=True), "allocate_bands"),
+    (SchemeConfig, dict(name="threshold", values={"0": "x"}), "values"),
+    (FinetuneConfig, dict(window=1), "window"), (FinetuneConfig, dict(error="kl"), "error"),
+    (FinetuneConfig, dict(surrogate="ops"), "surrogate"),
+    (FinetuneConfig, dict(scheme=SchemeConfig("threshold", 0.1)), "scheme"),
+])
+def test_every_config_refuses_a_bad_field_by_name_and_round_trips(cls, bad, field):
+    with pytest.raises(ConfigError, match=f"{cls.__name__}: {field} must be"):
+        cls(**bad)
+    good = cls().replace(**({"name": "hysteresis", "param": 1.5, "allocate_bands": True} if cls is SchemeConfig
+                            else {"scheme": SchemeConfig("hysteresis", 1.0), "steps": 7}))
+    assert cls.from_dict(good.to_dict()) == good
+    with pytest.raises(ConfigError, match="unknown settings"):
+        cls.from_dict(good.to_dict() | {"nope": 1})
 
 
 def test_the_config_of_a_run_is_kept_in_its_history(net):
@@ -67,12 +85,17 @@ def test_observations_say_what_each_quantizer_saw_and_sent(net):
             assert seen.x.shape == (5, *net.quantizers[name].observation.x.shape[1:])
             assert (seen.r is not None, seen.s is not None) == (has_r, has_s), (mode, name)
     first = next(iter(net.observations().values()))
-    torch.testing.assert_close(first.x, clip.flatten(0, 1), rtol=0, atol=0)  # the input layer sees the input
-    assert torch.equal(first.s.cumsum(0), first.r)  # Σ messages = round(k x): the sigma-delta integers telescope
+    assert torch.equal(first.x, clip.flatten(0, 1))  # the input itself, no arithmetic: exact by construction
+    assert torch.equal(first.s.cumsum(0), first.r)  # integers (exact in float): Σ messages = round(k x), telescoping
 
 
-def test_run_stream_equals_running_each_network_by_hand(net):
-    clip = correlated_stream(11, (6,), step_std=0.05)
+def test_run_stream_equals_running_each_network_by_hand():
+    """Chunks of 4 steps against one call of 11: another batch shape, so floats agree to rounding (float64,
+    1e-12) and the integers (op counts) exactly, the levels being far from every decision (the margin asserted)."""
+    torch.manual_seed(0)
+    net = sigmadelta.convert(mlp((6, 8, 3)).double(), torch.zeros(1, 6, dtype=torch.float64))
+    net.set_scales({name: 8.0 for name in net.scales})
+    clip = correlated_stream(11, (6,), step_std=0.05, dtype=torch.float64)
     seen = {}
     counts = run_stream(net, clip, ("original", "rounding", "sigma-delta"), chunk=4,
                         on_chunk=lambda c, out, nets: [seen.setdefault(m, []).append(o) for m, o in out.items()])
@@ -80,24 +103,10 @@ def test_run_stream_equals_running_each_network_by_hand(net):
     for mode in ("original", "rounding", "sigma-delta"):
         net.set_mode(mode)
         by_hand = net.run(clip)
-        assert torch.equal(torch.cat(seen[mode]), by_hand), mode
+        assert decision_margin(net) > 1e-9, mode
+        torch.testing.assert_close(torch.cat(seen[mode]), by_hand, rtol=1e-12, atol=1e-12, msg=mode)
         assert counts[mode].to_dict() == net.op_counts().to_dict(), mode
     with pytest.raises(ValueError, match="unknown modes"):
         run_stream(net, clip, ("sigma_delta",))
     with pytest.raises(ValueError, match="no frame"):
         run_stream(net, iter([]), ("sigma-delta",))
-
-
-def test_old_names_warn_and_still_work():
-    with pytest.warns(DeprecationWarning, match="sigmadelta.evaluation"):
-        video = sigmadelta.video
-    assert video.evaluate_stream is sigmadelta.evaluation.evaluate_stream
-    from sigmadelta.files import scales
-
-    with pytest.warns(DeprecationWarning, match="PAPER_VIDEO"):
-        old = scales.CALIBRATION_DEFAULTS
-    assert old["lr"] == PAPER_VIDEO.lr and old["error"] == PAPER_VIDEO.error
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        sigmadelta.optimize_scales(sigmadelta.convert(mlp((6, 8, 3)), torch.zeros(1, 6)), torch.randn(10, 6), 1e-4,
-                                   error="l2", lr=0.01, epochs=1, progress=False)  # keywords: no warning

@@ -89,7 +89,7 @@ def _add_run(sub, common) -> None:
 
 def _add_optimize(sub, common) -> None:
     opt = _parser(sub, "optimize", common, help="learn a model's scales on a clip (the paper's protocol) and save them")
-    _model(opt, MODELS, unless_checkpoint=False)
+    _model(opt, IMAGE_MODELS, unless_checkpoint=False)
     opt.add_argument("--calibrate", metavar="CLIP", required=True, help="a clip name or a video file (for the MNIST "
                      "MLPs: mnist, the training images)")
     opt.add_argument("-o", "--output", metavar="FILE", required=True, help="the scales file to write (JSON)")

@@ -1,7 +1,7 @@
 """Stateless operators of a Sigma-Delta network, over a leading time axis.
 
 Every function here is pure: state comes in as an argument and the new state goes out as a return value, so
-each can be tested alone. The stateful modules in :mod:`sigmadelta.modules` wrap them.
+each can be tested alone. The stateful modules in :mod:`sigmadelta.core.modules` wrap them.
 
 Time is always dimension 0: a clip is ``[T, B, ...]``; a state is one frame, ``[B, ...]``.
 Rounding is half-to-even (``torch.round``) everywhere in the package.

@@ -113,15 +113,15 @@ class Quantizer(StatefulMixin, nn.Module):
         m_t = x_t, \\quad r_t / k, \\quad x_t - x_{t-1}, \\quad (r_t - r_{t-1}) / k
 
     The sigma-delta integers ``s_t = r_t − r_{t−1}`` are those of the herding quantizer
-    ``Q(Δ(k x))`` (:func:`sigmadelta.functional.sigma_delta_encode`), so ``Σ_τ s_τ = round(k x_t)`` exactly.
+    ``Q(Δ(k x))`` (:func:`sigmadelta.core.functional.sigma_delta_encode`), so ``Σ_τ s_τ = round(k x_t)`` exactly.
     ``r`` is computed in the model's dtype, as in the rounding network, so both networks round the same
     values; the differences are taken in :attr:`delta_dtype` (float64 unless set to the model's dtype). The
     integers ``r`` and ``s`` are exact in float32 while ``|r| < 2**24``.
 
     :attr:`scheme` chooses how the sigma-delta mode forms its levels ``L_t`` (``r_t`` above), from
-    :mod:`sigmadelta.functional`: ``"sigma-delta"`` (the paper's, ``L_t = round(k x_t)``), ``"hysteresis"``
-    (:func:`~sigmadelta.functional.hysteresis_levels`, :attr:`scheme_param` = h) or ``"threshold"``
-    (:func:`~sigmadelta.functional.threshold_levels`, :attr:`scheme_param` = θ, with ``k = 1``); the message is
+    :mod:`sigmadelta.core.functional`: ``"sigma-delta"`` (the paper's, ``L_t = round(k x_t)``), ``"hysteresis"``
+    (:func:`~sigmadelta.core.functional.hysteresis_levels`, :attr:`scheme_param` = h) or ``"threshold"``
+    (:func:`~sigmadelta.core.functional.threshold_levels`, :attr:`scheme_param` = θ, with ``k = 1``); the message is
     ``(L_t − L_{t−1}) / k`` in every scheme. The other modes ignore the scheme.
 
     After each call :attr:`observation` (an :class:`Observation`) holds what it saw and sent: what the op counter,
@@ -229,7 +229,7 @@ class SigmaDeltaLinear(StatefulMixin, nn.Module):
     The bias is added once, after integration, never once per increment. ``W m`` is computed in the dtype of
     the increments ``m`` (:attr:`delta_dtype`); the running sum carried from call to call is kept in
     :attr:`state_dtype` (float64), so that it does not drift over long streams (see
-    :func:`~sigmadelta.functional.integrate`). In a float64 model the sigma-delta output stays within ~1e-9 of
+    :func:`~sigmadelta.core.functional.integrate`). In a float64 model the sigma-delta output stays within ~1e-9 of
     the rounding network's over 10,000 steps (paper-notes, section 4).
 
     Args:

@@ -101,7 +101,7 @@ def mnist_clip(split: str = "test", temporal: bool = True, max_frames: int | Non
 
 
 def _cached_order(images: np.ndarray, split: str, buffer: int, progress: bool) -> np.ndarray:
-    path = cache_dir() / f"temporal-mnist-v{_VERSION}-{split}-buffer{buffer}-{array_digest(images)}.npz"
+    path = cache_dir() / f"temporal-mnist-v{_VERSION}-{split}-buffer{buffer}-{digest(images)}.npz"
     if path.is_file():
         try:
             with np.load(path) as f:

@@ -1,7 +1,7 @@
 """Wall-clock benchmark of the sparse Sigma-Delta backend against the dense original network.
 
 >>> import torch, sigmadelta
->>> from sigmadelta.runtime.bench import benchmark
+>>> from sigmadelta.eval.timing import benchmark
 >>> from sigmadelta.testing import mlp, correlated_stream
 >>> result = benchmark(mlp((64, 128, 10)), correlated_stream(20, (64,)), threads=1, repeats=3, scales=8.0)
 >>> sorted(result)[:4]

@@ -21,7 +21,7 @@ meta            free-form: what it was trained on
 ==============  ===============================================================================================
 
 Files are written atomically: a crash never leaves a half-written checkpoint. Every problem reading one is a
-:class:`~sigmadelta.CheckpointError` of one line naming the file.
+:class:`~sigmadelta.errors.CheckpointError` of one line naming the file.
 """
 
 from __future__ import annotations

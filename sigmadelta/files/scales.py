@@ -4,7 +4,7 @@ A scales file holds the model's name, its quantizers (layer names, in graph orde
 (a list for per-channel scales), the delta scheme (a :class:`~sigmadelta.config.SchemeConfig` with each quantizer's
 ``h`` or ``θ``), and free-form ``meta`` (how the scales were learned). Loading checks the model name, the layer names
 and shapes against the network, so a file for another model never loads silently; every problem is a
-:class:`~sigmadelta.ScalesError` naming the file and the key. Files are written atomically.
+:class:`~sigmadelta.errors.ScalesError` naming the file and the key. Files are written atomically.
 
 >>> import torch, sigmadelta, tempfile, os
 >>> from sigmadelta.files import scales

@@ -1,4 +1,4 @@
-"""The minibatches of scale learning (:mod:`sigmadelta.optimize`), and each process's share of one under torchrun.
+"""The minibatches of scale learning (:mod:`sigmadelta.learn.optimize`), and each process's share of one under torchrun.
 
 A :class:`Batch` holds the inputs of one SGD step and the original network's outputs for its counted samples. For
 the rounding cost the inputs are samples ``(B, ...)``. For the sigma-delta cost they are a window ``(T', B, ...)``

@@ -33,8 +33,8 @@ starting from zero state (its first frame costs what the rounding network pays),
 sigma-delta network.
 
 **Data-parallel.** Under ``torchrun`` (a process group joined, e.g. with
-:func:`sigmadelta.finetune.init_distributed`) every process builds the same minibatches and runs its share of each
-(:func:`sigmadelta.minibatches.share`: samples, or streams, or time steps each with the step before it as Δ
+:func:`sigmadelta._utils.distributed.init_distributed`) every process builds the same minibatches and runs its share of each
+(:func:`sigmadelta.learn.minibatches.share`: samples, or streams, or time steps each with the step before it as Δ
 reference); the error terms and the costs add up over rows, so the all-reduced gradient is the one-process gradient
 and the learned scales equal one process's with the same ``batch_size`` (to the order of summation; tested). Each
 minibatch is one process's work when it has one row, as in the paper's video recipe (one frame): scaling out pays

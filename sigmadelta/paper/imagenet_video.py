@@ -13,7 +13,7 @@ with the original network: top-1 (same argmax) and top-5 (the Sigma-Delta argmax
 One change to the paper's protocol: scales start at k = 16, not 1. The paper's k = 1 was for VGG-19 on 0-255 pixels
 (256 levels); EfficientNet's inputs are in [-1, 1], where k = 1 leaves 3 levels, no frame agrees with the original
 and the L2 error on probabilities has no gradient left to climb back. SqueezeNet takes 0-255 pixels (minus the
-mean), like the paper's VGG, and starts at the paper's k = 1 (:func:`sigmadelta.scales.init_scale`).
+mean), like the paper's VGG, and starts at the paper's k = 1 (:data:`sigmadelta.recipes.INIT_SCALES`).
 
 λ is swept (all values trained at once) to draw the trade-off curve; the default λ is the model's
 (:func:`sigmadelta.recipes.scale_lam`), read off that curve. Uniform scales (k the same everywhere) are evaluated

@@ -1,6 +1,6 @@
 """Which graph nodes the converter knows, by kind.
 
-- *Linear* ops get a quantizer on their input and become :class:`~sigmadelta.modules.SigmaDeltaLinear`.
+- *Linear* ops get a quantizer on their input and become :class:`~sigmadelta.core.modules.SigmaDeltaLinear`.
 - *Per-sample* ops run unchanged on real, integrated values between linear ops. Such an op may be
   nonlinear (ReLU, max-pooling, softmax, a product of two tensors): it is correct in every mode as long as
   it treats each sample of the batch on its own and holds no hidden linear layer. The converter checks the

@@ -1,6 +1,6 @@
 """Execution backends that lower the dense reference network (see ``SigmaDeltaNet.set_backend``).
 
-Importing this package registers them in :mod:`sigmadelta.backends`; ``import sigmadelta`` does.
+Importing this package registers them in :mod:`sigmadelta.runtime.registry`; ``import sigmadelta`` does.
 """
 
 from .registry import register_backend

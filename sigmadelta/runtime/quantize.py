@@ -18,7 +18,7 @@ class QuantizeStep(Step):
 
     .. math:: r_t = f(k x_t, r_{t-1}), \\qquad s_t = r_t - r_{t-1}
 
-    with ``f`` the level recurrence of the quantizer's scheme, the one function of :mod:`sigmadelta.functional`
+    with ``f`` the level recurrence of the quantizer's scheme, the one function of :mod:`sigmadelta.core.functional`
     that the dense simulation also calls (``round`` for the paper's scheme, ``k = 1`` for the threshold scheme).
     Every scheme's ``f`` is idempotent (``f(v, f(v, L)) = f(v, L)``), so rows whose input did not change keep
     their level and are skipped. ``r`` is formed in the model's dtype, as in the simulation, so both see the

@@ -6,7 +6,7 @@ unchanged) and ``reset()``. Backends register themselves on import (:mod:`sigmad
 ``"sparse"``); :meth:`sigmadelta.SigmaDeltaNet.set_backend` looks them up by name, so the network never imports an
 engine. ``"dense"`` is the network's own simulation, the reference that every backend must match.
 
->>> from sigmadelta import backends
+>>> from sigmadelta.runtime import registry as backends
 >>> "dense" in backends.names() and "sparse" in backends.names()
 True
 """

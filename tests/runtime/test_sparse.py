@@ -13,6 +13,7 @@ from torch import nn
 
 import sigmadelta
 from sigmadelta.accounting import fanout_map
+from sigmadelta.core.modules import SigmaDeltaLinear
 from sigmadelta.runtime._indexmaps import conv_targets
 from sigmadelta.runtime.sparse import DENSE_ABOVE, engine_of
 from sigmadelta.testing import correlated_stream, mlp, residual_cnn, vgg_style_cnn
@@ -211,7 +212,7 @@ def test_first_frame_of_a_backend_switch_restarts_the_stream():
 def test_conv_targets_reach_exactly_the_fanout(stride, padding, dilation, kernel):
     """Each input row reaches as many output rows as the exact fan-out says, and its taps find exactly the
     outputs that a one-hot input changes."""
-    layer = sigmadelta.modules.SigmaDeltaLinear("c", "conv2d", torch.randn(2, 1, kernel, kernel), None,
+    layer = SigmaDeltaLinear("c", "conv2d", torch.randn(2, 1, kernel, kernel), None,
                                                 dict(stride=stride, padding=padding, dilation=dilation, groups=1))
     size = (7, 9)
     out_size = layer.linear(torch.zeros(1, 1, *size), layer.weight).shape[2:]

@@ -86,5 +86,5 @@ def test_cli_allocates_bands_and_refuses_them_without_a_band(tmp_path, capsys):
         out = tmp_path / f"bench{len(extra)}.json"
         assert main(["bench", "--model", "mnist-mlp", "--data", "temporal-mnist", "--frames", "6", "--repeats", "1",
                      "--scheme", "threshold", "--scheme-param", "0.1", "--json", str(out)] + extra) == 0
-        params[bool(extra)] = json.loads(out.read_text())["scheme"]["params"]
+        params[bool(extra)] = json.loads(out.read_text())["scheme"]["values"]
     assert params[True].keys() == params[False].keys() and params[True] != params[False]

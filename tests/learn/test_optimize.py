@@ -334,6 +334,7 @@ def test_sigma_delta_cost_on_independent_clips():
 @pytest.mark.parametrize("world", [2, 3, 5])
 @pytest.mark.parametrize("kind", ["samples", "one stream", "streams"])
 def test_process_shares_cover_every_counted_row_once_with_its_reference(kind, world):
+    # shares are slices of the minibatch (no arithmetic): exact comparisons are exact by construction
     temporal = kind != "samples"
     x = torch.arange(7 * 3 * 2.0).reshape(7, 3, 2) if temporal else torch.arange(14.0).reshape(7, 2)
     if kind == "one stream":
@@ -378,7 +379,7 @@ def learned_scales(case: str) -> dict[str, torch.Tensor]:
 
 DDP_SCRIPT = textwrap.dedent("""
     import sys, torch
-    from sigmadelta.finetune import init_distributed
+    from sigmadelta._utils.distributed import init_distributed
     sys.path.insert(0, {tests!r})
     from test_optimize import DDP_CASES, learned_scales
     torch.set_num_threads(1)

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 import sigmadelta
 from sigmadelta import data
-from sigmadelta.eval import video as video
+from sigmadelta.eval import plots, video
 from sigmadelta.files import scales as sc
 from sigmadelta._utils.files import atomic_write, atomic_write_all
 from sigmadelta.cli import main
@@ -148,7 +148,7 @@ def test_a_scales_file_accepts_exactly_the_numbers_float32_can_hold_as_a_scale(t
 
 @pytest.mark.parametrize("text, words", [
     ("{not json", "invalid JSON"), ("[1, 2]", "not a scales file"), ('{"format": "other/1"}', "not a scales file"),
-    ('{"format": "sigmadelta-scales/1", "model": "toy"}', "needs 'model'"), ("\udcff", "invalid JSON"),
+    ('{"format": "sigmadelta-scales/2", "model": "toy"}', "needs 'model'"), ("\udcff", "invalid JSON"),
 ])
 def test_a_file_that_is_not_a_scales_file_says_so(text, words, tmp_path):
     path = tmp_path / "x.json"
@@ -254,7 +254,7 @@ def test_ctrl_c_exits_130_without_traceback_or_output(tmp_path, capsys, monkeypa
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(sigmadelta.report, "compare_networks", interrupted)
+    monkeypatch.setattr(sigmadelta.eval.report, "compare_networks", interrupted)
     assert main(["demo", "--synthetic", "--frames", "5", "--json", str(tmp_path / "d.json")]) == 130
     err = capsys.readouterr().err
     assert "interrupted" in err and "Traceback" not in err
@@ -263,16 +263,30 @@ def test_ctrl_c_exits_130_without_traceback_or_output(tmp_path, capsys, monkeypa
 
 @pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
 def test_files_get_the_umask_permissions(umask, tmp_path):
-    from sigmadelta.cli.commands import write_json
+    from sigmadelta._utils.files import write_json
+    from sigmadelta.config import FinetuneConfig
+    from sigmadelta.files.checkpoints import save_checkpoint
 
     old = os.umask(umask)
     try:
         write_json(tmp_path / "a.json", {"x": 1})
         sc.save_scales(tmp_path / "s.json", NET, "toy")
+        save_checkpoint(tmp_path / "c.pt", NET, model="toy", config=FinetuneConfig(), lam=0.0, record={}, steps_done=0)
     finally:
         os.umask(old)
-    for name in ("a.json", "s.json"):
-        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o666 & ~umask
+    for name in ("a.json", "s.json", "c.pt"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o666 & ~umask, name
+
+
+def test_finetune_output_follows_the_umask(tmp_path, cache):
+    """`sigmadelta finetune -o F` writes F with the umask's mode, like every other output."""
+    old = os.umask(0o027)
+    try:
+        assert main(["finetune", "--model", "mnist-mlp", "--steps", "2", "--batch", "2", "-o",
+                     str(tmp_path / "ft.pt")]) == 0
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "ft.pt").stat().st_mode) == 0o640
 
 
 def test_outputs_are_written_all_or_none(tmp_path):
@@ -409,7 +423,7 @@ def test_run_on_a_truncated_video_reports_it_and_strict_refuses_it(tmp_path, lit
     _assert_one_line_error(capsys, "cut.mp4 is truncated")
     assert not list((tmp_path / "out").iterdir())
     # a figure that fails to render: the JSON is not written either
-    monkeypatch.setattr(video, "save_figure", lambda *a, **k: (_ for _ in ()).throw(OSError("no space left")))
+    monkeypatch.setattr(plots, "save_figure", lambda *a, **k: (_ for _ in ()).throw(OSError("no space left")))
     assert main(argv) == 2
     _assert_one_line_error(capsys, "no space left")
     assert not list((tmp_path / "out").iterdir())
@@ -446,7 +460,7 @@ def test_runs_plot_legends_cover_no_curve():
     net = sigmadelta.convert(mlp((4, 5, 3)), torch.zeros(1, 4))
     net.set_scales({name: 8.0 for name in net.scales})
     ev = video.evaluate_stream(net, correlated_stream(40, (4,), step_std=0.1), progress=False, per_layer=False)
-    fig = video.stream_figure(ev, title="toy")
+    fig = plots.stream_figure(ev, title="toy")
     for ax in fig.axes:
         assert not _legend_covers_a_point(ax)
     import matplotlib.pyplot as plt
