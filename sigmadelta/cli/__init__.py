@@ -52,9 +52,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sigmadelta {args.command}: error: {message}", file=sys.stderr)
         return 2
     except Exception as e:  # a bug of the package: not the user's mistake
+        debug = getattr(args, "debug", False)
         print(f"sigmadelta {args.command}: internal error ({type(e).__name__}: {e}); please report it with the "
-              "command line" + ("" if args.debug else " (--debug prints the traceback)"), file=sys.stderr)
-        if args.debug:
+              "command line" + ("" if debug else " (--debug prints the traceback)"), file=sys.stderr)
+        if debug:
             traceback.print_exc()
         return 1
 

@@ -160,7 +160,9 @@ def _add_bench(sub, common) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--debug", action="store_true", help="on an internal error, print the traceback")
+    # SUPPRESS: a subcommand's default must not undo `sigmadelta --debug COMMAND`
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="on an internal error, print the traceback")
     parser = argparse.ArgumentParser(
         prog="sigmadelta", allow_abbrev=False, parents=[common],
         description="Sigma-Delta quantized networks: convert a PyTorch model so that its work follows how much "

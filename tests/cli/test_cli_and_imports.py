@@ -72,3 +72,40 @@ def test_bench_writes_the_documented_json(tmp_path):
 def test_bench_refuses_a_dataset_for_the_wrong_model(capsys):
     assert main(["bench", "--model", "efficientnet-lite0", "--data", "temporal-mnist"]) == 2
     assert "for the MNIST MLPs" in capsys.readouterr().err
+
+
+def test_an_internal_error_is_not_reported_as_a_bad_argument(tmp_path, capsys, monkeypatch):
+    """A KeyError raised inside the library is a bug of the package: exit 1 and a line asking to report it, the
+    traceback under --debug; never "error:" and exit 2, which say the user's argument was bad."""
+    import sigmadelta.eval.report
+
+    def broken(*args, **kwargs):
+        raise KeyError("a key the library lost")
+
+    monkeypatch.setattr(sigmadelta.eval.report, "compare_networks", broken)
+    argv = ["demo", "--synthetic", "--frames", "5", "--json", str(tmp_path / "d.json")]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "internal error (KeyError: 'a key the library lost'); please report it" in err
+    assert "error:" not in err and "Traceback" not in err and "--debug" in err
+    assert main(["--debug"] + argv) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "a key the library lost" in err
+    assert not list(tmp_path.iterdir())
+
+
+def test_the_clis_names_match_the_package():
+    from sigmadelta import config, models
+    from sigmadelta.cli import parser
+    from sigmadelta.runtime import registry
+
+    assert parser.SCHEME_NAMES == config.SCHEMES and parser.SURROGATES == config.SURROGATES
+    assert set(parser.MODELS) == set(models.names())
+    assert all(models.kind(m) == "image" for m in parser.IMAGE_MODELS)
+    assert all(models.kind(m) == "mnist" for m in parser.MNIST_MODELS)
+    assert set(parser.BACKENDS) == set(registry.names())
+
+
+def test_no_option_is_abbreviated(capsys):
+    assert main(["run", "v.mp4", "--model", "squeezenet1_1", "--frame", "3"]) == 2
+    assert "unrecognized arguments: --frame 3" in capsys.readouterr().err
