@@ -8,7 +8,7 @@ Convert any pre-trained network into one whose layers send each other discretize
 >>> net = sigmadelta.convert(model, torch.zeros(1, 784))
 >>> _ = net.set_mode("sigma-delta")
 
-The package, by role (ARCHITECTURE.md draws the layers): ``core`` (pure operators and the stateful modules),
+The package, by role (docs/architecture.md draws the layers): ``core`` (pure operators and the stateful modules),
 ``rewrite`` (tracing and conversion), ``runtime`` (execution backends), ``net`` (the converted network),
 ``accounting`` (op and energy counts), ``eval`` (running streams, agreement, reports, timing), ``files`` (scales
 files, checkpoints), ``learn`` (scales, scheme parameters, band allocation, fine-tuning), ``data`` and ``models``

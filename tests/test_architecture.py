@@ -1,4 +1,4 @@
-"""The package's layers import one way, and no module reaches into another's private names (ARCHITECTURE.md).
+"""The package's layers import one way, and no module reaches into another's private names (docs/architecture.md).
 
 Every ``import`` of every module of ``sigmadelta/`` is read with ``ast``, at module level and inside functions (lazy
 imports), relative ones resolved, and checked against the layer table below: a module may import a lower layer,
@@ -16,14 +16,14 @@ import pytest
 import sigmadelta
 
 ROOT = pathlib.Path(sigmadelta.__file__).parent
-ARCHITECTURE = ROOT.parent / "ARCHITECTURE.md"
+ARCHITECTURE = ROOT.parent / "docs" / "architecture.md"
 
 
 def read_layers(text: str) -> dict[str, int]:
-    """The layer table of ARCHITECTURE.md: group -> layer, from its rows ``| 3 | `sigmadelta.data` | ... |``."""
+    """The layer table of docs/architecture.md: group -> layer, from its rows ``| 3 | `sigmadelta.data` | ... |``."""
     rows = re.findall(r"^\|\s*(\d+)\s*\|\s*`([\w.]+)`\s*\|", text, flags=re.MULTILINE)
     layers = {group: int(layer) for layer, group in rows}
-    assert len(layers) == len(rows), "a group is listed twice in ARCHITECTURE.md"
+    assert len(layers) == len(rows), "a group is listed twice in docs/architecture.md"
     return layers
 
 
@@ -44,7 +44,7 @@ def group_of(module: str, layers: dict[str, int] | None = None) -> str:
         return module
     holders = [g for g in layers if g in PACKAGES and module.startswith(g + ".")]
     if not holders:
-        raise AssertionError(f"module {module} has no layer: add a row for it to the table of ARCHITECTURE.md")
+        raise AssertionError(f"module {module} has no layer: add a row for it to the table of docs/architecture.md")
     return max(holders, key=len)
 
 
