@@ -48,9 +48,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .core.modules import Quantizer, SigmaDeltaLinear
 
@@ -100,13 +102,31 @@ def hybrid_energy_pj(sigma_delta: np.ndarray, dense: np.ndarray, precision: str 
 
 
 def fanout_map(layer: SigmaDeltaLinear, sample_shape: tuple[int, ...]) -> torch.Tensor:
-    """Exact fan-out of every input unit of ``layer`` for one sample, shape ``sample_shape``, float64."""
+    """Exact fan-out of every input unit of ``layer`` for one sample, shape ``sample_shape``, float64.
+
+    A fully connected layer's input reaches its ``n_out`` outputs. A convolution's input channel feeds ``C_out /
+    groups`` output channels, at every output position its kernel reaches from there: that count per position is
+    the gradient of the sum of a one-channel convolution of ones with the layer's kernel size, stride, padding and
+    dilation (fewer at the borders). Computed once per layer shape and kept.
+    """
+    args = tuple(sorted((k, v if not isinstance(v, list) else tuple(v)) for k, v in layer.conv_args.items()))
+    return _fanout(layer.kind, tuple(layer.weight.shape), args, tuple(sample_shape)).clone()
+
+
+@lru_cache(maxsize=256)
+def _fanout(kind: str, weight_shape: tuple[int, ...], conv_args: tuple, sample_shape: tuple[int, ...]) -> torch.Tensor:
+    if kind == "linear":
+        return torch.full(sample_shape, float(weight_shape[0]), dtype=torch.float64)
+    c_out, _, *kernel = weight_shape
+    args = dict(conv_args)
+    groups = args.pop("groups", 1)
+    conv = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[len(kernel)]
     # autograd even when the caller runs under torch.inference_mode() or no_grad: the plan is built once
     with torch.inference_mode(False), torch.enable_grad():
-        ones = torch.ones((1, *sample_shape), dtype=torch.float64, requires_grad=True)
-        out = layer.linear(ones, torch.ones((layer.weight.shape), dtype=torch.float64))
-        (grad,) = torch.autograd.grad(out.sum(), ones)
-    return grad[0].detach()
+        ones = torch.ones((1, 1, *sample_shape[1:]), dtype=torch.float64, requires_grad=True)
+        out = conv(ones, torch.ones((1, 1, *kernel), dtype=torch.float64), **args)
+        (reached,) = torch.autograd.grad(out.sum(), ones)  # (1, 1, *spatial): output positions per input position
+    return (reached[0] * (c_out // groups)).expand(sample_shape).contiguous()
 
 
 @dataclass

@@ -21,7 +21,7 @@ def demo_command(args) -> int:
         from ..testing import correlated_stream, mlp
 
         torch.manual_seed(args.seed)
-        model, labels = mlp((784, 200, 200, 10)), None
+        model, labels, facts = mlp((784, 200, 200, 10)), None, {"model": "random 784-200-200-10 MLP"}
         clip = correlated_stream(args.frames, (784,), step_std=0.02, generator=torch.Generator().manual_seed(args.seed))
         what = (f"a randomly initialised 784-200-200-10 MLP on a synthetic, temporally correlated stream "
                 f"({args.frames} steps), all scales k = 16")
@@ -31,17 +31,20 @@ def demo_command(args) -> int:
         from .. import data, models, recipes
         from .setup import learn_mnist_scales
 
-        model = models.get("mnist-mlp").model
+        bundle = models.get("mnist-mlp")
+        model, facts = bundle.model, {"model": bundle.name, "model_info": bundle.info}
         net = sigmadelta.convert(model, torch.zeros(1, 784))
         lam = recipes.scale_lam("mnist-mlp") if args.lam is None else args.lam
+        facts["lam"] = lam
         learn_mnist_scales(net, recipes.DEMO_MLP.replace(lam=lam), args.calibrate)
         clip, labels = data.mnist_clip("test", temporal=True, max_frames=args.frames)
         labels = labels.unsqueeze(1)
         what = (f"the pre-trained 784-200-200-10 MNIST MLP on Temporal-MNIST test ({len(clip):,} frames, one stream), "
                 f"scales learned with λ = {lam:g}: " + ", ".join(f"{k:.3g}" for k in net.scales.values()))
     print(f"\nsigmadelta demo: {what}\n")
-    result = compare_networks(net, clip, labels)
-    result["description"] = what
+    result = compare_networks(net, clip, labels) | facts | {"description": what, "command": "sigmadelta demo " + " ".join(
+        a for a in (f"--frames {args.frames}", f"--calibrate {args.calibrate}", f"--lam {args.lam:g}" if args.lam else "")
+        if a) if not args.synthetic else f"sigmadelta demo --synthetic --frames {args.frames} --seed {args.seed}"}
     print(format_layer_table(result))
     if args.json:
         write_json(args.json, result)

@@ -1,0 +1,79 @@
+"""The README tells the truth: its code runs and prints what it shows, its numbers are those of the committed result
+files it links to, and its links (and the docs') lead somewhere."""
+
+import contextlib
+import io
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+RESULTS = ROOT / "experiments" / "oconnor2017" / "results"
+
+
+def _blocks(language: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", README, flags=re.DOTALL)
+
+
+def test_the_readme_is_short():
+    assert len(README.splitlines()) <= 150
+
+
+def test_the_quickstart_runs_and_prints_what_the_readme_shows():
+    (code,), (shown,) = _blocks("python"), _blocks("text")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(code, "README.md", "exec"), {})
+    assert out.getvalue() == shown
+
+
+def _load(relpath: str) -> dict:
+    return json.loads((RESULTS / relpath).read_text(encoding="utf-8"))
+
+
+def _demo(d: dict) -> list[str]:
+    n = d["networks"]
+    dense, sd = n["dense"]["ops_per_sample"], n["sigma_delta"]["ops_per_sample"]
+    return [f"{100 * d['model_info']['test_accuracy']:.2f}% test accuracy", f"{dense:,.0f} dense ops",
+            f"{sd:,.0f} Sigma-Delta additions per digit ({dense / sd:.1f}x fewer)",
+            f"class error {n['sigma_delta']['class_error_percent']:.2f}% against the original's "
+            f"{n['dense']['class_error_percent']:.2f}%", f"scales λ = {d['lam']:g}"]
+
+
+def _mnist(d: dict) -> list[str]:
+    best = d["summary"]["temporal-mnist"]["fewest_sigma_delta_kops_within_0p3"]
+    return [f"{best['kops_per_sample']:.1f} k per digit, {best['reduction_vs_dense_ops']:.1f}x fewer than the dense ops, "
+            f"at {best['class_error']:.2f}% class error"]
+
+
+def _finetune(d: dict) -> list[str]:
+    row = next(r for r in d["mnist"]["rows"] if r["lam"] == 3e-6)
+    return [f"(λ = {row['lam']:g})", f"{row['kops_per_digit']:.1f} k additions per digit at {row['class_error']:.2f}% "
+            "class error"]
+
+
+ROWS = {"demo/demo.json": _demo, "mnist/results.json": _mnist, "finetune/results.json": _finetune}
+
+
+@pytest.mark.parametrize("relpath", ROWS)
+def test_the_results_table_quotes_its_files(relpath):
+    row = next(line for line in README.splitlines() if line.startswith("|") and f"results/{relpath})" in line)
+    for text in ROWS[relpath](_load(relpath)):
+        assert text.replace("e-08", "e-8").replace("e-06", "e-6") in row, (text, row)
+
+
+def test_every_row_of_the_results_table_is_checked():
+    rows = [line for line in README.splitlines() if line.startswith("| ") and "experiments/oconnor2017/results/" in line]
+    linked = {re.search(r"results/([\w./-]+\.json)\)", row).group(1) for row in rows}
+    assert linked == set(ROWS)
+
+
+@pytest.mark.parametrize("page", ["README.md", *[f"docs/{p.name}" for p in sorted((ROOT / "docs").glob("*.md"))]])
+def test_every_relative_link_leads_somewhere(page):
+    text = (ROOT / page).read_text(encoding="utf-8")
+    for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text):
+        if "://" not in target:
+            assert ((ROOT / page).parent / target).exists(), f"{page}: {target}"
