@@ -76,8 +76,9 @@ def _add_run(sub, common) -> None:
     run.add_argument("--frames", type=positive_int, metavar="N", help="only the first N frames")
     run.add_argument("--chunk", type=positive_int, default=16, metavar="N",
                      help="frames per clip-mode call (default 16; memory only)")
-    run.add_argument("--exact", action="store_true", help="compute the increments in float64 (closest to exact "
-                     "arithmetic, 2-3x slower on CNNs) instead of float32")
+    run.add_argument("--exact", action="store_true", help="run the model and the delta network in float64 (the "
+                     "same counts on any thread count or CPU; 3-6x slower) instead of float32 (counts within ~1e-4 "
+                     "of each other across thread counts: a level a last bit moves)")
     run.add_argument("--backend", choices=BACKENDS, default="dense", help="how the delta network runs (default "
                      "dense: the reference simulation)")
     run.add_argument("--json", metavar="FILE", help="write per-frame results and the summary as JSON")

@@ -42,6 +42,7 @@ class NetPlan:
     scales: Scales
     scheme: SchemeConfig | None  # None: the scales file's or checkpoint's, else the paper's
     scheme_clip: str | None = None  # where θ and bands are measured (image models)
+    float64: bool = False  # the model converted in float64 (run --exact)
 
 
 @dataclass
@@ -123,7 +124,7 @@ def _checkpoint_model(args) -> tuple[str, bool]:
 
 
 def plan_net(args, *, lam: float | None = None, kinds: tuple[str, ...] = ("image", "mnist"),
-             with_scheme: bool = True) -> NetPlan:
+             with_scheme: bool = True, float64: bool = False) -> NetPlan:
     """Decide the network of a command from its arguments, checking every one before any work.
 
     ``lam``: the λ of scales to learn when not ``--lam`` (finetune's starting scales); ``kinds``: the model kinds
@@ -176,17 +177,23 @@ def plan_net(args, *, lam: float | None = None, kinds: tuple[str, ...] = ("image
                          max_frames=max_frames))
     needs_frames = scheme is not None and (scheme.name == "threshold" or scheme.allocate_bands)
     scheme_clip = (clip or recipes.CALIBRATION_CLIP) if needs_frames and kind == "image" else None
-    return NetPlan(model, kind, args.weights, per_channel, scales, scheme, scheme_clip)
+    return NetPlan(model, kind, args.weights, per_channel, scales, scheme, scheme_clip, float64)
 
 
 def build_net(plan: NetPlan, progress: bool = True) -> Built:
-    """Build the planned network: the model, converted, with its scales and scheme; prints a line for each."""
+    """Build the planned network: the model, converted (in float64 if the plan says so), with its scales and
+    scheme; prints a line for each. Frames for it: ``bundle.preprocess(...)`` cast to ``net.dtype``."""
+    import torch
+
     import sigmadelta
 
     from .. import models
 
     bundle = models.get(plan.model, weights=plan.weights)
-    net = sigmadelta.convert(bundle.model, bundle.example_input(), per_channel_scales=plan.per_channel)
+    if plan.float64:
+        bundle.model.double()
+    net = sigmadelta.convert(bundle.model, bundle.example_input().to(torch.float64 if plan.float64 else torch.float32),
+                             per_channel_scales=plan.per_channel)
     reference, record = None, {}
     s = plan.scales
     if s.source == "checkpoint":
@@ -223,6 +230,13 @@ def build_net(plan: NetPlan, progress: bool = True) -> Built:
     return Built(bundle, net, reference, record)
 
 
+def net_dtype(plan: NetPlan):
+    """The dtype of the planned network (and of the frames it takes)."""
+    import torch
+
+    return torch.float64 if plan.float64 else torch.float32
+
+
 def _scheme_frames(plan: NetPlan, bundle):
     """The frames θ and bands are measured on: the calibration clip, or MNIST training images (never test data)."""
     from .. import data
@@ -230,8 +244,8 @@ def _scheme_frames(plan: NetPlan, bundle):
     if plan.scheme.values is not None or not (plan.scheme.name == "threshold" or plan.scheme.allocate_bands):
         return None
     if plan.kind == "mnist":
-        return data.mnist_clip("train", temporal=False, max_frames=SCHEME_FRAMES_MNIST)[0]
-    return data.load_clip(plan.scheme_clip, bundle, max_frames=plan.scales.max_frames)
+        return data.mnist_clip("train", temporal=False, max_frames=SCHEME_FRAMES_MNIST)[0].to(net_dtype(plan))
+    return data.load_clip(plan.scheme_clip, bundle, max_frames=plan.scales.max_frames).to(net_dtype(plan))
 
 
 def learn_mnist_scales(net, config: ScaleConfig, images: int, progress: bool = True) -> dict:
@@ -259,7 +273,7 @@ def _learn(plan: NetPlan, bundle, net, progress: bool) -> dict:
     from .._utils.distributed import process_rank_and_count
     from ..learn.calibrate import calibrate
 
-    frames = data.load_clip(s.clip, bundle, max_frames=s.max_frames)
+    frames = data.load_clip(s.clip, bundle, max_frames=s.max_frames).to(net_dtype(plan))
     print(f"scales: λ = {config.lam:g}, learned on {s.clip} ({len(frames)} frames; rounding network, batch "
           f"{config.batch_size}, SGD lr {config.lr:g}, {config.epochs} epochs, {config.error} error, from "
           f"k = {config.init_scale:g}) or read from the user cache; the first time this takes 20 s to a few "

@@ -28,7 +28,6 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 import sigmadelta
