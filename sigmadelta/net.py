@@ -27,12 +27,11 @@ import torch.fx as fx
 from torch import nn
 from torch.utils._pytree import tree_map
 
-from ._utils.checks import log_scale, per_quantizer
+from ._utils.checks import log_scale, per_quantizer, stream_input
 from .accounting import PER_STEP, OpCounter, OpCounts
 from .config import SchemeConfig
 from .core.functional import HYSTERESIS, SCHEMES, SIGMA_DELTA_SCHEME, THRESHOLD
 from .core.modules import MODES, ORIGINAL, SIGMA_DELTA, Observation, Quantizer, SigmaDeltaLinear
-from .errors import StreamError
 from .rewrite.graph import rewrite
 from .runtime import registry as backends
 
@@ -414,24 +413,8 @@ class SigmaDeltaNet(nn.Module):
             m.steps = steps
 
     def _check(self, x, what: str, lead: int) -> None:
-        """Refuse bad input before any state is touched."""
-        expected = ("[T, B, " if lead == 2 else "[B, ") + ", ".join(map(str, self.sample_shape)) + "]"
-        if not isinstance(x, torch.Tensor):
-            raise StreamError(f"{what} must be a torch.Tensor {expected}, got {type(x).__name__}")
-        if x.dtype != self.dtype:
-            raise StreamError(f"{what} has dtype {x.dtype}; the network was converted for {self.dtype} "
-                              f"(convert a model of another dtype, or cast the input with .to({self.dtype}))")
-        if x.dim() != lead + len(self.sample_shape) or tuple(x.shape[lead:]) != self.sample_shape:
-            raise StreamError(f"{what} has shape {tuple(x.shape)}; expected {expected}")
-        if x.shape[lead - 1] == 0 or (lead == 2 and x.shape[0] == 0):
-            raise StreamError(f"{what} of shape {tuple(x.shape)} is empty")
-        if not torch.isfinite(x).all():
-            bad = (~torch.isfinite(x)).nonzero()[0].tolist()
-            raise StreamError(f"{what} contains NaN or inf (first at index {bad}); state left unchanged")
-        batch = x.shape[lead - 1]
-        if self._batch_size is not None and batch != self._batch_size:
-            raise StreamError(f"{what} has {batch} streams but this stream has {self._batch_size}; "
-                              "call net.reset() before starting streams of another batch size")
+        """Refuse bad input before any state is touched (:func:`~sigmadelta._utils.checks.stream_input`)."""
+        stream_input(x, what, lead, self.sample_shape, self.dtype, self._batch_size)
 
     def _run(self, clip: torch.Tensor):
         steps, batch = clip.shape[:2]

@@ -1,5 +1,5 @@
-"""Checks of the values a user gives a :class:`~sigmadelta.SigmaDeltaNet` (scales, scheme parameters): each
-returns the value in the form the network stores, or raises an error that names the quantizer and what it got."""
+"""Checks of what a user gives a :class:`~sigmadelta.SigmaDeltaNet`: frames and clips, scales, scheme parameters. Each
+returns the value in the form the network stores, or raises an error that names what it got and where."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from collections.abc import Mapping
 
 import torch
 
-__all__ = ["per_quantizer", "log_scale"]
+from ..errors import StreamError
+
+__all__ = ["per_quantizer", "log_scale", "stream_input"]
 
 
 def per_quantizer(value, names: list[str], what: str) -> dict[str, float]:
@@ -44,3 +46,26 @@ def log_scale(name: str, k, param: torch.Tensor) -> torch.Tensor:
     if not torch.isfinite(log_k).all():
         raise ValueError(f"scale {name!r} = {t.tolist()} is outside the range of {param.dtype}")
     return log_k.expand(param.shape).to(param.device)
+
+
+def stream_input(x, what: str, lead: int, sample_shape: tuple[int, ...], dtype: torch.dtype,
+                 batch_size: int | None) -> None:
+    """Refuse a frame (``lead`` 1: ``[B, *sample]``) or clip (``lead`` 2: ``[T, B, *sample]``) a network cannot take:
+    not a tensor, another dtype or shape, empty, NaN or inf, or another number of streams than the stream has."""
+    expected = ("[T, B, " if lead == 2 else "[B, ") + ", ".join(map(str, sample_shape)) + "]"
+    if not isinstance(x, torch.Tensor):
+        raise StreamError(f"{what} must be a torch.Tensor {expected}, got {type(x).__name__}")
+    if x.dtype != dtype:
+        raise StreamError(f"{what} has dtype {x.dtype}; the network was converted for {dtype} "
+                          f"(convert a model of another dtype, or cast the input with .to({dtype}))")
+    if x.dim() != lead + len(sample_shape) or tuple(x.shape[lead:]) != sample_shape:
+        raise StreamError(f"{what} has shape {tuple(x.shape)}; expected {expected}")
+    if x.shape[lead - 1] == 0 or (lead == 2 and x.shape[0] == 0):
+        raise StreamError(f"{what} of shape {tuple(x.shape)} is empty")
+    if not torch.isfinite(x).all():
+        bad = (~torch.isfinite(x)).nonzero()[0].tolist()
+        raise StreamError(f"{what} contains NaN or inf (first at index {bad}); state left unchanged")
+    batch = x.shape[lead - 1]
+    if batch_size is not None and batch != batch_size:
+        raise StreamError(f"{what} has {batch} streams but this stream has {batch_size}; "
+                          "call net.reset() before starting streams of another batch size")
