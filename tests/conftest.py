@@ -28,3 +28,15 @@ def cache(tmp_path, monkeypatch):
     monkeypatch.setenv(data.CLIPS_ENV, str(data.clips_dir()))
     monkeypatch.setenv("SIGMADELTA_CACHE", str(tmp_path / "cache"))
     return tmp_path / "cache"
+
+
+@pytest.fixture
+def residual_net():
+    """A small residual CNN (depthwise convs, folded BatchNorm, ReLU6, padding, residual adds), converted, k = 8."""
+    import sigmadelta
+    from sigmadelta.testing import residual_cnn
+
+    torch.manual_seed(0)
+    net = sigmadelta.convert(residual_cnn(), torch.zeros(1, 3, 16, 16))
+    net.set_scales({name: 8.0 for name in net.scales})
+    return net

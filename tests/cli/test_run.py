@@ -4,21 +4,15 @@ the options, and end to end on EfficientNet-Lite0 (slow)."""
 import json
 
 import pytest
-import torch
 
-import sigmadelta
 from sigmadelta import recipes
 from sigmadelta.cli import main
 from sigmadelta.files import scales as sc
-from sigmadelta.testing import residual_cnn
 
 
 @pytest.fixture
-def net():
-    torch.manual_seed(0)
-    net = sigmadelta.convert(residual_cnn(), torch.zeros(1, 3, 16, 16))
-    net.set_scales({name: 8.0 for name in net.scales})
-    return net
+def net(residual_net):  # tests/conftest.py
+    return residual_net
 
 
 def _clip():

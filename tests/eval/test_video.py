@@ -18,11 +18,8 @@ from sigmadelta.testing import correlated_stream, decision_margin, residual_cnn
 
 
 @pytest.fixture
-def net():
-    torch.manual_seed(0)
-    net = sigmadelta.convert(residual_cnn(), torch.zeros(1, 3, 16, 16))
-    net.set_scales({name: 8.0 for name in net.scales})
-    return net
+def net(residual_net):  # tests/conftest.py
+    return residual_net
 
 
 @pytest.fixture

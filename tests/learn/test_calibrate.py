@@ -6,15 +6,12 @@ import torch
 import sigmadelta
 from sigmadelta import recipes
 from sigmadelta.learn import calibrate as sc
-from sigmadelta.testing import correlated_stream, residual_cnn
+from sigmadelta.testing import correlated_stream
 
 
 @pytest.fixture
-def net():
-    torch.manual_seed(0)
-    net = sigmadelta.convert(residual_cnn(), torch.zeros(1, 3, 16, 16))
-    net.set_scales({name: 8.0 for name in net.scales})
-    return net
+def net(residual_net):  # tests/conftest.py
+    return residual_net
 
 
 def test_calibration_is_cached_by_model_frames_init_and_lam(net, cache):
