@@ -25,8 +25,9 @@ import time
 import torch
 
 import sigmadelta
-from sigmadelta import data, models
-from sigmadelta.files.scales import INIT_SCALE, calibrate, default_lam, load_scales
+from sigmadelta import data, models, recipes
+from sigmadelta.files.scales import load_scales
+from sigmadelta.learn.calibrate import calibrate
 
 
 def seconds(fn) -> float:
@@ -43,8 +44,8 @@ def measure(model_name: str, clip: str, frames: int, threads: int, repeats: int,
     if scales:
         net.set_scales(load_scales(scales, net))
     else:  # what `sigmadelta run` uses by default (read from the user cache once learned)
-        net.set_scales({name: INIT_SCALE for name in net.scales})
-        calibrate(net, data.load_clip("carphone", bundle), default_lam(model_name), model=model_name,
+        net.set_scales({name: recipes.PAPER_VIDEO.init_scale for name in net.scales})
+        calibrate(net, data.load_clip("carphone", bundle), recipes.scale_lam(model_name), model=model_name,
                   clip="carphone")
     batch = clip_frames[:, 0]  # (T, 3, H, W): the dense pass sees the frames as one batch
 

@@ -21,7 +21,8 @@ from sigmadelta.data import load_clip
 from sigmadelta.models import get
 from sigmadelta.eval.timing import benchmark, channels_last_ms
 from sigmadelta.runtime.sparse import DENSE_ABOVE
-from sigmadelta.files.scales import calibrate, default_lam, video_config
+from sigmadelta import recipes
+from sigmadelta.learn.calibrate import calibrate
 
 MODEL = "squeezenet1_1"
 
@@ -31,7 +32,7 @@ def main() -> None:
     parser.add_argument("--clip", default="bigbuckbunny")
     parser.add_argument("--start", type=int, default=0, help="first frame to use")
     parser.add_argument("--frames", type=int, default=100)
-    parser.add_argument("--lam", type=float, default=default_lam(MODEL))
+    parser.add_argument("--lam", type=float, default=recipes.scale_lam(MODEL))
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--force-sparse", action="store_true")
@@ -40,7 +41,7 @@ def main() -> None:
     bundle = get(MODEL)
     net = sigmadelta.convert(bundle.model, bundle.example_input())
     cal = calibrate(net, load_clip("carphone", bundle), args.lam, model=MODEL, clip="carphone", progress=False,
-                    config=video_config(MODEL))
+                    config=recipes.scale_config(MODEL))
     net.set_scales(cal.scales)
     clip = load_clip(args.clip, bundle, max_frames=args.start + args.frames)[args.start:]  # (T, 1, 3, 227, 227)
     dense_above = {kind: 1.0 for kind in DENSE_ABOVE} if args.force_sparse else None
