@@ -25,18 +25,11 @@ import numpy as np
 import torch
 
 from sigmadelta import data, models
+from sigmadelta.eval.video import grey_level
 
 from sigmadelta.paper._common import write_result
 
 CLIPS = ("bigbuckbunny", "bikes", "carphone")
-
-
-def grey_level(bundle) -> torch.Tensor:
-    """The model-input change of one 8-bit grey level, per input value (the preprocessing is affine in the pixels)."""
-    size = (1, 64, 64, 3)
-    zero, one = (bundle.preprocess(np.full(size, v, dtype=np.uint8)) for v in (100, 101))
-    step = (one - zero)[0]
-    return step.flatten(1).median(1).values.view(-1, *[1] * (step.dim() - 1))  # per channel, away from borders
 
 
 def agreement(logits: torch.Tensor, reference: torch.Tensor) -> tuple[float, float]:
