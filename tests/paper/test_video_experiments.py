@@ -102,3 +102,22 @@ def test_evaluate_clips_reports_the_agreement_of_the_weights_own_dense_network()
         by_hand = (mine.argmax(-1) == theirs.argmax(-1)).double().mean().item()
     assert row["dense_top1"] == by_hand < 1.0
     assert set(row["layers"]) == set(net.layers)
+
+
+def test_targets_pick_the_cheapest_setting_that_meets_the_bar_and_name_the_costly_layers():
+    from sigmadelta.paper import targets
+
+    def row(label, events, top1, top5=1.0, peers=False):
+        layers = {"a": dict(original=100.0, events=0.75 * events, additions=events),
+                  "b": dict(original=100.0, events=0.25 * events, additions=events)}
+        return dict(source="schemes", label=label, scheme="threshold" if peers else "hysteresis", peers=peers,
+                    finetuned=False, clips={"testMovie": dict(events=events, top1=top1, top5=top5, layers=layers)})
+
+    rows = [row("cheap but wrong", 5.0, 0.80), row("ours", 10.0, 0.95), row("top-5 short", 8.0, 0.95, 0.9),
+            row("peers", 20.0, 0.92, peers=True)]
+    ours = targets.best(rows, "testMovie", lambda r: not r["peers"])
+    assert ours["label"] == "ours"  # the 8.0 fails top-5, the 5.0 top-1
+    assert targets.best(rows, "testMovie", lambda r: not r["peers"], top5=False)["label"] == "top-5 short"
+    assert targets.best(rows, "testMovie", lambda r: r["peers"])["label"] == "peers"
+    cost = targets.where_the_cost_goes(dict(layers=ours["clips"]["testMovie"]["layers"]))
+    assert [c["layer"] for c in cost] == ["a", "b"] and cost[0]["share"] == 0.75 and cost[0]["reduction"] == 100 / 7.5
