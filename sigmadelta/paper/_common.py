@@ -31,6 +31,7 @@ TRAIN_CLIP = "carphone"  # scales, bands and σ are learned here; fine-tuning ad
 STATIC, MOVING, NEAR_TIE = ("jwpIntro", "testMovie"), ("cityCC0", "bikes"), ("bigbuckbunny",)
 TEST_CLIPS = {**{c: "static" for c in STATIC}, **{c: "moving" for c in MOVING}, **{c: "near-tie" for c in NEAR_TIE}}
 AGREEMENT = dict(top1=0.90, top5=0.98)  # the bar of the targets: agreement with the original over all frames
+EXACT = ("scales", "params", "stds")  # result keys whose values are settings, written unrounded
 
 
 def setup(model: str):
@@ -52,11 +53,12 @@ def write_result(relpath: str, out: dict) -> Path:
 
 
 def rounded(obj, digits: int = 5):
-    """``obj`` with every float to ``digits`` significant digits (JSON results that diff well)."""
+    """``obj`` with every float to ``digits`` significant digits (JSON results that diff well), but the values under a
+    key ``"scales"``, ``"params"`` or ``"stds"``: settings that must read back exactly (rounding a scale moves levels)."""
     if isinstance(obj, float):
         return obj if obj != obj or obj in (float("inf"), float("-inf")) else float(f"{obj:.{digits}g}")
     if isinstance(obj, dict):
-        return {str(k): rounded(v, digits) for k, v in obj.items()}
+        return {str(k): v if k in EXACT else rounded(v, digits) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [rounded(v, digits) for v in obj]
     return obj

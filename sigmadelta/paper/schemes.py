@@ -48,7 +48,7 @@ from sigmadelta.paper._common import (AGREEMENT, STATIC, TEST_CLIPS, TRAIN_CLIP,
                                       load_clips, rounded)
 
 MODELS = ("squeezenet1_1", "efficientnet-lite0")
-# λ whose scales the video experiment learned (its results.json, read back; same protocol)
+# λ whose scales the video experiment learned (the same calibrations, read from the user cache)
 LAMS = {"squeezenet1_1": (1e-11, 3e-11, 1e-10), "efficientnet-lite0": (3e-11, 1e-10)}
 HS = {"squeezenet1_1": (0.5, 1.0, 2.0, 4.0), "efficientnet-lite0": (0.25, 0.5, 1.0)}
 TAUS = {"squeezenet1_1": (0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.3, 0.5),  # fine near 90% top-1 on each clip
@@ -79,22 +79,6 @@ def settings(lams, hs, taus, allocated: dict) -> list[dict]:
     rows += [setting("hysteresis", lam, h, True) for lam, h in allocated["hs"] if lam in lams]
     rows += [setting("threshold", None, tau, True) for tau in allocated["taus"]]
     return rows
-
-
-def committed_scales(model: str, lams, train_frames: int) -> dict:
-    """Scales already learned by the video experiment under this protocol (its committed ``results.json``), by λ:
-    the same training as :func:`~sigmadelta.learn.calibrate.calibrate_sweep` here would do, so they are reused."""
-    path = default_out("video" if model == "efficientnet-lite0" else f"video_{model}") / "results.json"
-    if not path.is_file():
-        return {}
-    content = json.loads(path.read_text())
-    cfg = content.get("config", {})
-    same = dict(model=model, train_clip=TRAIN_CLIP, train_frames=train_frames,
-                init_scale=recipes.scale_config(model).init_scale, lr=0.1, epochs=5, batch_size=1, error="l2-softmax",
-                normalization="paper")
-    if any(cfg.get(k) != v for k, v in same.items()):
-        return {}
-    return {p["lam"]: p["scales"] for p in content.get("curve", []) if p.get("lam") in lams}
 
 
 def apply(net, setting: dict, scales: dict, stds: dict, train: torch.Tensor | None = None) -> None:
@@ -202,8 +186,7 @@ def run_model(model: str, out_dir: Path, quick: bool = False, progress: bool = T
     net.set_delta_dtype(net.dtype)  # increments in float32: the fast simulation, as in the video experiment
     train = data.load_clip(TRAIN_CLIP, bundle, max_frames=cfg["train_frames"])
     lams = tuple(sorted(set(cfg["lams"] or ()) | {recipes.scale_lam(model)}))
-    scales = {} if quick else committed_scales(model, lams, len(train))
-    todo = [lam for lam in lams if lam not in scales]
+    scales, todo = {}, list(lams)  # the video experiment's scales: read from the user cache (or learned again)
     while todo:
         try:
             calibrations = calibrate_sweep(net, train, todo, model=model, clip=TRAIN_CLIP, progress=progress,
