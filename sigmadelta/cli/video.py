@@ -28,7 +28,7 @@ def run_command(args) -> int:
     from .._utils.files import atomic_write_all, write_json
     from ..eval.plots import save_figure, stream_figure
     from ..eval.report import format_summary
-    from ..eval.video import evaluate_stream
+    from ..eval.video import evaluate_stream, grey_level
 
     plan = plan_net(args, kinds=("image",), float64=args.exact)
     check_file(args.video, "video file")
@@ -52,7 +52,7 @@ def run_command(args) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", data.VideoWarning)  # said below, once, in the command's words
         ev = evaluate_stream(net, chunks(), total=args.frames, desc=Path(args.video).name, per_layer=False,
-                             reference=built.reference)
+                             reference=built.reference, grey=grey_level(bundle))
     seconds = time.perf_counter() - start
     report = {"model": plan.model, "video": str(args.video), "scales": built.record, **_video_facts(args, frames),
               "frames": ev.frame_rows(bundle.classes), "summary": _run_summary(ev, seconds, built.record["scheme"])}
@@ -70,11 +70,24 @@ def run_command(args) -> int:
 
 
 def _run_summary(ev, seconds: float, scheme: dict) -> dict:
-    """The summary of `run --json`: both conventions for the delta network's ops, and the scheme that ran."""
+    """The summary of `run --json`: both conventions for the delta network's ops, the scheme that ran, what a user
+    compares it with (decisive frames, the frame skipper at the same ops, change latency; their definitions under
+    ``definitions``) and the frame skipper's curve."""
+    from ..eval.video import CHANGE_RUN, DECISIVE
+
     return ev.summary() | {
         "scheme": scheme, "seconds": seconds,
+        "frame_skip_curve": ev.frame_skip_curve(periods=range(2, 101)),
         "conventions": {"additions": "the paper's: |n| additions per message n and connection (ops.sigma_delta)",
-                        "events": "2 ops per nonzero message and connection, as the dense original (ops.events)"}}
+                        "events": "2 ops per nonzero message and connection, as the dense original (ops.events)"},
+        "definitions": {
+            "decisive": f"the original's top-1 survives uniform input noise of ±{DECISIVE['level']:g} grey levels "
+                        f"in each of {DECISIVE['draws']} seeded draws (frames.original.decisive)",
+            "frame_skip": "the original on frames 0, n, 2n, ..., its answer held; n = floor(original ops / the "
+                          "delta network's ops in that convention), so the skipper spends at least as much",
+            "change_latency": f"per change of the original's top-1 that stays {CHANGE_RUN} frames: frames until the "
+                              f"network shows the new class (a change never followed counts its whole run), "
+                              f"top-1 agreement on the {CHANGE_RUN} frames from the change"}}
 
 
 def _video_facts(args, frames) -> dict:

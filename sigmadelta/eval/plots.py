@@ -11,7 +11,8 @@ import numpy as np
 from .._utils.files import atomic_write
 from .video import StreamEvaluation
 
-__all__ = ["stream_figure", "save_figure", "plot_stream", "draw_ops", "draw_disagreement", "COLORS", "LABELS"]
+__all__ = ["stream_figure", "long_stream_figure", "save_figure", "plot_stream", "draw_ops", "draw_disagreement",
+           "rolling_mean", "COLORS", "LABELS"]
 
 
 def stream_figure(ev: StreamEvaluation, title: str = "", splice: int | None = None):
@@ -83,6 +84,59 @@ def draw_disagreement(ax, ev: StreamEvaluation, splice: int | None = None, legen
            title="Disagreement with the original network (cumulative mean)")
     ax.grid(True, alpha=0.25)
     ax.legend(**_legend_place(legend_outside, "upper left"))
+
+
+def rolling_mean(values, window: int) -> np.ndarray:
+    """Mean of the last ``window`` values at each frame (fewer at the start): ``out[t] = mean(values[max(0, t −
+    window + 1):t + 1])``."""
+    values = np.asarray(values, dtype=np.float64)
+    sums = np.cumsum(np.concatenate([[0.0], values]))
+    t = np.arange(1, len(values) + 1)
+    start = np.maximum(0, t - window)
+    return (sums[t] - sums[start]) / (t - start)
+
+
+def long_stream_figure(ev: StreamEvaluation, title: str = "", window: int = 25):
+    """Agreement and ops against frame index over one long stream, so that drift would show: ops per frame of the
+    original, the delta network (additions and events) and the frame skipper at the same events (log y); below, the
+    top-1 agreement of the delta network and of that skipper over the last ``window`` frames and cumulative, with
+    the frames that are not decisive marked. Returns the ``Figure``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .metrics import class_agreement, held_answers
+
+    t = np.arange(ev.frames)
+    skip = ev.judged()["frame_skip"]["events"]
+    held = held_answers(ev.original_top5, skip["n"])
+    skip_top1 = class_agreement(held, ev.original_top5)[0].mean(1)
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(13, 6.5), sharex=True, gridspec_kw=dict(height_ratios=[1, 1]))
+    for n in ("original", "sigma_delta", "sigma_delta_events"):
+        top.plot(t, ev.ops[n], color=COLORS[n], lw=1.2, label=LABELS[n])
+    top.axhline(ev.ops["original"].mean() / skip["reduction"], color="tab:gray", ls="--", lw=1.2,
+                label=f"frame skipping: the original on every N-th frame, N = {skip['n']} (mean)")
+    top.set(yscale="log", ylabel="ops per frame (log)", title="Computation per frame")
+    top.grid(True, which="both", alpha=0.25)
+    top.legend(**_legend_place(True, "upper right"))
+    bottom.plot(t, 100 * rolling_mean(ev.top1_agree, window), color="tab:green", lw=1.6,
+                label=f"delta network, last {window} frames")
+    bottom.plot(t, 100 * ev.cumulative(ev.top1_agree), color="tab:green", lw=1, ls=":", label="delta network, cumulative")
+    bottom.plot(t, 100 * rolling_mean(skip_top1, window), color="tab:gray", lw=1.6,
+                label=f"frame skipping (N = {skip['n']}), last {window} frames")
+    if ev.decisive is not None:
+        loose = np.flatnonzero(~ev.decisive.all(1))
+        bottom.plot(loose, np.full(len(loose), 1.0), "|", color="tab:red", ms=8,
+                    label="frames the original's answer does not survive noise")
+    bottom.set(xlabel="frame", ylabel="top-1 agreement (%)", ylim=(0, 102),
+               title="Top-1 agreement with the original over the stream")
+    bottom.grid(True, alpha=0.25)
+    bottom.legend(**_legend_place(True, "lower left"))
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
 
 
 def _legend_place(outside: bool, corner: str) -> dict:

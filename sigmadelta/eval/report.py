@@ -14,7 +14,7 @@ from .metrics import agreement
 from .stream import run_stream
 from .video import StreamEvaluation
 
-__all__ = ["compare_networks", "format_layer_table", "format_summary"]
+__all__ = ["compare_networks", "format_layer_table", "format_summary", "format_judged"]
 
 COLUMNS = (("dense", "original (dense)"), ("sparse", "original (sparse)"), ("rounding", "rounding"),
            ("sigma_delta", "sigma-delta"))
@@ -123,6 +123,9 @@ def format_summary(ev: StreamEvaluation, classes: list[str] | None = None, title
     lines.append(f"(ops per frame; reduction = original / sigma-delta; hybrid: the same when each layer falls "
                  f"back to dense on frames where that is cheaper; energy int32, original "
                  f"{ev.summary()['energy_nj_per_frame']['original']:,.0f} nJ/frame; agreement with the original)")
+    for name, (a, b) in segments.items():
+        lines += format_judged(ev.judged(a, b), f"{name}: " if len(segments) > 1 else "",
+                               len(range(*slice(a, b).indices(ev.frames))) * ev.original_top5.shape[1])
     if classes is not None:
         picks = sorted(set(np.linspace(0, ev.frames - 1, min(4, ev.frames)).round().astype(int).tolist()))
         for t in picks:
@@ -134,5 +137,42 @@ def format_summary(ev: StreamEvaluation, classes: list[str] | None = None, title
 
 def _short(name: str) -> str:
     return name.split(",")[0]
+
+
+def format_judged(j: dict, prefix: str = "", frames: int | None = None) -> list[str]:
+    """Three lines from :meth:`StreamEvaluation.judged` (over ``frames`` frames): agreement on the decisive frames,
+    the frame skipper at the network's cost, the change latency of both."""
+    from .video import DECISIVE
+
+    pct = lambda v: "n/a" if v is None else f"{v:.1%}"
+    lines = []
+    if j["decisive_frames"] is not None:
+        lines.append(f"{prefix}decisive frames (the original's top-1 survives ±{DECISIVE['level']:g} grey levels of "
+                     f"noise, {DECISIVE['draws']} draws): {j['decisive_frames']}"
+                     + ("" if frames is None else f" of {frames}") + f"; agreement there: top-1 "
+                     f"{pct(j['top1_agreement_decisive'])}, top-5 {pct(j['top5_agreement_decisive'])}")
+    skip = j["frame_skip"]["events"]
+    lines.append(f"{prefix}frame skipping at the same ops (events): the original on {_every(skip['n'])}, "
+                 f"answer held ({skip['reduction']:.2f}x fewer ops): top-1 {pct(skip['top1_agreement'])}, top-5 "
+                 f"{pct(skip['top5_agreement'])}" + ("" if j["decisive_frames"] is None else
+                                                      f", decisive top-1 {pct(skip['top1_agreement_decisive'])}"))
+    lat = j["change_latency"]
+    if lat["changes"]:
+        def follow(v):
+            return (f"{v['mean_frames']:.2f} frames" + (f" ({v['missed']} never followed)" if v["missed"] else "")
+                    + f", top-1 {pct(v['agreement_after'])} on the 3 frames after")
+        lines.append(f"{prefix}change latency ({lat['changes']} lasting changes of the original's answer): "
+                     f"sigma-delta {follow(lat['sigma_delta'])}; frame skipping {follow(lat['frame_skip'])}")
+    else:
+        lines.append(f"{prefix}change latency: the original's answer never changes for 3 frames or more")
+    return lines
+
+
+def _every(n: int) -> str:
+    """``"every frame"``, ``"every 2nd frame"``, ``"every 21st frame"``, ..."""
+    if n == 1:
+        return "every frame"
+    suffix = "th" if n % 100 in (11, 12, 13) else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"every {n}{suffix} frame"
 
 

@@ -8,6 +8,8 @@ Sigma-Delta network and through the original network, and records for every fram
 - the energy of each (Horowitz 2014, int32 by default);
 - top-1 agreement (the Sigma-Delta network's argmax equals the original's) and top-5 agreement (it lies in the
   original's top 5): accuracy is measured against the original network, not labels;
+- optionally (``grey=``, or flags given as ``decisive=``) which frames are *decisive*: the original's top-1
+  survives ±2 grey levels of uniform input noise in each of 3 seeded draws (:data:`DECISIVE`, :func:`grey_level`);
 - optionally (``feature_distances=True``) how much each layer's input changes from one frame to the next: the
   L1 distance between adjacent frames' feature maps, each normalized to unit L1 norm, and their cosine
   similarity. The feature maps are the quantizers' inputs (the post-nonlinearity activations that feed each
@@ -16,6 +18,11 @@ Sigma-Delta network and through the original network, and records for every fram
 It only uses the network's public API: a deep copy of the network in ``"original"`` mode gives the reference
 outputs and the feature maps (read from ``net.observations()`` after each call), the network itself runs in
 ``"sigma-delta"`` mode with op counting on.
+
+What a user compares the network with comes from the same record (:mod:`.metrics`): agreement on the decisive
+frames, the frame skipper at the network's cost (the original on every N-th frame, its answer held) and the
+latency of both after each lasting change of the original's answer: :meth:`StreamEvaluation.summary`,
+:meth:`~StreamEvaluation.frame_skip_curve`.
 
 >>> import torch, sigmadelta
 >>> from sigmadelta.eval import video
@@ -39,16 +46,26 @@ import torch
 
 from ..accounting import EVENTS, HYBRID, HYBRID_ADDITIONS, HYBRID_DENSE, energy_per_op_pj
 from ..net import SigmaDeltaNet
-from .metrics import class_agreement, top_classes
-from .stream import run_stream
+from .metrics import (ChangeLatency, change_latency, class_agreement, decisive as decisive_of, held_answers,
+                      masked_mean, skip_cost, skip_period, top_classes)
+from .stream import chunks_of, run_stream
 
-__all__ = ["StreamEvaluation", "evaluate_stream", "NETWORKS"]
+__all__ = ["StreamEvaluation", "evaluate_stream", "decisive_frames", "grey_level", "input_noise", "NETWORKS",
+           "DECISIVE", "SKIP_CONVENTIONS", "CHANGE_RUN"]
 
 # network name -> op kind of OpCounts that gives its cost
 # "sigma_delta" counts the paper's additions (|n| per message n and connection), "sigma_delta_events" the peers' events
 # (2 ops per nonzero message and connection): both for whichever delta scheme ran (accounting module docstring)
 NETWORKS = {"original": "dense", "rounding": "rounding", "sigma_delta": "sigma_delta", "sigma_delta_hybrid": HYBRID,
             "sigma_delta_events": EVENTS}
+
+# decisive frames: the original's top-1 survives uniform input noise of ±level grey levels in each of `draws` draws
+# (seeded per draw and frame, so no result depends on the chunking)
+DECISIVE = dict(level=2.0, draws=3, seed=0)
+# the frame skipper's period is matched to the delta network's ops in each convention: events is like for like (2 ops
+# per message and connection, as the original's 2 ops per multiply-add); additions is the paper's count
+SKIP_CONVENTIONS = {"events": "sigma_delta_events", "additions": "sigma_delta"}
+CHANGE_RUN = 3  # a change of the original's answer counts when the new answer stays this many frames
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -79,6 +96,8 @@ class StreamEvaluation:
         precision: energy table column used for :meth:`energy_nj`.
         hybrid_split: ``(additions, dense ops)`` per frame ``[T]`` of the hybrid, summed over layers: the ops of
             the layers that took the sigma-delta path and of those that ran dense (they give its energy).
+        scheme: the delta scheme that ran.
+        decisive: ``[T, B]`` whether the original's top-1 survives input noise (:data:`DECISIVE`), when judged.
     """
 
     frames: int
@@ -97,6 +116,7 @@ class StreamEvaluation:
     precision: str = "int32"
     hybrid_split: tuple[np.ndarray, np.ndarray] | None = None
     scheme: str = "sigma-delta"  # the delta scheme that ran (net.set_scheme)
+    decisive: np.ndarray | None = None
 
     def energy_nj(self, network: str) -> np.ndarray:
         """Energy per frame ``[T]`` in nJ of ``network`` (adds for the discretized ones; the original's ops are
@@ -116,8 +136,9 @@ class StreamEvaluation:
 
     def summary(self, start: int = 0, stop: int | None = None) -> dict:
         """Means over frames ``[start, stop)``: ops and energy per frame of each network, the reduction
-        (original ops / Sigma-Delta ops; also for the Rounding network and the hybrid) and the top-1/top-5
-        agreement."""
+        (original ops / Sigma-Delta ops; also for the Rounding network and the hybrid), the top-1/top-5 agreement,
+        and beside them (:meth:`judged`): agreement on the decisive frames, the frame skipper at the same ops and
+        the change latency of both. Numbers that cannot be had (no decisive frame, no change) are ``None``."""
         s = slice(start, self.frames if stop is None else stop)
         ops = {n: float(v[s].mean()) for n, v in self.ops.items()}
         return {
@@ -137,7 +158,59 @@ class StreamEvaluation:
             "energy_nj_per_frame": {n: float(self.energy_nj(n)[s].mean()) for n in self.ops},
             "top1_agreement": float(self.top1_agree[s].mean()),
             "top5_agreement": float(self.top5_agree[s].mean()),
-        }
+        } | self.judged(start, stop)
+
+    def judged(self, start: int = 0, stop: int | None = None) -> dict:
+        """What a user compares the network with, over frames ``[start, stop)`` (a stream of its own from
+        ``start``; :mod:`.metrics`):
+
+        - ``decisive_frames`` (frames x streams where the original's top-1 survives input noise; ``None`` when
+          not judged), ``top1_agreement_decisive``, ``top5_agreement_decisive``;
+        - ``frame_skip``: per convention of :data:`SKIP_CONVENTIONS`, the original on every ``n``-th frame of the
+          segment, its answer held, ``n`` = floor(the network's reduction in that convention), so that the skipper
+          spends at least the network's ops: ``n``, its ``reduction``, ``top1_agreement``, ``top5_agreement``,
+          ``top1_agreement_decisive``;
+        - ``change_latency``: the lasting changes of the original's top-1 (the new answer stays
+          :data:`CHANGE_RUN` frames), the frames until the network (``sigma_delta``) and the events skipper
+          (``frame_skip``) show the new answer, how many they never follow, and their agreement on the
+          :data:`CHANGE_RUN` frames from each change (:class:`~sigmadelta.eval.metrics.ChangeLatency`).
+        """
+        s = slice(start, self.frames if stop is None else stop)
+        frames = len(range(*s.indices(self.frames)))
+        original, network = self.original_top5[s], self.sigma_delta_top5[s]  # (t, B, 5)
+        flags = None if self.decisive is None else self.decisive[s]
+        out = {"decisive_frames": None if flags is None else int(flags.sum())}
+        for k, agree in zip(("top1", "top5"), class_agreement(network, original)):  # (t, B) each
+            out[f"{k}_agreement_decisive"] = None if flags is None else _finite(masked_mean(agree, flags))
+        total = self.ops["original"][s].sum()
+        skip, periods = {}, {}
+        for convention, network_name in SKIP_CONVENTIONS.items():
+            n = skip_period(_ratio(total, self.ops[network_name][s].sum()), frames)
+            periods[convention] = n
+            skip[convention] = self._skipper(original, flags, n)
+        out["frame_skip"] = skip
+        out["change_latency"] = {
+            "changes": None, "sigma_delta": _pooled_latency(original[..., 0], network[..., 0]),
+            "frame_skip": _pooled_latency(original[..., 0], held_answers(original, periods["events"])[..., 0])}
+        out["change_latency"]["changes"] = out["change_latency"]["sigma_delta"]["changes"]
+        return out
+
+    def frame_skip_curve(self, start: int = 0, stop: int | None = None, periods=range(1, 101)) -> list[dict]:
+        """The frame skipper on frames ``[start, stop)`` at every period ``n`` in ``periods`` (those up to the
+        segment's length): ``n``, ``reduction`` (original ops / the skipper's), ``top1_agreement``,
+        ``top5_agreement``, ``top1_agreement_decisive``."""
+        s = slice(start, self.frames if stop is None else stop)
+        original = self.original_top5[s]
+        flags = None if self.decisive is None else self.decisive[s]
+        return [self._skipper(original, flags, n) for n in periods if n <= len(original)]
+
+    @staticmethod
+    def _skipper(original: np.ndarray, flags: np.ndarray | None, n: int) -> dict:
+        """The frame skipper at period ``n`` on one segment's original top classes ``[t, B, 5]``."""
+        top1, top5 = class_agreement(held_answers(original, n), original)
+        return dict(n=int(n), reduction=1.0 / skip_cost(len(original), n), top1_agreement=float(top1.mean()),
+                    top5_agreement=float(top5.mean()),
+                    top1_agreement_decisive=None if flags is None else _finite(masked_mean(top1, flags)))
 
     def layer_summary(self, start: int = 0, stop: int | None = None) -> dict[str, dict[str, float]]:
         """Layer -> mean ops per frame of each network over ``[start, stop)``, and Sigma-Delta / Rounding."""
@@ -153,7 +226,8 @@ class StreamEvaluation:
 
     def frame_rows(self, classes: list[str] | None = None) -> list[dict]:
         """One JSON-ready dict per frame: index, ops of each network, agreement, and the original's answer (its
-        best class, named when ``classes`` are given, and that class's probability) of the first stream."""
+        best class, named when ``classes`` are given, and that class's probability) of the first stream, with
+        ``decisive`` (whether that answer survives input noise; ``None`` when not judged)."""
         names = {"sigma_delta_events": "events"}  # "sigma_delta": the paper's additions; "events": 2 ops per message
         rows = []
         for t in range(self.frames):
@@ -161,6 +235,7 @@ class StreamEvaluation:
             original = {"class": best, "probability": float(self.original_top1_prob[t, 0])}
             if classes is not None:
                 original["name"] = classes[best]
+            original["decisive"] = None if self.decisive is None else bool(self.decisive[t, 0])
             rows.append({"index": t, "ops": {names.get(n, n): float(v[t]) for n, v in self.ops.items()},
                          "top1_agree": bool(self.top1_agree[t] >= 0.5), "top5_agree": bool(self.top5_agree[t] >= 0.5),
                          "original": original})
@@ -169,6 +244,23 @@ class StreamEvaluation:
 
 def _ratio(a: float, b: float) -> float:
     return a / b if b > 0 else math.inf
+
+
+def _finite(v: float) -> float | None:
+    """``v``, or ``None`` for NaN (JSON has no NaN)."""
+    return None if math.isnan(v) else v
+
+
+def _pooled_latency(original: np.ndarray, network: np.ndarray) -> dict:
+    """:func:`~sigmadelta.eval.metrics.change_latency` of each stream (``[t, B]`` answers), pooled over the
+    streams: changes and misses summed, means weighted by the changes (and frames) they cover."""
+    per = [change_latency(original[:, b], network[:, b], CHANGE_RUN, CHANGE_RUN) for b in range(original.shape[1])]
+    changes = sum(p.changes for p in per)
+    if not changes:
+        return ChangeLatency(0, math.nan, 0, math.nan).to_dict() | {"mean_frames": None, "agreement_after": None}
+    mean = lambda field: sum(getattr(p, field) * p.changes for p in per if p.changes) / changes
+    return dict(changes=changes, mean_frames=mean("mean_frames"), missed=sum(p.missed for p in per),
+                agreement_after=mean("agreement_after"))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -214,11 +306,76 @@ def _per_frame_ops(counts, per_layer: bool) -> dict:
                 hybrid_split=tuple(counts.step_totals[part] / batch for part in (HYBRID_ADDITIONS, HYBRID_DENSE)))
 
 
+def grey_level(preprocess) -> torch.Tensor:
+    """The model-input change of one 8-bit grey level, per channel (``[C, 1, 1]``), through ``preprocess``
+    (frames ``[N, H, W, 3]`` uint8 -> inputs ``[N, C, H, W]``; a model bundle is accepted too). The preprocessing is
+    affine in the pixels: a uniform frame of 101 minus one of 100, the median over each channel's values (away from
+    any border effect of resizing)."""
+    preprocess = getattr(preprocess, "preprocess", preprocess)
+    zero, one = (preprocess(np.full((1, 64, 64, 3), v, dtype=np.uint8)) for v in (100, 101))
+    step = (one - zero)[0]
+    return step.flatten(1).median(1).values.view(-1, *[1] * (step.dim() - 1))
+
+
+def input_noise(x: torch.Tensor, grey, *, draw: int, frame: int, level: float = DECISIVE["level"],
+                seed: int = DECISIVE["seed"]) -> torch.Tensor:
+    """The noise that judges whether frame number ``frame`` (``x``, ``[B, ...]``) is decisive, in draw ``draw``:
+    uniform in ``±level · grey`` on every input value (``grey``: one grey level in input units, a number or per
+    channel), from a generator seeded by ``(seed, draw, frame)`` alone."""
+    g = torch.Generator().manual_seed(((seed * 1024 + draw) << 32) + frame)
+    return (torch.rand(x.shape, generator=g, dtype=x.dtype) * 2 - 1) * level * torch.as_tensor(grey, dtype=x.dtype)
+
+
+class _Decisive:
+    """The original's top-1 under input noise, chunk by chunk: ``update(clip, original_top1)`` adds a chunk's
+    flags. The noise of draw ``d`` on frame ``t`` is uniform in ``±level · grey`` from a generator seeded by
+    ``(seed, d, t)``, so no flag depends on the chunking."""
+
+    def __init__(self, net: SigmaDeltaNet, grey, level: float, draws: int, seed: int):
+        self.net = net.dense_copy("original")  # not counting, state of its own
+        self.grey, self.level, self.draws, self.seed = grey, float(level), int(draws), int(seed)
+        self.seen = 0
+        self.flags: list[torch.Tensor] = []
+
+    @torch.no_grad()
+    def update(self, clip: torch.Tensor, original_top1: torch.Tensor) -> None:
+        """``clip [t, B, ...]`` and the original's clean top-1 ``[t, B]``."""
+        noisy = []
+        for d in range(self.draws):
+            x = torch.stack([f + input_noise(f, self.grey, draw=d, frame=self.seen + i, level=self.level,
+                                             seed=self.seed) for i, f in enumerate(clip)])
+            noisy.append(self.net.run(x).argmax(-1))
+        self.flags.append(torch.as_tensor(decisive_of(original_top1.numpy(), torch.stack(noisy).numpy())))
+        self.seen += len(clip)
+
+    def result(self) -> np.ndarray:
+        return torch.cat(self.flags).numpy()
+
+
+@torch.no_grad()
+def decisive_frames(net: SigmaDeltaNet, frames: torch.Tensor | Iterable[torch.Tensor], grey, *, chunk: int = 16,
+                    level: float = DECISIVE["level"], draws: int = DECISIVE["draws"],
+                    seed: int = DECISIVE["seed"]) -> np.ndarray:
+    """Which frames of a stream are decisive for ``net``'s original network: its top-1 on the clean frame is its
+    top-1 under each of ``draws`` draws of uniform noise of ``±level`` grey levels on every input value
+    (``grey``: one grey level in input units, e.g. :func:`grey_level`). Returns booleans ``[T, B]``; the same flags
+    as :func:`evaluate_stream` with ``grey`` (pass them back as its ``decisive`` to judge many settings of one
+    stream without rerunning the noise)."""
+    judge = _Decisive(net, grey, level, draws, seed)
+    clean = net.dense_copy("original")
+    for clip in (chunks_of(frames, chunk) if isinstance(frames, torch.Tensor) else frames):
+        judge.update(clip, clean.run(clip).argmax(-1))
+    if not judge.seen:
+        raise ValueError("the stream holds no frame")
+    return judge.result()
+
+
 @torch.no_grad()
 def evaluate_stream(net: SigmaDeltaNet, frames: torch.Tensor | Iterable[torch.Tensor], *, chunk: int = 16,
                     feature_distances: bool = False, precision: str = "int32", progress: bool = True,
                     total: int | None = None, desc: str = "frames", per_layer: bool = True,
-                    reference: SigmaDeltaNet | None = None) -> StreamEvaluation:
+                    reference: SigmaDeltaNet | None = None, grey=None, decisive: np.ndarray | None = None
+                    ) -> StreamEvaluation:
     """Run one stream through the Sigma-Delta network and the original, frame by frame, and record both.
 
     The stream starts from zero state (the network is reset) and is never reset again: clips spliced one after
@@ -239,6 +396,9 @@ def evaluate_stream(net: SigmaDeltaNet, frames: torch.Tensor | Iterable[torch.Te
             with the stream by a few numbers a frame (ops, the top-5 classes), four more per layer with this.
         reference: the network whose ``"original"`` mode is the reference (copied); default ``net``. Pass the
             unmodified converted model when ``net``'s weights were fine-tuned.
+        grey: one grey level in input units (:func:`grey_level`): judge which frames are decisive, running the
+            reference's original on each chunk under :data:`DECISIVE` noise (3 more passes of the original).
+        decisive: the flags ``[T, B]`` of :func:`decisive_frames`, computed before (instead of ``grey``).
 
     Returns:
         A :class:`StreamEvaluation`.
@@ -246,8 +406,12 @@ def evaluate_stream(net: SigmaDeltaNet, frames: torch.Tensor | Iterable[torch.Te
     from tqdm.auto import tqdm
 
     energy_per_op_pj("dense", precision)  # check the precision before running anything
+    if grey is not None and decisive is not None:
+        raise ValueError("give grey (judge the frames now) or decisive (flags judged before), not both")
     total = len(frames) if isinstance(frames, torch.Tensor) else total
     distances = _FeatureDistances(net) if feature_distances else None
+    judge = None if grey is None else _Decisive(reference if reference is not None else net, grey,
+                                                DECISIVE["level"], DECISIVE["draws"], DECISIVE["seed"])
     top_orig, top_sd, max_diff, prob = [], [], [], []
 
     def collect(clip, outputs, nets):
@@ -255,6 +419,8 @@ def evaluate_stream(net: SigmaDeltaNet, frames: torch.Tensor | Iterable[torch.Te
         if distances is not None:
             distances.update(len(clip), nets["original"].observations())
         top_orig.append(top_classes(original))
+        if judge is not None:
+            judge.update(clip, top_orig[-1][..., 0])
         prob.append(original.softmax(-1).amax(-1).double())
         top_sd.append(top_classes(out))
         max_diff.append((out - original).abs().flatten(1).max(1).values)
@@ -269,7 +435,10 @@ def evaluate_stream(net: SigmaDeltaNet, frames: torch.Tensor | Iterable[torch.Te
         frames=int(counts.steps), layers=list(counts.layers), **_per_frame_ops(counts, per_layer),
         top1_agree=top1.double().mean(1).numpy(), top5_agree=top5.double().mean(1).numpy(),
         original_top5=top_orig_t.numpy(), original_top1_prob=torch.cat(prob).numpy(), sigma_delta_top5=top_sd_t.numpy(),
-        max_abs_logit_diff=torch.cat(max_diff).double().numpy(), precision=precision, scheme=counts.scheme)
+        max_abs_logit_diff=torch.cat(max_diff).double().numpy(), precision=precision, scheme=counts.scheme,
+        decisive=judge.result() if judge is not None else None if decisive is None else np.asarray(decisive, bool))
+    if result.decisive is not None and result.decisive.shape != result.top1_agree.shape + (top1.shape[1],):
+        raise ValueError(f"decisive flags {result.decisive.shape} do not fit the stream {tuple(top1.shape)}")
     if distances is not None:
         result.feature_maps = list(net.quantizers)
         result.l1_distance = np.array(distances.l1)

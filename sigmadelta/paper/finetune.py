@@ -1,5 +1,5 @@
 """Beyond the paper: fine-tuning the weights and scales for the Sigma-Delta cost, against the paper's scale-only
-method, on the MNIST MLP (Temporal-MNIST) and on ImageNet networks (static and moving test clips).
+method, on the MNIST MLP (Temporal-MNIST) and on ImageNet networks, judged on the test clips.
 
     python -m sigmadelta.paper.finetune [--out DIR] [--quick] [--models squeezenet1_1 ...] [--no-mnist]
     sigmadelta reproduce finetune [--out DIR] [--quick]
@@ -9,13 +9,19 @@ stream (:func:`sigmadelta.recipes.finetune_config`), for several λ; Sigma-Delta
 on Temporal-MNIST's test stream (one sequence), beside the paper's scale-only results (the committed
 ``results/mnist/results.json``, Temporal-MNIST test rows).
 
-Image models: scales calibrated the paper's way on carphone (cached), then fine-tuned on carphone + synthetic
-camera motion over scikit-image's train photos (:func:`sigmadelta.data.synthetic.training_set`), cached by
-content. Runs with a third number ``h`` (:data:`IMAGE_RUNS`) fine-tune the hysteresis scheme instead, and their
-starting point is the calibrated net with that hysteresis. Test stream, never trained on: bigbuckbunny (100 frames, static shot) then bikes (100 frames, panning),
-no reset, as in the video experiment. Agreement is with the unmodified original. Reductions: original ops /
-Sigma-Delta additions (the paper's convention) and original multiply-adds / events (nonzero integers × fan-out,
-the peers' convention).
+Image models, for the events cost: scales calibrated the paper's way on carphone (cached), then weights and scales
+fine-tuned on carphone + synthetic camera motion over scikit-image's train photos
+(:func:`sigmadelta.data.synthetic.training_set`; never a test clip), cached by content, with the events surrogate
+(``tanh(k|Δx| / (1 + h))`` per unit and frame pair, times its fan-out: one message per unit at most, as the peers
+count). Every scheme: the paper's (trained as its Rounding network), hysteresis (trained as the Sigma-Delta network
+with hysteresis, window by window), and the peers' thresholds on the fine-tuned weights (θ = τ·σ, σ measured on
+carphone through them; :data:`THRESHOLD_TAUS`): the fine-tuning code trains no threshold network, so they ride on
+weights trained for the events of hysteresis. Each run (:data:`IMAGE_RUNS`) is evaluated before (its starting point)
+and after, on every test clip as a stream of its own from zero state, against the unmodified original: events and
+additions, agreement over all and decisive frames, the frame skipper at the same events, the agreement of the
+fine-tuned weights' own dense network (the ceiling they leave), and events per layer. Whether a point moves the
+front: the best top-1 of the schemes experiment's settings (committed ``results/schemes/results_<model>.json``, not
+fine-tuned) at as many events saved or more, against the point's.
 
 Writes ``results.json``, ``results.md`` and ``finetune_tradeoff.png``.
 """
@@ -35,20 +41,31 @@ from sigmadelta import SchemeConfig, data, models, recipes
 from sigmadelta.learn.calibrate import calibrate
 from sigmadelta.learn.finetune import finetune, finetune_cached, training_clips
 from sigmadelta.paper import default_out
-from sigmadelta.paper._common import evaluate_segments
-from sigmadelta.paper.imagenet_video import load_stream
+from sigmadelta.paper._common import (AGREEMENT, TEST_CLIPS, TRAIN_CLIP, evaluate_clips, judge_clips, load_clips,
+                                      rounded)
 
 # --- defaults
 MNIST_LAMS = (1e-6, 3e-6)
 IMAGE_MODELS = ("squeezenet1_1", "efficientnet-lite0")
-# (λ of the calibration that sets the initial scales, λ of fine-tuning[, h: the hysteresis scheme])
-IMAGE_RUNS = {"squeezenet1_1": ((1e-10, 3e-11), (1e-10, 1e-10), (1e-10, 3e-10), (1e-11, 1e-10), (1e-11, 3e-10),
-                                (1e-11, 3e-11, 1.0), (1e-11, 3e-11, 2.0), (1e-11, 1e-10, 1.0), (3e-11, 1e-10, 1.0)),
-              "efficientnet-lite0": ((1e-10, 1e-10),)}
-TEST_CLIPS = (("bigbuckbunny", 100), ("bikes", 100))
+# one fine-tuning run per entry: the scheme trained (h for hysteresis), the λ of the calibration that sets the initial
+# scales, the λ of fine-tuning (per frame, on the events surrogate), and any FinetuneConfig field changed
+IMAGE_RUNS = {
+    "squeezenet1_1": (dict(scheme="sigma-delta", cal=1e-11, lam=1e-10),
+                      dict(scheme="sigma-delta", cal=1e-11, lam=3e-10),
+                      dict(scheme="hysteresis", h=1.0, cal=1e-11, lam=1e-10),
+                      dict(scheme="hysteresis", h=1.0, cal=1e-11, lam=3e-10),
+                      dict(scheme="hysteresis", h=1.0, cal=1e-11, lam=3e-10, lr_weights=0.0)),
+    "efficientnet-lite0": (dict(scheme="sigma-delta", cal=3e-11, lam=1e-10),
+                           dict(scheme="hysteresis", h=0.25, cal=3e-11, lam=1e-10)),
+}
+THRESHOLD_TAUS = {"squeezenet1_1": (0.05, 0.1, 0.2), "efficientnet-lite0": (0.02, 0.05)}
+SURROGATE = "events"
 CALIBRATION = dict(lr=0.1, epochs=5)  # the paper's VGG-19 protocol, as the video experiment
-TARGET = dict(static=11.0, moving=4.0, top1=0.90, top5=0.98, mnist_kops=20.0, mnist_error_margin=0.3)
-QUICK = dict(mnist_lams=(3e-6,), mnist_steps=200, image_steps=4, test_frames=(8, 8), image_runs=((1e-10, 1e-10),))
+TARGET = dict(top1=AGREEMENT["top1"], top5=AGREEMENT["top5"], events_testMovie=10.0, mnist_kops=20.0,
+              mnist_error_margin=0.3)
+QUICK = dict(mnist_lams=(3e-6,), mnist_steps=200, image_steps=4, test_frames=8, clips=("testMovie", "cityCC0"),
+             image_runs=(dict(scheme="hysteresis", h=1.0, cal=1e-10, lam=1e-10),), taus=(0.1,), train=(TRAIN_CLIP,),
+             calibration=dict(frames=6, epochs=1))
 OUT = default_out("finetune")
 
 
@@ -103,40 +120,96 @@ def paper_scale_only_rows() -> list[dict]:
 # image models
 
 
+def _label(run: dict) -> str:
+    scheme = "sigma-delta" if run["scheme"] == "sigma-delta" else f"hysteresis h {run['h']:g}"
+    extra = "".join(f", {k} {v:g}" for k, v in run.items() if k not in ("scheme", "h", "cal", "lam"))
+    return f"{scheme}, scales λ {run['cal']:g}, fine-tuned λ {run['lam']:g}{extra}"
+
+
+def schemes_front(model: str) -> list[dict]:
+    """The settings of the schemes experiment (committed ``results/schemes/results_<model>.json``), not fine-tuned:
+    ``label`` and per clip the row, for judging whether a fine-tuned point moves the front."""
+    path = default_out("schemes") / f"results_{model}.json"
+    if not path.is_file():
+        return []
+    results = json.loads(path.read_text())
+    if results.get("quick") or any("clips" not in r for r in results["rows"]):  # a smoke test, or another protocol
+        return []
+    return [dict(label=r["label"], clips=r["clips"]) for r in results["rows"]]
+
+
+def front_top1(front: list[dict], clip: str, reduction: float) -> dict | None:
+    """The schemes setting with the best top-1 on ``clip`` among those saving at least ``reduction`` events."""
+    ok = [r for r in front if clip in r["clips"] and r["clips"][clip]["reduction_events"] >= reduction]
+    return max(ok, key=lambda r: r["clips"][clip]["top1"]) if ok else None
+
+
 def image_part(model: str, cfg: dict, progress: bool, init_k: float | None = None) -> dict:
-    """Scale-only and fine-tuned points of ``model``; calibration starts from ``k = init_k`` (default: the
-    model's recipe, :func:`sigmadelta.recipes.scale_config`)."""
+    """Scale-only and fine-tuned points of ``model``, every scheme; calibration starts from ``k = init_k`` (default:
+    the model's recipe, :func:`sigmadelta.recipes.scale_config`)."""
     init_k = recipes.scale_config(model).init_scale if init_k is None else init_k
     bundle = models.get(model, progress=progress)
     original = sigmadelta.convert(bundle.model, bundle.example_input())
-    stream, segments = load_stream(bundle, tuple((n, f) for (n, _), f in zip(TEST_CLIPS, cfg["test_frames"])))
-    clips, names = training_clips(bundle)
-    config = recipes.finetune_config(model).replace(**({"steps": cfg["image_steps"]} if "image_steps" in cfg else {}))
-    runs = cfg.get("image_runs") or IMAGE_RUNS.get(model, ((recipes.scale_lam(model), recipes.finetune_lam(model)),))
+    clips = load_clips(bundle, cfg["clips"], cfg["test_frames"])
+    decisive = judge_clips(original, bundle, clips)
+    train_clips, names = training_clips(bundle, cfg.get("train"))
+    carphone = data.load_clip(TRAIN_CLIP, bundle)
+    calibration = CALIBRATION | {k: v for k, v in cfg.get("calibration", {}).items() if k != "frames"}
+    calibration_frames = carphone[:cfg.get("calibration", {}).get("frames")]
+    config = recipes.finetune_config(model).replace(surrogate=SURROGATE, **(
+        {"steps": cfg["image_steps"]} if "image_steps" in cfg else {}))
+    runs = cfg.get("image_runs") or IMAGE_RUNS.get(model, (dict(scheme="sigma-delta", cal=recipes.scale_lam(model),
+                                                                 lam=recipes.finetune_lam(model)),))
+    taus = cfg.get("taus") or THRESHOLD_TAUS.get(model, (0.05,))
+    front = schemes_front(model)
     points, calibrated = [], {}
-    for init_lam, lam, *hysteresis in runs:
-        h = hysteresis[0] if hysteresis else None
-        scheme = dict(scheme="sigma-delta") if h is None else dict(scheme="hysteresis", h=h)
-        if (init_lam, h) not in calibrated:  # the paper's method at this λ (with the scheme): the starting point
-            if init_lam not in calibrated:
+
+    def evaluate(net, what: str, run: dict, **extra) -> dict:
+        t = time.perf_counter()
+        res = evaluate_clips(net, original, clips, decisive, own_dense=what != "scales only (paper)")
+        point = dict(method=what, **run, **extra, clips=res, seconds=time.perf_counter() - t)
+        for clip, r in res.items():  # the best not fine-tuned setting that saves at least as many events
+            best = front_top1(front, clip, r["reduction_events"])
+            r["front"] = None if best is None else dict(label=best["label"], top1=best["clips"][clip]["top1"],
+                                                        reduction_events=best["clips"][clip]["reduction_events"])
+        points.append(point)
+        if progress:
+            print(f"{model}: {what}: {_label(run) if 'lam' in run else run}: " + " | ".join(
+                f"{c} {r['reduction_events']:.2f}x ev. {r['top1']:.0%}/{r['top5']:.0%}" for c, r in res.items()),
+                flush=True)
+        return point
+
+    for run in runs:
+        scheme = SchemeConfig() if run["scheme"] == "sigma-delta" else SchemeConfig("hysteresis", run["h"])
+        start_key = (run["cal"], run.get("h"))
+        if start_key not in calibrated:  # the paper's method at this λ (with the scheme): the starting point
+            if run["cal"] not in calibrated:
                 net = copy.deepcopy(original)
-                calibrate(net, data.load_clip("carphone", bundle), init_lam, model=model, clip="carphone",
-                          progress=progress, init_scale=init_k, **CALIBRATION)
-                calibrated[init_lam] = calibrated[init_lam, None] = net
-            net = copy.deepcopy(calibrated[init_lam])
-            if h is not None:
-                net.set_scheme("hysteresis", h=h)
-            calibrated[init_lam, h] = net
-            points.append(dict(method="scales only (paper)", lam=init_lam, init_lam=init_lam, **scheme,
-                               **evaluate_segments(net, original, stream, segments)))
-        tuned = copy.deepcopy(calibrated[init_lam])
-        run_config = config if h is None else config.replace(scheme=SchemeConfig("hysteresis", h))
-        run = finetune_cached(tuned, clips, lam, run_config, model=model, meta={"train": names}, progress=progress)
-        points.append(dict(method="fine-tuned", lam=lam, init_lam=init_lam, **scheme, checkpoint=str(run.path),
-                           cached=run.cached, train_seconds=run.record["seconds"],
-                           **evaluate_segments(tuned, original, stream, segments)))
+                calibrate(net, calibration_frames, run["cal"], model=model, clip=TRAIN_CLIP, progress=progress,
+                          init_scale=init_k, **calibration)
+                calibrated[run["cal"]] = net
+            net = copy.deepcopy(calibrated[run["cal"]])
+            if run.get("h") is not None:
+                net.set_scheme("hysteresis", h=run["h"])
+            calibrated[start_key] = net
+            evaluate(net, "scales only (paper)", dict(scheme=run["scheme"], h=run.get("h"), cal=run["cal"],
+                                                      lam=run["cal"]))
+        tuned = copy.deepcopy(calibrated[run["cal"]])
+        changes = {k: v for k, v in run.items() if k not in ("scheme", "h", "cal", "lam")}
+        run_config = config.replace(scheme=scheme, **changes)
+        t = time.perf_counter()
+        ft = finetune_cached(tuned, train_clips, run["lam"], run_config, model=model, meta={"train": names},
+                             progress=progress)
+        evaluate(tuned, "fine-tuned", run, checkpoint=str(ft.path), cached=ft.cached,
+                 train_seconds=ft.record["seconds"], label=_label(run))
+        if run_config.lr_weights > 0:  # the peers' thresholds on the weights fine-tuned for events
+            for tau in taus:
+                tuned.set_scheme("threshold", tau=tau, calibration=carphone)
+                evaluate(tuned, "fine-tuned weights, thresholds", dict(run, threshold_tau=tau),
+                         label=f"threshold τ {tau:g} on the weights of: {_label(run)}")
     return dict(model=model, init_scale=init_k, train=names, config=config.to_dict(),
-                segments=[dict(clip=n, start=a, stop=b) for n, a, b in segments], points=points)
+                clips={c: dict(kind=TEST_CLIPS.get(c, "?"), frames=len(f), decisive=int(decisive[c].sum()))
+                       for c, f in clips.items()}, front_from=len(front), points=points)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -160,70 +233,99 @@ def report(results: dict) -> str:
             lines.append(f"| {r['setting']} | {lam} | {r['kops_per_digit']:.1f} | {r['class_error']:.2f} | {layers} |")
         lines.append("")
     for part in results.get("images", []):
-        lines += [f"## {part['model']}, calibration from k = {part.get('init_scale', 16):g} (test: "
-                  f"{', '.join(s['clip'] for s in part['segments'])}; never trained on)", "",
-                  "| method | scheme | scales from λ | λ | clip | reduction (additions) | reduction (events) | top-1 "
-                  "| top-5 |", "|---|---|---|---|---|---|---|---|---|"]
-        for p in part["points"]:
-            for s in part["segments"]:
-                r = p[s["clip"]]
-                lines.append(f"| {p['method']} | {_scheme_label(p)} | {p.get('init_lam', p['lam']):g} | "
-                             f"{p['lam']:g} | {s['clip']} | "
-                             f"{r['reduction']:.2f}x | "
-                             f"{r['reduction_events']:.2f}x | {100 * r['top1_agreement']:.0f}% | "
-                             f"{100 * r['top5_agreement']:.0f}% |")
-        lines.append("")
+        lines += [f"## {part['model']}: fine-tuned for events on {', '.join(part['train'])} (scales from k = "
+                  f"{part['init_scale']:g}); each test clip its own stream, never trained on", "",
+                  "Front: the best top-1 of the schemes experiment's settings (not fine-tuned) that save at least as "
+                  "many events; a point moves the front where its top-1 is higher. Own dense: the fine-tuned weights "
+                  "run as the original network (the ceiling they leave).", ""]
+        for clip, info in part["clips"].items():
+            lines += [f"### {clip} ({info['kind']}, {info['frames']} frames, {info['decisive']} decisive)", "",
+                      "| method | setting | additions | events | top-1 | top-5 | top-1 decisive | own dense top-1 | "
+                      "skip at equal events: N, top-1 | front at these events: top-1 (setting) |",
+                      "|---|---|---|---|---|---|---|---|---|---|"]
+            for pt in part["points"]:
+                r = pt["clips"][clip]
+                front = "—" if r.get("front") is None else f"{r['front']['top1']:.1%} ({r['front']['label']})"
+                own = "—" if "dense_top1" not in r else f"{r['dense_top1']:.1%}"
+                lines.append(f"| {pt['method']} | {pt.get('label') or _scheme_label(pt)} | "
+                             f"{r['reduction_additions']:.2f}x | {r['reduction_events']:.2f}x | {r['top1']:.1%} | "
+                             f"{r['top5']:.1%} | {_pct(r['top1_decisive'])} | {own} | {r['skip']['n']}: "
+                             f"{r['skip']['top1_agreement']:.1%} | {front} |")
+            lines.append("")
+        lines += per_layer_table(part)
     lines.append("Paper (VGG-19, its own ImageNet video): 11x fewer ops on a static shot, 4x with a moving camera.")
     return "\n".join(lines) + "\n"
 
 
-def _scheme_label(point: dict) -> str:
-    return f"hysteresis h = {point['h']:g}" if point.get("scheme") == "hysteresis" else "sigma-delta"
+def _pct(v) -> str:
+    return "—" if v is None else f"{v:.0%}"
 
 
-def scale_only_curve(model: str, clip: str) -> list[tuple[float, float]]:
-    """(reduction, top-1 %) of the video experiment's committed λ sweep for ``model`` on ``clip``, if present."""
-    path = default_out(f"video_{model}") / "results.json"
-    if not path.is_file():
+def per_layer_table(part: dict, clips=("testMovie", "cityCC0")) -> list[str]:
+    """Events per layer (M per frame) of every fine-tuned run against its starting point, on the clips named."""
+    starts = {(p["scheme"], p.get("h"), p["cal"]): p for p in part["points"] if p["method"] == "scales only (paper)"}
+    tuned = [p for p in part["points"] if p["method"] == "fine-tuned"]
+    clips = [c for c in clips if c in part["clips"]]
+    if not tuned or not clips or "layers" not in tuned[0]["clips"][clips[0]]:
         return []
-    curve = json.loads(path.read_text()).get("curve", [])
-    return sorted((p[clip]["reduction"], 100 * p[clip]["top1_agreement"]) for p in curve if clip in p)
+    lines = ["### Events per layer (M ops per frame): starting point → fine-tuned", ""]
+    for pt in tuned:
+        before = starts.get((pt["scheme"], pt.get("h"), pt["cal"]))
+        if before is None:
+            continue
+        lines += [f"{pt['label']}:", "", "| layer | original | " + " | ".join(f"{c}: before → after" for c in clips)
+                  + " |", "|---|---|" + "---|" * len(clips)]
+        for layer, row in pt["clips"][clips[0]]["layers"].items():
+            lines.append(f"| {layer} | {row['original'] / 1e6:.1f} | " + " | ".join(
+                f"{before['clips'][c]['layers'][layer]['events'] / 1e6:.2f} → "
+                f"{pt['clips'][c]['layers'][layer]['events'] / 1e6:.2f}" for c in clips) + " |")
+        lines.append("")
+    return lines
+
+
+def _scheme_label(point: dict) -> str:
+    h = point.get("h")
+    return (f"hysteresis h {h:g}" if point.get("scheme") == "hysteresis" else "sigma-delta") + \
+        f", scales λ {point['cal']:g}"
 
 
 def plot(results: dict, path: Path) -> None:
+    """Per image model and clip: top-1 against events saved, the schemes experiment's settings (grey), the starting
+    points and the fine-tuned ones."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
-    for ax, clip, goal in zip(axes, ("bigbuckbunny", "bikes"), (TARGET["static"], TARGET["moving"])):
-        drawn = set()
-        for part, color in zip(results.get("images", []), ("C0", "C1", "C2", "C3")):
-            curve = [] if part["model"] in drawn else scale_only_curve(part["model"], clip)
-            drawn.add(part["model"])
-            if curve:
-                ax.plot(*zip(*curve), "-", color="gray", alpha=0.5, lw=1,
-                        label=f"{part['model']}: scales only, the video experiment's λ sweep")
-            for method, marker in (("scales only (paper)", "o"), ("fine-tuned", "*")):
-                for hysteresis, fill in ((False, color), (True, "none")):
-                    pts = [p for p in part["points"] if p["method"] == method and clip in p
-                           and (p.get("scheme") == "hysteresis") == hysteresis]
-                    if not pts:
-                        continue
-                    ax.scatter([p[clip]["reduction"] for p in pts], [100 * p[clip]["top1_agreement"] for p in pts],
-                               marker=marker, s=80, edgecolors=color, facecolors=fill,
-                               label=f"{part['model']}, calibrated from k = {part.get('init_scale', 16):g}: "
-                                     f"{method}" + (", hysteresis (additions)" if hysteresis else ""))
-        ax.axvline(goal, ls="--", color="gray", lw=1)
-        ax.axhline(100 * TARGET["top1"], ls=":", color="gray", lw=1)
-        ax.set_xscale("log")
-        ax.set_xlabel("reduction in ops (original / Sigma-Delta additions)")
-        ax.set_title(f"{clip} ({'static shot' if clip == 'bigbuckbunny' else 'moving camera'})")
-    axes[0].set_ylabel("top-1 agreement with the original (%)")
-    axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    parts = results.get("images", [])
+    if not parts:
+        return
+    clips = list(parts[0]["clips"])
+    fig, axes = plt.subplots(len(parts), len(clips), figsize=(4.2 * len(clips), 3.8 * len(parts)), squeeze=False)
+    for row, part in zip(axes, parts):
+        front = schemes_front(part["model"])
+        for ax, clip in zip(row, clips):
+            if clip not in part["clips"]:
+                ax.axis("off")
+                continue
+            pts = [(r["clips"][clip]["reduction_events"], 100 * r["clips"][clip]["top1"]) for r in front if clip in r["clips"]]
+            if pts:
+                ax.scatter(*zip(*pts), color="0.6", s=14, label="schemes experiment (not fine-tuned)")
+            for method, marker, color in (("scales only (paper)", "o", "tab:blue"), ("fine-tuned", "*", "tab:green"),
+                                          ("fine-tuned weights, thresholds", "^", "tab:red")):
+                sel = [p for p in part["points"] if p["method"] == method]
+                if sel:
+                    ax.scatter([p["clips"][clip]["reduction_events"] for p in sel],
+                               [100 * p["clips"][clip]["top1"] for p in sel], marker=marker, s=70, color=color,
+                               label=method)
+            ax.axhline(100 * TARGET["top1"], ls=":", color="gray", lw=1)
+            ax.set(xscale="log", ylim=(0, 102), title=f"{part['model']}: {clip}", xlabel="fewer events (x)",
+                   ylabel="top-1 (%)")
+            ax.grid(alpha=0.3, which="both")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    fig.savefig(path, dpi=90)
     plt.close(fig)
 
 
@@ -234,7 +336,7 @@ def run(out_dir=OUT, quick: bool = False, image_models=IMAGE_MODELS, mnist: bool
     Parts not run this time (``mnist=False``, image models not named) are kept from an existing ``results.json``
     (read when writing), so the parts can run one at a time, or side by side in two processes.
     """
-    cfg = dict(mnist_lams=MNIST_LAMS, test_frames=tuple(n for _, n in TEST_CLIPS)) | (QUICK if quick else {})
+    cfg = dict(mnist_lams=MNIST_LAMS, test_frames=None, clips=tuple(TEST_CLIPS)) | (QUICK if quick else {})
     if quick:
         cfg["mnist_test"] = 2000
     if runs:
@@ -259,11 +361,11 @@ def write(out_dir: Path, done: dict) -> dict:
     results = json.loads(path.read_text()) if path.is_file() else {}
     if results.get("quick", done["quick"]) != done["quick"]:
         results = {}  # a quick run never mixes with a full one
-    key = lambda p: (p["model"], p.get("init_scale", 16.0))  # parts before init_scale was recorded: k = 16
+    key = lambda p: (p["model"], p.get("init_scale"))
     ran = {key(p) for p in done["images"]}
     images = [p for p in results.get("images", []) if key(p) not in ran] + done["images"]
     results.update({k: v for k, v in done.items() if k != "images"}, images=images)
-    path.write_text(json.dumps(results, indent=1) + "\n")
+    path.write_text(json.dumps(rounded(results), indent=1) + "\n")
     (out_dir / "results.md").write_text(report(results))
     plot(results, out_dir / "finetune_tradeoff.png")
     return results
@@ -277,12 +379,14 @@ def main(argv=None) -> None:
     parser.add_argument("--no-mnist", action="store_true", help="skip the MNIST MLP")
     parser.add_argument("--init-scale", type=float, help="calibration starts from this k (default: the model's)")
     parser.add_argument("--runs", nargs="*", metavar="CAL:LAM[:H]", help="(calibration λ, fine-tuning λ[, h of the "
-                        "hysteresis scheme]), e.g. 1e-10:1e-10 or 1e-11:1e-10:1 (default: IMAGE_RUNS)")
+                        "hysteresis scheme]), e.g. 1e-11:1e-10 or 1e-11:1e-10:1 (default: IMAGE_RUNS)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     runs = [tuple(float(v) for v in r.split(":")) for r in args.runs or ()]
     if any(len(r) not in (2, 3) for r in runs):
-        parser.error("--runs: each run is CAL:LAM or CAL:LAM:H (H: hysteresis), e.g. 1e-10:1e-10")
+        parser.error("--runs: each run is CAL:LAM or CAL:LAM:H (H: hysteresis), e.g. 1e-11:1e-10")
+    runs = [dict(scheme="sigma-delta", cal=r[0], lam=r[1]) if len(r) == 2 else
+            dict(scheme="hysteresis", h=r[2], cal=r[0], lam=r[1]) for r in runs]
     start = time.perf_counter()
     results = run(args.out, quick=args.quick, image_models=args.models, mnist=not args.no_mnist,
                   progress=not args.no_progress, init_k=args.init_scale, runs=runs)

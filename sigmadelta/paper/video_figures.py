@@ -138,39 +138,44 @@ def plot_fig6(ev, segments, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_tradeoff(results: dict, segments, path: Path) -> None:
-    """Reduction in ops against top-1 and top-5 agreement, per clip, over λ (and uniform scales)."""
+def plot_tradeoff(results: dict, path: Path) -> None:
+    """Per clip, top-1 agreement against the reduction in ops over λ (additions, and events dashed), uniform scales,
+    and the frame skipper's curve (the original on every N-th frame, its answer held): a delta network is worth
+    having where its curve lies above the skipper's."""
     plt = _plt()
-    target = results["target"]
-    fig, axes = plt.subplots(1, 2, figsize=(14, 5.5))
-    colors = ("tab:blue", "tab:orange", "tab:green")
-    for ax, key, aim in ((axes[0], "top1_agreement", target["top1"]), (axes[1], "top5_agreement", target["top5"])):
-        for (name, _, _), c, goal in zip(segments, colors, (target["static"], target["moving"])):
-            xs = [p[name]["reduction"] for p in results["curve"]]
-            ys = [100 * p[name][key] for p in results["curve"]]
-            ax.plot(xs, ys, marker="o", color=c, label=f"{name}: learned scales")
-            ax.plot([p[name]["reduction_hybrid"] for p in results["curve"]], ys, marker="o", mfc="white", ls=":",
-                    color=c, label=f"{name}: learned scales, dense where cheaper (hybrid)")
-            for p, x, y in zip(results["curve"], xs, ys):
-                ax.annotate(f"{p['lam']:.0e}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7,
-                            color=c)
-            ux = [p[name]["reduction"] for p in results["uniform"]]
-            uy = [100 * p[name][key] for p in results["uniform"]]
-            ax.scatter(ux, uy, marker="s", color=c, alpha=0.45, label=f"{name}: uniform k "
-                       + ", ".join(f"{p['scales']:g}" for p in results["uniform"]))
-            ax.axvline(goal, color=c, ls=":", lw=1)
-        ax.axvline(1.0, color="tab:red", lw=1.2, label="original (dense) cost")
-        ax.axhline(100 * aim, color="black", ls="--", lw=0.8, label=f"target {aim:.0%}")
-        which = "top-1" if key.startswith("top1") else "top-5"
-        ax.set(xscale="log", ylim=(0, 101), ylabel=f"{which} agreement with the original (%)",
-               xlabel="reduction: original ops / sigma-delta ops (log; dotted: paper's VGG-19, 11x and 4x)")
+    clips = list(results["config"]["clips"])
+    cols = min(3, len(clips))
+    rows = -(-len(clips) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 4.3 * rows), squeeze=False)
+    for ax, clip in zip(axes.flat, clips):
+        curve = results["curve"]
+        y = [100 * p["clips"][clip]["top1"] for p in curve]
+        ax.plot([p["clips"][clip]["reduction_additions"] for p in curve], y, marker="o", color="tab:green",
+                label="sigma-delta, learned scales (additions)")
+        ax.plot([p["clips"][clip]["reduction_events"] for p in curve], y, marker="o", mfc="white", ls="--",
+                color="tab:purple", label="the same, events")
+        for p, x, yy in zip(curve, [p["clips"][clip]["reduction_additions"] for p in curve], y):
+            ax.annotate(f"{p['lam']:.0e}", (x, yy), textcoords="offset points", xytext=(3, 3), fontsize=6.5,
+                        color="tab:green")
+        ax.scatter([p["clips"][clip]["reduction_additions"] for p in results["uniform"]],
+                   [100 * p["clips"][clip]["top1"] for p in results["uniform"]], marker="s", color="tab:blue",
+                   alpha=0.5, label="uniform k " + ", ".join(f"{p['scales']:g}" for p in results["uniform"]))
+        skip = results["frame_skip_curves"][clip]
+        ax.plot([r["reduction"] for r in skip], [100 * r["top1_agreement"] for r in skip], ".", color="tab:gray",
+                ms=4, label="frame skipping (the original on every N-th frame, N = 1…100)")
+        ax.axhline(100 * results["target"]["top1"], color="black", ls=":", lw=0.8)
+        ax.axvline(1.0, color="tab:red", lw=1)
+        info = results["config"]["clips"][clip]
+        ax.set(xscale="log", ylim=(0, 102), title=f"{clip} ({info['kind']}, {info['frames']} frames)",
+               xlabel="fewer ops than the original (x, log)", ylabel="top-1 agreement (%)")
         ax.grid(True, which="both", alpha=0.25)
-        ax.legend(fontsize=7.5, loc="lower left")
-    axes[0].set_title("Top-1 agreement against computation (labels: λ)")
-    axes[1].set_title("Top-5 agreement against computation")
+    for ax in list(axes.flat)[len(clips):]:
+        ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8)
     cfg = results["config"]
-    fig.suptitle(f"Trade-off over λ: {cfg['model']}, scales learned on {cfg['train_clip']}",
+    fig.suptitle(f"Trade-off over λ: {cfg['model']}, scales learned on {cfg['train_clip']}; each clip its own stream",
                  fontsize=12)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.06, 1, 0.97))
     fig.savefig(path, dpi=90)
     plt.close(fig)

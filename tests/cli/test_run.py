@@ -1,4 +1,4 @@
-"""`sigmadelta run`, `optimize` and `reproduce video`: errors are clear (exit code 2, nothing written), help lists
+"""`sigmadelta run` and `optimize`: errors are clear (exit code 2, nothing written), help lists
 the options, and end to end on EfficientNet-Lite0 (slow)."""
 
 import json
@@ -80,19 +80,3 @@ def test_optimize_then_run_on_a_real_clip(tmp_path, cache, capsys):
     assert plot.read_bytes()[:4] == b"\x89PNG"
     text = capsys.readouterr().out
     assert "reduction" in text and "top-1" in text
-
-
-@pytest.mark.slow
-def test_reproduce_video_quick(tmp_path, cache):
-    assert main(["reproduce", "video", "--quick", "--out", str(tmp_path)]) == 0
-    for name in ("video_fig5.png", "video_fig6.png", "video_tradeoff.png", "frames.csv", "results.json", "results.md"):
-        assert (tmp_path / name).stat().st_size > 0, name
-    results = json.loads((tmp_path / "results.json").read_text())
-    assert [s["clip"] for s in results["config"]["test"]] == ["bigbuckbunny", "bikes"]
-    d = results["default"]
-    assert d["first_frame_ops"]["sigma_delta"] == pytest.approx(d["first_frame_ops"]["rounding"])
-    for clip in ("bigbuckbunny", "bikes"):
-        s = d["summary"][clip]
-        assert s["frames"] == 8 and 0 <= s["top1_agreement"] <= s["top5_agreement"] <= 1
-    assert results["speed"]["ratio_float64"] > 0 and len(results["feature_distance_means"]["l1"]) == 50
-    assert len((tmp_path / "frames.csv").read_text().splitlines()) == 17

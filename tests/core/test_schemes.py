@@ -273,34 +273,6 @@ def test_optimize_and_run_with_a_scheme_on_squeezenet(tmp_path, monkeypatch):
         report["summary"]["ops_original_per_frame"] / report["summary"]["ops_sigma_delta_events_per_frame"])
 
 
-@pytest.mark.slow
-def test_reproduce_schemes_quick(tmp_path, monkeypatch):
-    import json
-
-    from sigmadelta.paper import schemes
-
-    monkeypatch.setenv("SIGMADELTA_CACHE", str(tmp_path / "cache"))
-    schemes.run(tmp_path, quick=True, models_=("squeezenet1_1",), progress=False)
-    results = json.loads((tmp_path / "results_squeezenet1_1.json").read_text())
-    assert [(r["scheme"], r["allocated"]) for r in results["rows"]] == [
-        ("sigma-delta", False), ("hysteresis", False), ("threshold", False), ("hysteresis", True), ("threshold", True)]
-    uniform_theta = {n: 0.1 * s for n, s in results["stds"].items()}
-    spread = results["rows"][-1]["params"]  # θ per quantizer, allocated on the training frames
-    assert spread.keys() == uniform_theta.keys() and len(spread) == 18
-    assert max(abs(spread[n] / uniform_theta[n] - 1) for n in spread) > 0.1  # really spread, not τ·σ again
-    assert len(set(results["rows"][-2]["params"].values())) > 1  # h per quantizer
-    for clip in ("static", "moving"):  # the peers' baseline is never a spread setting
-        assert results["targets"][clip]["baseline"] in (None, "threshold τ=0.1")
-    for row in results["rows"]:
-        for clip in ("static", "moving"):
-            r = row[clip]
-            assert r["reduction_events"] > 0 and 0 <= r["top1"] <= r["top5"] <= 1
-            if row["scheme"] == "threshold":
-                assert r["additions"] == r["events"]
-    assert "Beside the paper and the peers" in (tmp_path / "results.md").read_text()
-    assert (tmp_path / "schemes_squeezenet1_1.png").read_bytes()[:4] == b"\x89PNG"
-
-
 # ---------------------------------------------------------------------------------------------------------
 # the scheme's parameter learned per quantizer (sigmadelta.learn.scheme_search)
 

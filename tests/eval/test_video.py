@@ -115,7 +115,7 @@ def test_summary_energy_and_cumulative_means(net, frames):
     assert len(rows) == len(frames) and set(rows[0]) == {"index", "ops", "top1_agree", "top5_agree", "original"}
     assert set(rows[0]["ops"]) == {"original", "rounding", "sigma_delta", "sigma_delta_hybrid", "events"}
     best = int(ev.original_top5[3, 0, 0])
-    assert rows[3]["original"] == {"class": best, "name": f"class {best}",
+    assert rows[3]["original"] == {"class": best, "name": f"class {best}", "decisive": None,  # not judged
                                    "probability": pytest.approx(float(ev.original_top1_prob[3, 0]))}
     assert 0.1 <= rows[3]["original"]["probability"] <= 1  # the best of 10 classes
     text = format_summary(ev, classes, title="toy")
