@@ -40,8 +40,7 @@ def _scale_learning(p: argparse.ArgumentParser, what: str = "scales") -> None:
                                  "model's recipe)")
     group.add_argument("--lam" if what == "scales" else "--scales-lam", type=lam_value, metavar="L",
                        dest="lam" if what == "scales" else "scales_lam",
-                       help="trade-off λ (default: the model's: 1e-10 for squeezenet1_1 and efficientnet-lite0, 1e-11 "
-                       "for vgg19, 1e-8 for the MNIST MLPs)")
+                       help="trade-off λ (default: the model's, sigmadelta.recipes.SCALE_LAMS, read off its curve)")
     group.add_argument("--calibrate-frames", type=positive_int, metavar="N", help="only the clip's first N frames")
     group.add_argument("--epochs", type=positive_int, metavar="N", help="passes over the clip (default 5)")
     group.add_argument("--lr", type=positive_float, metavar="LR", help="SGD learning rate on the log-scales "
@@ -114,7 +113,7 @@ def _add_finetune(sub, common) -> None:
     _scale_learning(tune, what="starting scales")
     group = tune.add_argument_group("fine-tuning (defaults: the model's recipe)")
     group.add_argument("--lam", type=lam_value, metavar="L", help="trade-off λ of the fine-tuning, per frame "
-                       "(default: 1e-10 for the image models, 3e-6 for mnist-mlp)")
+                       "(default: the model's, sigmadelta.recipes.FINETUNE_LAMS)")
     group.add_argument("--train", nargs="+", metavar="CLIP", help="training clips: clip names, video files, "
                        "'synthetic' (default: carphone and synthetic motion over photos; the MLPs: Temporal-MNIST)")
     group.add_argument("--steps", type=positive_int, metavar="N", help="optimizer steps")

@@ -145,4 +145,5 @@ def test_run_uses_the_shipped_scales_at_once_and_says_so(video, cache, capsys, m
 
     monkeypatch.setattr("sigmadelta.learn.calibrate.calibrate", forbidden)
     assert main(["run", video, "--model", "squeezenet1_1", "--frames", "2"]) == 0
-    assert "scales: shipped with sigmadelta (λ = 1e-10, learned on carphone)" in capsys.readouterr().out
+    assert f"scales: shipped with sigmadelta (λ = {recipes.scale_lam('squeezenet1_1'):g}, learned on carphone)" in \
+        capsys.readouterr().out
