@@ -278,8 +278,9 @@ def test_files_get_the_umask_permissions(umask, tmp_path):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o666 & ~umask, name
 
 
-def test_finetune_output_follows_the_umask(tmp_path, cache):
-    """`sigmadelta finetune -o F` writes F with the umask's mode, like every other output."""
+def test_finetune_output_follows_the_umask(tmp_path):
+    """`sigmadelta finetune -o F` writes F with the umask's mode, like every other output (the MLP and
+    Temporal-MNIST come from the user cache, trained or derived once)."""
     old = os.umask(0o027)
     try:
         assert main(["finetune", "--model", "mnist-mlp", "--steps", "2", "--batch", "2", "-o",
