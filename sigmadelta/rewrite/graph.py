@@ -136,7 +136,7 @@ class _Recorder(fx.Interpreter):
         try:
             out = super().run_node(n)
         except Exception as e:
-            context = "example_input" if self.batch is None else f"a batch of {self.batch} copies of one sample"
+            context = self.what
             raise ConversionError(f"running the model on {context} failed at {_where(n)}: "
                                   f"{type(e).__name__}: {e}") from None
         if self.batch is not None and n in self.depends and n.op != "output":
@@ -148,8 +148,8 @@ class _Recorder(fx.Interpreter):
         self.values[n] = out
         return out
 
-    def record(self, x: torch.Tensor, check_batch: bool = False) -> dict[fx.Node, object]:
-        self.values, self.batch = {}, (x.shape[0] if check_batch else None)
+    def record(self, x: torch.Tensor, check_batch: bool = False, what: str = "example_input") -> dict[fx.Node, object]:
+        self.values, self.batch, self.what = {}, (x.shape[0] if check_batch else None), what
         with torch.no_grad():
             self.run(x)
         return self.values
@@ -173,9 +173,11 @@ def _check_nodes(gm: fx.GraphModule, modules, example_input: torch.Tensor, extra
                                   f"never builds a silently wrong network. Supported:\n  {supported_ops_text()}")
 
     recorder = _Recorder(gm)
-    values = recorder.record(example_input)
-    for b in (2, 3):  # two batch sizes, so that a constant leading dimension cannot pass for the batch
-        recorder.record(example_input[:1].expand(b, *example_input.shape[1:]).clone(), check_batch=True)
+    values = recorder.record(example_input, check_batch=True)
+    # a second batch size, so that a constant leading dimension cannot pass for the batch
+    other = 2 if example_input.shape[0] != 2 else 3
+    recorder.record(example_input[:1].expand(other, *example_input.shape[1:]).clone(), check_batch=True,
+                    what=f"a batch of {other} copies of one sample")
     for node in gm.graph.nodes:
         _check_dim_argument(node, values)
     out = next(n for n in gm.graph.nodes if n.op == "output")
