@@ -1,0 +1,141 @@
+"""Compiled kernels of the event engine: the update of a linear layer (convolution or fully connected) from the
+messages of its input quantizer.
+
+.. math:: u_t[\\,b P_{out} + o\\,] \\mathrel{+}= \\sum_{(p, κ, o)} \\sum_{c:\\, s_{t,p,c} \\ne 0} \\frac{s_{t,p,c}}{k}\\, W[c, κ, :]
+
+over the active input pixels ``p`` of stream ``b`` (the CSR list ``pix, ptr, ch, val`` with ``val = s/k``) and
+their taps ``(κ, o)`` (:func:`~sigmadelta.runtime.events._maps.conv_taps`). ``W`` is laid out ``[C_in, K, C_out]``
+(per group, see below), so the weights one message adds are one contiguous row ``W[c, κ]``; the kernels take row
+views and index them with the loop counter (an index like ``W[c, base + o]`` compiles to gathers, 3x slower).
+
+A fully connected layer is the same update with one pixel per stream and one tap; one flattened from a
+``[C, H, W]`` value is a convolution whose single output pixel every input pixel reaches through its own tap.
+
+Each output pixel reached is appended once to ``touched`` (``mark`` remembers it this frame): the rows the
+next kernels visit. Products are fused multiply-adds where the CPU has them (``fastmath={"contract"}``): the sums
+differ from the dense convolution's in their last bits only, as any two summation orders do.
+"""
+
+from __future__ import annotations
+
+import numba
+
+__all__ = ["conv_events", "grouped_events", "fc_events_streams", "clear_marks"]
+
+_jit = numba.njit(cache=True, nogil=True, boundscheck=False, fastmath={"contract"})
+
+
+@_jit
+def conv_events(pix, ptr, ch, val, n_pix, W, ntap, tap_k, tap_o, P_in, P_out, u, c0, mark, touched, n_touched):
+    """A convolution with ``groups = 1`` (or a fully connected layer): ``W [C_in, K, C_out]``, output channels
+    ``u[:, c0:c0+C_out]``. Per active pixel and tap, the output row stays in cache while the pixel's messages
+    are added four at a time (four weight rows per pass over the row). Returns the new count of touched rows."""
+    C_out = W.shape[2]
+    for a in range(n_pix):
+        i = pix[a]
+        b = i // P_in
+        p = i - b * P_in
+        base = b * P_out
+        j0 = ptr[a]
+        j1 = ptr[a + 1]
+        for m in range(ntap[p]):
+            kk = tap_k[p, m]
+            t = base + tap_o[p, m]
+            touched[n_touched] = t
+            n_touched += 1 - mark[t]
+            mark[t] = 1
+            urow = u[t, c0:c0 + C_out]
+            j = j0
+            while j + 4 <= j1:
+                w0 = W[ch[j], kk]
+                w1 = W[ch[j + 1], kk]
+                w2 = W[ch[j + 2], kk]
+                w3 = W[ch[j + 3], kk]
+                v0 = val[j]
+                v1 = val[j + 1]
+                v2 = val[j + 2]
+                v3 = val[j + 3]
+                for o in range(C_out):
+                    urow[o] += v0 * w0[o] + v1 * w1[o] + v2 * w2[o] + v3 * w3[o]
+                j += 4
+            while j < j1:
+                w0 = W[ch[j], kk]
+                v0 = val[j]
+                for o in range(C_out):
+                    urow[o] += v0 * w0[o]
+                j += 1
+    return n_touched
+
+
+@_jit
+def grouped_events(pix, ptr, ch, val, n_pix, W, cin_g, ntap, tap_k, tap_o, P_in, P_out, u, c0, mark, touched,
+                   n_touched):
+    """A grouped convolution (depthwise included): ``W [C_in, K, C_out/G]`` holds, for input channel ``c``, the
+    weights to the ``C_out/G`` output channels of its group ``g = c // (C_in/G)``, which start at ``g·C_out/G``."""
+    cout_g = W.shape[2]
+    for a in range(n_pix):
+        i = pix[a]
+        b = i // P_in
+        p = i - b * P_in
+        base = b * P_out
+        j0 = ptr[a]
+        j1 = ptr[a + 1]
+        for m in range(ntap[p]):
+            kk = tap_k[p, m]
+            t = base + tap_o[p, m]
+            touched[n_touched] = t
+            n_touched += 1 - mark[t]
+            mark[t] = 1
+            urow = u[t]
+            for j in range(j0, j1):
+                c = ch[j]
+                w = W[c, kk]
+                v = val[j]
+                first = c0 + (c // cin_g) * cout_g
+                for o in range(cout_g):
+                    urow[first + o] += v * w[o]
+    return n_touched
+
+
+@_jit
+def fc_events_streams(pix, ptr, ch, val, n_pix, W, u, counts, order, streams, values):
+    """A fully connected layer for several streams at once, each weight row read once for all the streams whose
+    input ``c`` moved: the CSR list (one row per stream) is regrouped by input channel (counting sort into
+    ``order``/``streams``/``values``, ``counts [C_in + 1]`` zeroed on return), then ``u[b] += v_b · W[c, 0]`` for
+    each of them while ``W[c, 0]`` is in cache. ``W [C_in, 1, C_out]``, ``u [B, C_out]``."""
+    C_in = W.shape[0]
+    C_out = W.shape[2]
+    nnz = ptr[n_pix]
+    for j in range(nnz):
+        counts[ch[j] + 1] += 1
+    for c in range(C_in):
+        counts[c + 1] += counts[c]
+    for a in range(n_pix):  # stable: streams stay in order within a channel
+        for j in range(ptr[a], ptr[a + 1]):
+            dest = counts[ch[j]]
+            counts[ch[j]] = dest + 1
+            order[dest] = ch[j]
+            streams[dest] = pix[a]
+            values[dest] = val[j]
+    j = 0
+    while j < nnz:  # runs of equal channel
+        c = order[j]
+        e = j
+        while e < nnz and order[e] == c:
+            e += 1
+        w = W[c, 0]
+        for q in range(j, e):
+            urow = u[streams[q]]
+            v = values[q]
+            for o in range(C_out):
+                urow[o] += v * w[o]
+        j = e
+    counts[:] = 0
+    return nnz
+
+
+@_jit
+def clear_marks(mark, touched, n):
+    """Forget this frame's touched rows: ``mark[touched[:n]] = 0``."""
+    for a in range(n):
+        mark[touched[a]] = 0

@@ -1,0 +1,198 @@
+"""The event engine's linear layers: a convolution or fully connected layer updated from its input's messages,
+or recomputed densely when too many arrived.
+
+.. math::
+
+    u_t = u_{t-1} + W\\,(s_t / k) \\quad\\text{(events)}, \\qquad u_t = W\\,(L_t / k) + b \\quad\\text{(dense)}
+
+with ``u_0`` from the dense form on a stream's first frame. Both give the sigma-delta network's value (the
+rounding network's, ``Σ_τ s_τ = L_t``); the dense form also clears the rounding error the event sums gather.
+
+Break-even: per layer, the engine keeps the measured time of its dense form (``t_dense``) and of its event
+kernel per multiply-add (``t_mac``, an exponential average over the frames that ran it, first measured on
+synthetic messages when the plan is built). A frame runs the events when ``nnz · taps · C_out/G · t_mac`` is
+below ``t_dense``: :meth:`LayerStep.break_even` is that count of messages.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ...modules import SigmaDeltaLinear
+from . import _kconv as kc
+from ._maps import conv_taps, dense_taps
+from .quantize import QuantizeStep
+from .values import TORCH_DTYPES, Source
+
+__all__ = ["LayerStep"]
+
+_CONV = {"conv1d": F.conv1d, "conv2d": F.conv2d, "conv3d": F.conv3d}
+EMA = 0.2  # weight of the newest timing in the exponential averages
+AUTO, EVENTS, DENSE = 0, 1, 2  # policies (engine.POLICIES)
+
+
+class LayerStep:
+    """One linear layer (see the module docstring).
+
+    Args:
+        layer: the converted layer (weights with BatchNorm folded, bias, convolution arguments).
+        q: the quantizer step that feeds it.
+        out: where ``u`` lives: its own storage, or a channel slice of a concatenation's storage.
+        pad: a constant zero padding folded into this convolution (``F.pad`` amounts), else ``None``.
+    """
+
+    kind = "layer"
+
+    def __init__(self, layer: SigmaDeltaLinear, q: QuantizeStep, out: Source, pad=None):
+        self.name, self.layer, self.q, self.out, self.pad = layer.name, layer, q, out, pad
+        dtype = TORCH_DTYPES[out.storage.rows.dtype]
+        self.weight = layer.weight.detach().to(dtype)
+        self.bias = None if layer.bias is None else layer.bias.detach().to(dtype)
+        self.conv = layer.kind != "linear"
+        self.groups = layer.conv_args.get("groups", 1) if self.conv else 1
+        self._dense_weight, self._dense_version = None, None
+        self._layout(q)
+        self.macs_per_event = self.taps * self.event_width  # multiply-adds one message costs (interior pixel)
+        self.dense_macs = math.prod(out.shape) * self.weight[0].numel()
+        self.units_in = q.units
+        self.t_dense = self.t_mac = 1.0  # seconds: of the dense form; of the event kernel per multiply-add
+        self.policy = AUTO  # set by the engine
+        self.paths = {"sparse": 0, "dense": 0, "idle": 0}
+        self.events = 0  # messages received, summed over frames
+
+    def _layout(self, q: QuantizeStep) -> None:
+        """The event kernel's weights ``[C_in, K, C_out/G]`` and taps."""
+        w = self.weight.numpy()
+        if not self.conv:
+            n_out = w.shape[0]
+            if q.flatten:  # the input is a [C, *S] value flattened: one tap per pixel
+                c, p = q.source.channels, q.source.pixels
+                self.w_events = np.ascontiguousarray(w.reshape(n_out, c, p).transpose(1, 2, 0))
+                self.ntap, self.tap_k, self.tap_o = dense_taps(p)
+                self.p_in, self.taps = p, 1
+            else:
+                self.w_events = np.ascontiguousarray(w.T[:, None, :])
+                self.ntap, self.tap_k, self.tap_o = dense_taps(1)
+                self.p_in, self.taps = 1, 1
+            self.p_out, self.event_width, self.cin_g = 1, n_out, w.shape[1]
+            return
+        c_out, cin_g, *kernel = w.shape
+        g = self.groups
+        kk = math.prod(kernel)
+        self.cin_g, self.event_width = cin_g, c_out // g
+        self.w_events = np.ascontiguousarray(
+            w.reshape(g, c_out // g, cin_g, kk).transpose(0, 2, 3, 1).reshape(g * cin_g, kk, c_out // g))
+        d = len(kernel)
+        args = self.layer.conv_args
+
+        def per_dim(key, default):
+            v = args.get(key, default)
+            return tuple(v) if isinstance(v, (tuple, list)) else (v,) * d
+
+        in_sp = q.source.spatial
+        out_sp = self.out.spatial
+        before = per_dim("padding", 0)
+        if self.pad is not None:  # F.pad lists the last dimension first
+            before = tuple(b + self.pad[2 * (d - 1 - i)] for i, b in enumerate(before))
+        self.ntap, self.tap_k, self.tap_o = conv_taps(in_sp, out_sp, kernel, per_dim("stride", 1), before,
+                                                      per_dim("dilation", 1))
+        self.p_in, self.p_out, self.taps = math.prod(in_sp), math.prod(out_sp), kk
+
+    # --- running -----------------------------------------------------------------------------------------
+
+    def run(self, fresh: bool) -> None:
+        q = self.q
+        nnz = q.nnz
+        self.events += nnz
+        if nnz == 0 and not fresh:
+            self.paths["idle"] += 1
+        elif fresh or nnz > q.cap or self.policy == DENSE or (
+                self.policy == AUTO and nnz * self.macs_per_event * self.t_mac > self.t_dense):
+            self.paths["dense"] += 1
+            start = time.perf_counter()
+            self.dense()
+            if not fresh:
+                self.t_dense = (1 - EMA) * self.t_dense + EMA * (time.perf_counter() - start)
+        else:
+            self.paths["sparse"] += 1
+            start = time.perf_counter()
+            self.events_update()
+            elapsed = (time.perf_counter() - start) / (nnz * self.macs_per_event)
+            self.t_mac = (1 - EMA) * self.t_mac + EMA * elapsed
+
+    def events_update(self) -> None:
+        """``u += W s / k`` from the quantizer's CSR list, on the touched output rows."""
+        q, out = self.q, self.out
+        st = out.storage
+        if self.groups == 1:
+            st.n = kc.conv_events(q.pix, q.ptr, q.ch, q.val, q.n_pix, self.w_events, self.ntap, self.tap_k,
+                                  self.tap_o, self.p_in, self.p_out, st.rows, out.c0, st.mark, st.touched, st.n)
+        else:
+            st.n = kc.grouped_events(q.pix, q.ptr, q.ch, q.val, q.n_pix, self.w_events, self.cin_g, self.ntap,
+                                     self.tap_k, self.tap_o, self.p_in, self.p_out, st.rows, out.c0, st.mark,
+                                     st.touched, st.n)
+
+    def dense(self) -> None:
+        """``u = W (L / k) + b`` over the whole input, in torch (channels-last), into the output's channels."""
+        q = self.q
+        x = q.levels_logical()
+        k = q.k_tensor  # (), per channel (C, 1, ...) or per feature (F,): broadcasts against x
+        if q.flatten:
+            x = x.flatten(1)
+        if self.conv and k.dim() == 0:  # fold 1/k into the weights (cached until k changes)
+            if q.version != self._dense_version:
+                self._dense_weight, self._dense_version = self.weight / k, q.version
+            weight = self._dense_weight
+        else:
+            x, weight = x / k, self.weight
+        if self.pad is not None:
+            x = F.pad(x, self.pad)
+        if self.conv:
+            y = _CONV[self.layer.kind](x, weight, self.bias, **self.layer.conv_args)
+        else:
+            y = F.linear(x, weight, self.bias)
+        self.out.stored().copy_(y)
+        self.out.storage.all = True
+
+    # --- break-even --------------------------------------------------------------------------------------
+
+    def calibrate(self) -> None:
+        """First timings, when the plan is built: the dense form (warm) and the event kernel on synthetic
+        messages (``nnz`` 1% of the input units, clustered in a block of pixels), on scratch copies."""
+        saved = self.out.storage.rows.copy(), self.out.storage.n, self.out.storage.all
+        self.dense()
+        start = time.perf_counter()
+        self.dense()
+        self.t_dense = time.perf_counter() - start
+        q = self.q
+        saved_q = q.n_pix, q.nnz, q.pix, q.ptr, q.ch, q.val
+        n_pix = max(1, min(q.rows, q.rows // 100 + 1))
+        c = q.channels
+        q.pix = np.arange(n_pix, dtype=np.int32)
+        q.ptr = np.arange(n_pix + 1, dtype=np.int32) * c
+        q.ch = np.tile(np.arange(c, dtype=np.int32), n_pix)
+        q.val = np.ones(n_pix * c, q.dtype)
+        q.n_pix, q.nnz = n_pix, n_pix * c
+        self.out.storage.n = 0
+        self.events_update()  # compiles or loads the kernel
+        st = self.out.storage
+        kc.clear_marks(st.mark, st.touched, st.n)
+        st.n = 0
+        start = time.perf_counter()
+        self.events_update()
+        self.t_mac = (time.perf_counter() - start) / (q.nnz * self.macs_per_event)
+        kc.clear_marks(st.mark, st.touched, st.n)
+        q.n_pix, q.nnz, q.pix, q.ptr, q.ch, q.val = saved_q
+        st.rows[:], st.n, st.all = saved
+
+    def break_even(self) -> float:
+        """Messages per frame at which the event kernel is estimated to cost what the dense form costs."""
+        return self.t_dense / (self.t_mac * self.macs_per_event)
+
+    def plan_nbytes(self) -> int:
+        return self.w_events.nbytes + self.ntap.nbytes + self.tap_k.nbytes + self.tap_o.nbytes

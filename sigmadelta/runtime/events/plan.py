@@ -1,0 +1,472 @@
+"""The event engine's plan: the converted ``torch.fx`` graph walked once into steps with persistent buffers.
+
+What the walk fuses away (each only where it is exact):
+
+- an activation that clamps (ReLU, ReLU6, hardtanh, clamp), hardswish or hardsigmoid becomes a :class:`Source`
+  read through it: the quantizers, pooling and averages that read it apply it on the fly;
+- identities (dropout in eval mode, ``nn.Identity``, ``contiguous``) and reshapes that keep every row (a
+  flatten of ``[B, C, 1, 1]``) are the same rows;
+- a concatenation along channels of layer outputs, each read only by it (directly or through one clamping
+  activation), becomes one storage the layers write into, slice by slice (``max`` and clamps commute, so a
+  clamp after the concatenation is the per-channel clamp of its parts);
+- a constant zero padding read only by a quantizer whose layers are all convolutions, and a flatten read only by
+  a quantizer, fold into that quantizer: the padding into the convolutions' taps (a zero border quantizes to
+  zero messages in every scheme, forever), the flatten into the fully connected layer's weight layout.
+
+Everything else is a step per node (:mod:`~sigmadelta.runtime.events.ops`), torch's dense recompute as the last
+resort.
+"""
+
+from __future__ import annotations
+
+import copy
+import operator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.fx as fx
+import torch.nn.functional as F
+from torch import nn
+
+from ...modules import Quantizer, SigmaDeltaLinear
+from ...rewrite.patterns import CONSTANT_PAD_MODULES, DROPOUT_MODULES
+from . import _kquant as kq
+from ._maps import pad_rows, pool_windows, reach_of
+from .layers import LayerStep
+from .ops import (AddStep, ApplyStep, CatStep, DenseOpStep, InputStep, MeanStep, PadStep, PoolStep,
+                  storage_for)
+from .quantize import ImageInput, QuantizeStep
+from .values import Source
+
+__all__ = ["Plan", "build_plan"]
+
+_INF = float("inf")
+
+
+@dataclass
+class Plan:
+    """The steps of one frame in graph order, and what the engine reads: quantizers, layers, the storages to
+    clear each frame, the input and the output."""
+
+    steps: list
+    quantizers: list[QuantizeStep]
+    layers: list[LayerStep]
+    storages: list
+    input: InputStep | None
+    image: ImageInput | None
+    output: Source
+
+
+# ---------------------------------------------------------------------------------------------------------
+# what a node is
+
+
+def activation_of(node: fx.Node, mod) -> tuple[int, float, float] | None:
+    """``(act, lo, hi)`` when ``node`` is an activation a kernel applies on the fly, else ``None``."""
+    if mod is not None:
+        if type(mod) is nn.ReLU:
+            return kq.CLAMP, 0.0, _INF
+        if type(mod) is nn.ReLU6:
+            return kq.CLAMP, 0.0, 6.0
+        if type(mod) is nn.Hardtanh:
+            return kq.CLAMP, float(mod.min_val), float(mod.max_val)
+        if type(mod) is nn.Hardswish:
+            return kq.HARDSWISH, -_INF, _INF
+        if type(mod) is nn.Hardsigmoid:
+            return kq.HARDSIGMOID, -_INF, _INF
+        return None
+    args, kwargs, target = node.args, dict(node.kwargs), node.target
+    kwargs.pop("inplace", None)
+    if any(isinstance(a, fx.Node) for a in list(args[1:]) + list(kwargs.values())):
+        return None
+    if node.op == "call_function" and target in (F.relu, torch.relu) or node.op == "call_method" and target == "relu":
+        return (kq.CLAMP, 0.0, _INF) if len(args) == 1 and not kwargs else None
+    if node.op == "call_function" and target is F.relu6:
+        return (kq.CLAMP, 0.0, 6.0) if len(args) == 1 and not kwargs else None
+    if node.op == "call_function" and target is F.hardswish:
+        return (kq.HARDSWISH, -_INF, _INF) if len(args) == 1 and not kwargs else None
+    if node.op == "call_function" and target is F.hardsigmoid:
+        return (kq.HARDSIGMOID, -_INF, _INF) if len(args) == 1 and not kwargs else None
+    bounds = None
+    if node.op == "call_function" and target is F.hardtanh:
+        bounds = _call_args(args[1:], kwargs, ("min_val", "max_val"), (-1.0, 1.0))
+    elif (node.op == "call_function" and target in (torch.clamp, torch.clip)) or (
+            node.op == "call_method" and target in ("clamp", "clip")):
+        bounds = _call_args(args[1:], kwargs, ("min", "max"), (None, None))
+    elif node.op == "call_method" and target == "clamp_min":
+        bounds = _call_args(args[1:], kwargs, ("min",), (None,)) + [None]
+    elif node.op == "call_method" and target == "clamp_max":
+        bounds = [None] + _call_args(args[1:], kwargs, ("max",), (None,))
+    if bounds is None or not all(b is None or isinstance(b, (int, float)) for b in bounds):
+        return None
+    lo, hi = bounds
+    return kq.CLAMP, -_INF if lo is None else float(lo), _INF if hi is None else float(hi)
+
+
+def _call_args(args, kwargs, names, defaults) -> list | None:
+    if len(args) > len(names) or set(kwargs) - set(names):
+        return None
+    values = dict(zip(names, defaults)) | dict(zip(names, args)) | kwargs
+    return [values[n] for n in names]
+
+
+def is_alias(node: fx.Node, mod) -> bool:
+    """Ops that return their input unchanged in eval mode."""
+    if mod is not None:
+        return isinstance(mod, (nn.Identity,) + DROPOUT_MODULES) and not mod.training
+    if node.op == "call_method" and node.target == "contiguous" and len(node.args) == 1:
+        return True
+    return node.op == "call_function" and node.target in (F.dropout, F.dropout1d, F.dropout2d, F.dropout3d) and \
+        not node.kwargs.get("training", len(node.args) > 2 and node.args[2])
+
+
+def zero_pad_of(node: fx.Node, mod) -> tuple | None:
+    """``(amounts, value)`` (``F.pad`` order) of a constant padding of the spatial dimensions, else ``None``."""
+    if mod is not None and isinstance(mod, CONSTANT_PAD_MODULES):
+        return tuple(mod.padding), float(getattr(mod, "value", 0.0))
+    if node.op == "call_function" and node.target is F.pad:
+        kw = dict(zip(("input", "pad", "mode", "value"), node.args)) | dict(node.kwargs)
+        if kw.get("mode", "constant") == "constant" and not isinstance(kw.get("value"), fx.Node):
+            return tuple(kw["pad"]), float(kw.get("value") or 0.0)
+    return None
+
+
+def is_flatten(node: fx.Node, mod, examples) -> bool:
+    """A flatten of ``[B, C, *S]`` into ``[B, C·prod(S)]`` (a module, ``torch.flatten``/method, or a view/reshape
+    to ``[B, -1]``)."""
+    x = node.args[0] if node.args else None
+    if not isinstance(x, fx.Node) or not isinstance(examples.get(x), torch.Tensor):
+        return False
+    shape_in, y = examples[x].shape, examples[node]
+    return (isinstance(y, torch.Tensor) and y.dim() == 2 and len(shape_in) >= 3 and y.shape[0] == shape_in[0]
+            and y.is_contiguous() and (isinstance(mod, nn.Flatten) or node.target in (
+                torch.flatten, "flatten", "view", "reshape", torch.reshape)))
+
+
+def pool_args(node: fx.Node, mod) -> tuple | None:
+    """``(kernel, stride, padding, dilation)`` of a max-pooling without indices, else ``None``."""
+    if isinstance(mod, (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)) and not mod.return_indices:
+        return mod.kernel_size, mod.stride or mod.kernel_size, mod.padding, mod.dilation
+    if node.op == "call_function" and node.target in (F.max_pool1d, F.max_pool2d, F.max_pool3d):
+        names = ("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
+        kw = dict(zip(names, node.args)) | dict(node.kwargs)
+        if not kw.get("return_indices", False):
+            return kw["kernel_size"], kw.get("stride") or kw["kernel_size"], kw.get("padding", 0), kw.get("dilation", 1)
+    return None
+
+
+def is_global_mean(node: fx.Node, mod, examples) -> bool:
+    """A mean over every spatial dimension: ``AdaptiveAvgPool*d(1)``, ``x.mean(dims)``, ``torch.mean``."""
+    x = node.args[0] if node.args else None
+    if not isinstance(x, fx.Node) or not isinstance(examples.get(x), torch.Tensor) or examples[x].dim() < 3:
+        return False
+    d = examples[x].dim()
+    if isinstance(mod, (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)):
+        size = mod.output_size if isinstance(mod.output_size, (tuple, list)) else (mod.output_size,) * (d - 2)
+        return all(s == 1 for s in size)
+    if node.target in ("mean", torch.mean):
+        kw = dict(zip(("input", "dim", "keepdim"), node.args)) | dict(node.kwargs)
+        dims = kw.get("dim")
+        if dims is None or "dtype" in kw:
+            return False
+        dims = {int(v) % d for v in (dims if isinstance(dims, (tuple, list)) else (dims,))}
+        return dims == set(range(2, d))
+    return False
+
+
+def is_add(node: fx.Node, examples) -> bool:
+    """``a + b`` of two tensors of one shape (a residual add)."""
+    if not ((node.op == "call_function" and node.target in (operator.add, torch.add)) or (
+            node.op == "call_method" and node.target == "add")) or node.kwargs or len(node.args) != 2:
+        return False
+    a, b = node.args
+    return all(isinstance(v, fx.Node) and isinstance(examples.get(v), torch.Tensor) for v in (a, b)) and \
+        examples[a].shape == examples[b].shape == examples[node].shape
+
+
+def is_channel_cat(node: fx.Node, examples) -> bool:
+    if node.target not in (torch.cat, torch.concat) or node.kwargs.keys() - {"dim"}:
+        return False
+    kw = dict(zip(("tensors", "dim"), node.args)) | dict(node.kwargs)
+    parts = kw["tensors"]
+    out = examples[node]
+    return (isinstance(parts, (list, tuple)) and all(isinstance(p, fx.Node) for p in parts)
+            and isinstance(out, torch.Tensor) and out.dim() >= 2 and int(kw.get("dim", 0)) % out.dim() == 1)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the walk
+
+
+class _Walk:
+    """State of one walk over the graph (see :func:`build_plan`)."""
+
+    def __init__(self, gm: fx.GraphModule, net, batch: int):
+        self.gm, self.net = gm, net
+        self.modules = dict(gm.named_modules())
+        self.dtype = np.dtype(str(net.dtype).removeprefix("torch."))
+        example = torch.zeros((batch, *net.sample_shape), dtype=net.dtype)
+        self.examples = example_values(gm, self.modules, example)
+        self.values: dict[fx.Node, object] = {}
+        self.steps, self.quantizers, self.layers, self.storages = [], [], [], []
+        self.quantize_of: dict[fx.Node, QuantizeStep] = {}
+        self.input_step, self.image = None, None
+        self.folded: dict[fx.Node, tuple] = {}  # pad/flatten node -> ("pad", amounts) / ("flatten",)
+        self.slots: dict[fx.Node, tuple[fx.Node, int]] = {}  # layer node -> (concatenation node, first channel)
+        self.cat_storage: dict[fx.Node, object] = {}
+        self.materialized: dict[tuple, Source] = {}
+
+    def mod(self, node: fx.Node):
+        return self.modules.get(node.target) if node.op == "call_module" else None
+
+    def storage(self, name: str, shape) -> object:
+        st = storage_for(name, tuple(shape), self.dtype)
+        self.storages.append(st)
+        return st
+
+    def add(self, step) -> None:
+        self.steps.append(step)
+
+    # --- pre-pass: folds and in-place concatenations ---------------------------------------------------
+
+    def prepass(self) -> None:
+        for node in self.gm.graph.nodes:
+            mod = self.mod(node)
+            users = list(node.users)
+            q_users = len(users) == 1 and isinstance(self.mod(users[0]), Quantizer)
+            pad = zero_pad_of(node, mod)
+            if pad is not None and q_users and pad[1] == 0.0 and all(
+                    isinstance(self.mod(u), SigmaDeltaLinear) and self.mod(u).kind != "linear"
+                    and not isinstance(self.mod(u).conv_args.get("padding", 0), str) for u in users[0].users):
+                self.folded[node] = ("pad", pad[0])
+            elif q_users and is_flatten(node, mod, self.examples):
+                self.folded[node] = ("flatten",)
+            elif node.op == "call_function" and is_channel_cat(node, self.examples):
+                self._plan_cat(node)
+
+    def _plan_cat(self, cat: fx.Node) -> None:
+        parts = (dict(zip(("tensors", "dim"), cat.args)) | dict(cat.kwargs))["tensors"]
+        layers, c0 = [], 0
+        for part in parts:
+            if len(part.users) != 1:
+                return
+            layer = part
+            if not isinstance(self.mod(part), SigmaDeltaLinear):
+                spec = activation_of(part, self.mod(part))
+                if spec is None or spec[0] != kq.CLAMP or not isinstance(part.args[0], fx.Node):
+                    return
+                layer = part.args[0]
+                if len(layer.users) != 1 or not isinstance(self.mod(layer), SigmaDeltaLinear):
+                    return
+            layers.append((layer, c0))
+            c0 += self.examples[part].shape[1]
+        for layer, first in layers:
+            self.slots[layer] = (cat, first)
+
+    # --- sources ---------------------------------------------------------------------------------------
+
+    def source(self, node: fx.Node) -> Source:
+        value = self.values[node]
+        if value is _IMAGE:  # a consumer that needs the frame as rows
+            value = self.values[node] = self._input_rows(node)
+        return value
+
+    def _input_rows(self, node: fx.Node) -> Source:
+        shape = self.examples[node].shape
+        src = Source(self.storage(node.name, shape), 0, shape)
+        self.input_step = InputStep(node.name, src)
+        self.steps.insert(0, self.input_step)
+        return src
+
+    def materialize(self, src: Source, name: str) -> Source:
+        """``src`` with its activation applied and stored (once per source)."""
+        if src.is_identity:
+            return src
+        key = (id(src.storage), src.c0, src.act, src.lo.tobytes(), src.hi.tobytes())
+        if key not in self.materialized:
+            out = Source(self.storage(name, src.shape), 0, src.shape)
+            self.add(ApplyStep(name, src, out))
+            self.materialized[key] = out
+        return self.materialized[key]
+
+    # --- one node --------------------------------------------------------------------------------------
+
+    def visit(self, node: fx.Node) -> None:
+        mod, ex = self.mod(node), self.examples.get(node)
+        if node.op == "placeholder":
+            if ex.dim() >= 3:
+                self.image = ImageInput(tuple(ex.shape))
+                self.values[node] = _IMAGE
+            else:
+                self.values[node] = self._input_rows(node)
+        elif node.op == "get_attr" or (node.op != "output" and not isinstance(ex, torch.Tensor)):
+            self.values[node] = ex  # a constant, or a size fixed by the plan's batch
+        elif node in self.folded:
+            self.values[node] = _FOLDED
+        elif isinstance(mod, Quantizer):
+            self._quantizer(node, mod)
+        elif isinstance(mod, SigmaDeltaLinear):
+            self._layer(node, mod)
+        elif is_alias(node, mod):
+            self.values[node] = self.source(node.args[0])
+        elif (spec := activation_of(node, mod)) is not None and self._rows_value(node.args[0]):
+            src = self.source(node.args[0])
+            if not src.is_identity:
+                src = self.materialize(src, node.name + "_in")
+            lo = np.full(src.channels, spec[1], self.dtype)
+            hi = np.full(src.channels, spec[2], self.dtype)
+            self.values[node] = src.with_act(spec[0], lo, hi)
+        else:
+            self._op(node, mod, ex)
+
+    def _rows_value(self, node) -> bool:
+        return isinstance(node, fx.Node) and isinstance(self.values.get(node), Source)
+
+    def _quantizer(self, node: fx.Node, mod: Quantizer) -> None:
+        x = node.args[0]
+        fold = self.folded.get(x)
+        pad, flatten = (fold[1] if fold and fold[0] == "pad" else None), bool(fold and fold[0] == "flatten")
+        inner = x.args[0] if fold else x
+        if self.values.get(inner) is _IMAGE and not flatten:
+            source = self.image
+        else:
+            source = self.source(inner)
+        step = QuantizeStep(mod.name, mod, source, (pad, flatten))
+        step.allocate(self.dtype)
+        self.quantize_of[node] = step
+        self.quantizers.append(step)
+        self.add(step)
+
+    def _layer(self, node: fx.Node, mod: SigmaDeltaLinear) -> None:
+        q = self.quantize_of[node.args[0]]
+        shape = tuple(self.examples[node].shape)
+        if node in self.slots:
+            cat, c0 = self.slots[node]
+            if cat not in self.cat_storage:
+                self.cat_storage[cat] = self.storage(cat.name, self.examples[cat].shape)
+            out = Source(self.cat_storage[cat], c0, shape)
+        else:
+            out = Source(self.storage(node.name, shape), 0, shape)
+        step = LayerStep(mod, q, out, pad=q.pad)
+        self.layers.append(step)
+        self.add(step)
+        self.values[node] = out
+
+    def _op(self, node: fx.Node, mod, ex) -> None:
+        name = node.name
+        x = node.args[0] if node.args else None
+        if node.op == "output":
+            return
+        if node in self.cat_storage:  # built in place by its layers
+            parts = [self.source(p) for p in (dict(zip(("tensors", "dim"), node.args)) | dict(node.kwargs))["tensors"]]
+            lo, hi = np.concatenate([p.lo for p in parts]), np.concatenate([p.hi for p in parts])
+            self.values[node] = Source(self.cat_storage[node], 0, tuple(ex.shape), kq.CLAMP, lo, hi)
+            return
+        if self._rows_value(x) and ex.dim() == 2 and self.source(x).pixels == 1 and \
+                ex.shape[1] == self.source(x).channels:  # a flatten/view that keeps every row
+            self.values[node] = self.source(x).reshaped(tuple(ex.shape))
+            return
+        out = Source(self.storage(name, ex.shape), 0, tuple(ex.shape)) if ex.dim() >= 1 else None
+        if is_channel_cat(node, self.examples) and all(self._rows_value(p) for p in node.args[0]):
+            self.add(CatStep(name, [self.source(p) for p in node.args[0]], out))
+        elif is_add(node, self.examples) and all(self._rows_value(v) for v in node.args):
+            a, b = (self.materialize(self.source(v), f"{name}_{v.name}") for v in node.args)
+            self.add(AddStep(name, a, b, out))
+        elif (pool := pool_args(node, mod)) is not None and self._rows_value(x):
+            src = self.source(x)
+            if src.act == kq.HARDSWISH:  # not monotone: max and the activation do not commute
+                src = self.materialize(src, name + "_in")
+            d = ex.dim() - 2
+            per_dim = [tuple(v) if isinstance(v, (tuple, list)) else (v,) * d for v in pool]
+            windows = pool_windows(src.spatial, tuple(ex.shape[2:]), *per_dim)
+            self.add(PoolStep(name, src, out, windows, reach_of(*windows, src.pixels)))
+        elif is_global_mean(node, mod, self.examples) and self._rows_value(x):
+            self.add(MeanStep(name, self.source(x), out))  # out: one row [C] per stream
+        elif (pad := zero_pad_of(node, mod)) is not None and self._rows_value(x) and ex.dim() >= 3:
+            src = self.source(x)
+            d = ex.dim() - 2
+            before = [pad[0][2 * (d - 1 - i)] if 2 * (d - 1 - i) < len(pad[0]) else 0 for i in range(d)]
+            if min(pad[0]) < 0:
+                self.add(DenseOpStep(name, node, self._callable(node, mod), self.dense_inputs(node), self.resolve, out))
+            else:
+                self.add(PadStep(name, src, out, pad_rows(src.spatial, before, tuple(ex.shape[2:])), pad[1]))
+        else:
+            self.add(DenseOpStep(name, node, self._callable(node, mod), self.dense_inputs(node), self.resolve, out))
+        self.values.setdefault(node, out)
+
+    def _callable(self, node: fx.Node, mod):
+        if node.op == "call_module":
+            return _not_inplace(mod)
+        if node.op == "call_method":
+            return lambda obj, *args, name=node.target, **kw: getattr(obj, name)(*args, **kw)
+        if "inplace" in node.kwargs:
+            return lambda *args, fn=node.target, **kw: fn(*args, **(kw | {"inplace": False}))
+        return node.target
+
+    def dense_inputs(self, node: fx.Node) -> list[Source]:
+        return [self.source(n) for n in node.all_input_nodes if isinstance(self.examples.get(n), torch.Tensor)
+                and n.op != "get_attr"]
+
+    def resolve(self, node: fx.Node):
+        """The current value of ``node`` for a dense op: a tensor (activation applied) or a constant."""
+        value = self.values[node]
+        return value.logical() if isinstance(value, Source) else value
+
+
+_IMAGE, _FOLDED = object(), object()  # markers: the raw input frame; a node folded into its quantizer
+
+
+def _not_inplace(module: nn.Module) -> nn.Module:
+    """A shallow copy with ``inplace=False``: an in-place op would overwrite a persistent buffer."""
+    if getattr(module, "inplace", False):
+        module = copy.copy(module)
+        module.inplace = False
+    return module
+
+
+def build_plan(gm: fx.GraphModule, net, batch: int) -> Plan:
+    """Walk ``net``'s graph once and build the steps of one frame for ``batch`` streams."""
+    walk = _Walk(gm, net, batch)
+    walk.prepass()
+    output = None
+    for node in gm.graph.nodes:
+        try:
+            walk.visit(node)
+        except Exception as e:
+            shape = tuple(walk.examples[node].shape) if isinstance(walk.examples.get(node), torch.Tensor) else None
+            raise type(e)(f"event engine: cannot plan node {node.name!r} ({node.op} {node.target}, output shape "
+                          f"{shape}): {e}") from None
+        if node.op == "output":
+            output = walk.source(node.args[0])
+    return Plan(walk.steps, walk.quantizers, walk.layers, walk.storages, walk.input_step, walk.image, output)
+
+
+def example_values(gm: fx.GraphModule, modules: dict, example: torch.Tensor) -> dict:
+    """Every node's value on ``example`` with the quantizers as identities and the layers as plain linear
+    ops (no state is touched): it fixes buffer shapes."""
+    env: dict[fx.Node, object] = {}
+    with torch.no_grad():
+        for node in gm.graph.nodes:
+            args = fx.node.map_arg(node.args, lambda n: env[n])
+            kwargs = fx.node.map_arg(node.kwargs, lambda n: env[n])
+            if node.op == "placeholder":
+                env[node] = example
+            elif node.op == "get_attr":
+                obj = gm
+                for part in node.target.split("."):
+                    obj = getattr(obj, part)
+                env[node] = obj
+            elif node.op == "call_module":
+                mod = modules[node.target]
+                if isinstance(mod, Quantizer):
+                    env[node] = args[0]
+                elif isinstance(mod, SigmaDeltaLinear):
+                    env[node] = mod.linear(args[0], mod.weight, mod.bias)
+                else:
+                    env[node] = _not_inplace(mod)(*args, **kwargs)
+            elif node.op == "call_method":
+                env[node] = getattr(args[0], node.target)(*args[1:], **kwargs)
+            elif node.op == "call_function":
+                env[node] = node.target(*args, **kwargs)
+    return env
