@@ -18,11 +18,11 @@ differ from the dense convolution's in their last bits only, as any two summatio
 
 from __future__ import annotations
 
-import numba
+from ._jit import jit
 
 __all__ = ["conv_events", "grouped_events", "fc_events_streams", "clear_marks"]
 
-_jit = numba.njit(cache=True, nogil=True, boundscheck=False, fastmath={"contract"})
+_jit = jit(contract=True)
 
 
 @_jit
@@ -92,8 +92,9 @@ def grouped_events(pix, ptr, ch, val, n_pix, W, cin_g, ntap, tap_k, tap_o, P_in,
                 w = W[c, kk]
                 v = val[j]
                 first = c0 + (c // cin_g) * cout_g
+                seg = urow[first:first + cout_g]
                 for o in range(cout_g):
-                    urow[first + o] += v * w[o]
+                    seg[o] += v * w[o]
     return n_touched
 
 

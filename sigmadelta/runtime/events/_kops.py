@@ -22,7 +22,7 @@ def apply_rows(rows, n_rows, src, c0, act, lo, hi, out, oc0):
     C = lo.shape[0]
     for a in range(n_rows):
         i = rows[a]
-        activate(src[i], c0, act, lo, hi, out[i, oc0:oc0 + C])
+        activate(src[i, c0:c0 + C], act, lo, hi, out[i, oc0:oc0 + C])
 
 
 @jit
@@ -44,9 +44,9 @@ def add_rows(rows_a, n_a, rows_b, n_b, a, ac0, b, bc0, out, mark, touched):
     for j in range(n):
         t = touched[j]
         mark[t] = 0
-        x, y, o = a[t], b[t], out[t]
+        x, y, o = a[t, ac0:ac0 + C], b[t, bc0:bc0 + C], out[t]
         for c in range(C):
-            o[c] = x[ac0 + c] + y[bc0 + c]
+            o[c] = x[c] + y[c]
     return n
 
 
@@ -59,7 +59,7 @@ def pad_rows(rows, n_rows, src, c0, act, lo, hi, P_in, P_out, target, out, touch
         i = rows[a]
         b = i // P_in
         t = b * P_out + target[i - b * P_in]
-        activate(src[i], c0, act, lo, hi, out[t, :C])
+        activate(src[i, c0:c0 + C], act, lo, hi, out[t])
         touched[a] = t
     return n_rows
 
@@ -87,15 +87,15 @@ def maxpool_rows(rows, n_rows, src, c0, act, lo, hi, P_in, P_out, nrev, rev, nwi
         b = t // P_out
         o = t - b * P_out
         y = out[t]
-        x = src[b * P_in + win[o, 0]]
+        x = src[b * P_in + win[o, 0], c0:c0 + C]
         for c in range(C):
-            y[c] = x[c0 + c]
+            y[c] = x[c]
         for m in range(1, nwin[o]):
-            x = src[b * P_in + win[o, m]]
+            x = src[b * P_in + win[o, m], c0:c0 + C]
             for c in range(C):
-                v = x[c0 + c]
+                v = x[c]
                 y[c] = v if v > y[c] else y[c]
-        activate(y, 0, act, lo, hi, y)
+        activate(y, act, lo, hi, y)
     return n
 
 
@@ -116,7 +116,7 @@ def mean_rows(rows, n_rows, src, c0, act, lo, hi, P, full, last, sums, out, tmp,
     for a in range(n_rows):
         i = rows[a]
         b = i // P
-        activate(src[i], c0, act, lo, hi, tmp)
+        activate(src[i, c0:c0 + C], act, lo, hi, tmp)
         previous = last[i]
         total = sums[b]
         for c in range(C):

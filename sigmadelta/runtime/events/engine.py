@@ -164,8 +164,9 @@ class EventEngine:
         return {layer.name: dict(layer.paths) for layer in self._layers()}
 
     def activity(self) -> dict[str, float]:
-        """Layer name -> mean fraction of its input units that sent a message, per frame since the last reset."""
-        return {layer.name: layer.events / max(sum(layer.paths.values()), 1) / max(layer.units_in, 1)
+        """Layer name -> mean fraction of its input units that sent a message, per frame since the last reset
+        (a stream's first frame, where every unit does, left out)."""
+        return {layer.name: layer.events / max(sum(layer.paths.values()) - 1, 1) / max(layer.units_in, 1)
                 for layer in self._layers()}
 
     def break_even(self) -> dict[str, float]:
@@ -217,4 +218,4 @@ def _share_buffers(plan) -> None:
             if q.image:
                 q.scratch = (np.zeros((q.channels, BLOCK), dtype), np.zeros(BLOCK, np.uint8))
             else:
-                q.scratch = (np.zeros(width, dtype)[:q.channels], np.zeros(width, dtype)[:q.channels])
+                q.scratch = np.zeros(width, dtype)[:q.channels]

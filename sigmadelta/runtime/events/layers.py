@@ -63,7 +63,7 @@ class LayerStep:
         self.t_dense = self.t_mac = 1.0  # seconds: of the dense form; of the event kernel per multiply-add
         self.policy = AUTO  # set by the engine
         self.paths = {"sparse": 0, "dense": 0, "idle": 0}
-        self.events = 0  # messages received, summed over frames
+        self.events = 0  # messages received, summed over the frames after a stream's first
 
     def _layout(self, q: QuantizeStep) -> None:
         """The event kernel's weights ``[C_in, K, C_out/G]`` and taps."""
@@ -108,7 +108,6 @@ class LayerStep:
     def run(self, fresh: bool) -> None:
         q = self.q
         nnz = q.nnz
-        self.events += nnz
         if nnz == 0 and not fresh:
             self.paths["idle"] += 1
         elif fresh or nnz > q.cap or self.policy == DENSE or (
@@ -118,12 +117,14 @@ class LayerStep:
             self.dense()
             if not fresh:
                 self.t_dense = (1 - EMA) * self.t_dense + EMA * (time.perf_counter() - start)
+                self.events += nnz
         else:
             self.paths["sparse"] += 1
             start = time.perf_counter()
             self.events_update()
             elapsed = (time.perf_counter() - start) / (nnz * self.macs_per_event)
             self.t_mac = (1 - EMA) * self.t_mac + EMA * elapsed
+            self.events += nnz
 
     def events_update(self) -> None:
         """``u += W s / k`` from the quantizer's CSR list, on the touched output rows."""

@@ -55,7 +55,8 @@ class QuantizeStep:
     kind = "quantize"
 
     def __init__(self, name: str, quantizer: Quantizer, source, fold=(None, False)):
-        self.name, self.q, self.source = name, quantizer, source
+        self.name = f"{name}:quantize"  # the quantizer is named after the first layer it feeds
+        self.q, self.source = quantizer, source
         self.pad, self.flatten = fold
         self.image = isinstance(source, ImageInput)
         self.channels, self.rows = source.channels, source.shape[0] * source.pixels
@@ -64,7 +65,7 @@ class QuantizeStep:
         self.cap = 0
         self.n_pix = self.nnz = 0
         self.pix = self.ptr = self.ch = self.val = None
-        self.scratch = None  # (tmp, sd) or, for an image, (sd, flags)
+        self.scratch = None  # sd [C] or, for an image, (sd [C, BLOCK], flags [BLOCK])
         self.counting = False
         self.records: dict[str, list[torch.Tensor]] = {"x": [], "r": [], "s": []}
         self.version = None
@@ -93,7 +94,8 @@ class QuantizeStep:
         with torch.no_grad():
             k = q.message_scale.to(TORCH_DTYPES[self.dtype])  # in the model's dtype, as the simulation
         self.k_tensor = k
-        self.scheme = _SCHEMES[q.scheme]
+        scheme = _SCHEMES[q.scheme]
+        self.kernel = kq.QUANTIZE_PLANES[scheme] if self.image else kq.QUANTIZE_ROWS[self.source.act, scheme]
         thr = q.scheme_param + 0.5 if q.scheme == HYSTERESIS else q.scheme_param
         self.thr = self.dtype.type(thr)  # compared in the model's dtype, as torch compares with a Python scalar
         k = k.detach().numpy()
@@ -115,8 +117,8 @@ class QuantizeStep:
             before = self.level_tensor.clone()
         if self.image:
             sd, flags = self.scratch
-            self.n_pix, self.nnz = kq.quantize_planes(self.source.frame, self.k, self.scheme, self.thr, self.level,
-                                                      cap, self.pix, self.ptr, self.ch, self.val, sd, flags)
+            self.n_pix, self.nnz = self.kernel(self.source.frame, self.k, self.thr, self.level, cap, self.pix,
+                                               self.ptr, self.ch, self.val, sd, flags)
         else:
             src = self.source
             st = src.storage
@@ -124,10 +126,8 @@ class QuantizeStep:
             if n == 0:
                 self.n_pix = self.nnz = 0
             else:
-                tmp, sd = self.scratch
-                self.n_pix, self.nnz = kq.quantize_rows(rows, n, st.rows, src.c0, src.act, src.lo, src.hi, self.k,
-                                                        self.scheme, self.thr, self.level, cap, self.pix, self.ptr,
-                                                        self.ch, self.val, tmp, sd)
+                self.n_pix, self.nnz = self.kernel(rows, n, st.rows, src.c0, src.lo, src.hi, self.k, self.thr,
+                                                   self.level, cap, self.pix, self.ptr, self.ch, self.val, self.scratch)
         if self.counting:
             self._record(before)
 
