@@ -162,9 +162,13 @@ def is_global_mean(node: fx.Node, mod, examples) -> bool:
     if not isinstance(x, fx.Node) or not isinstance(examples.get(x), torch.Tensor) or examples[x].dim() < 3:
         return False
     d = examples[x].dim()
+    size = None
     if isinstance(mod, (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)):
-        size = mod.output_size if isinstance(mod.output_size, (tuple, list)) else (mod.output_size,) * (d - 2)
-        return all(s == 1 for s in size)
+        size = mod.output_size
+    elif node.target in (F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d):
+        size = (dict(zip(("input", "output_size"), node.args)) | dict(node.kwargs))["output_size"]
+    if size is not None:
+        return all(s == 1 for s in (size if isinstance(size, (tuple, list)) else (size,) * (d - 2)))
     if node.target in ("mean", torch.mean):
         kw = dict(zip(("input", "dim", "keepdim"), node.args)) | dict(node.kwargs)
         dims = kw.get("dim")
