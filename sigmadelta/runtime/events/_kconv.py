@@ -29,7 +29,8 @@ _jit = jit(contract=True)
 def conv_events(pix, ptr, ch, val, n_pix, W, ntap, tap_k, tap_o, P_in, P_out, u, c0, mark, touched, n_touched):
     """A convolution with ``groups = 1`` (or a fully connected layer): ``W [C_in, K, C_out]``, output channels
     ``u[:, c0:c0+C_out]``. Per active pixel and tap, the output row stays in cache while the pixel's messages
-    are added four at a time (four weight rows per pass over the row). Returns the new count of touched rows."""
+    are added four at a time (four weight rows per pass over the row; the last 1-3 in one more pass). Returns the
+    new count of touched rows."""
     C_out = W.shape[2]
     for a in range(n_pix):
         i = pix[a]
@@ -58,12 +59,28 @@ def conv_events(pix, ptr, ch, val, n_pix, W, ntap, tap_k, tap_o, P_in, P_out, u,
                 for o in range(C_out):
                     urow[o] += v0 * w0[o] + v1 * w1[o] + v2 * w2[o] + v3 * w3[o]
                 j += 4
-            while j < j1:
+            rest = j1 - j  # 0-3 messages left: one more pass over the row
+            if rest == 3:
+                w0 = W[ch[j], kk]
+                w1 = W[ch[j + 1], kk]
+                w2 = W[ch[j + 2], kk]
+                v0 = val[j]
+                v1 = val[j + 1]
+                v2 = val[j + 2]
+                for o in range(C_out):
+                    urow[o] += v0 * w0[o] + v1 * w1[o] + v2 * w2[o]
+            elif rest == 2:
+                w0 = W[ch[j], kk]
+                w1 = W[ch[j + 1], kk]
+                v0 = val[j]
+                v1 = val[j + 1]
+                for o in range(C_out):
+                    urow[o] += v0 * w0[o] + v1 * w1[o]
+            elif rest == 1:
                 w0 = W[ch[j], kk]
                 v0 = val[j]
                 for o in range(C_out):
                     urow[o] += v0 * w0[o]
-                j += 1
     return n_touched
 
 

@@ -33,6 +33,13 @@ __all__ = ["LayerStep"]
 
 _CONV = {"conv1d": F.conv1d, "conv2d": F.conv2d, "conv3d": F.conv3d}
 EMA = 0.2  # weight of the newest timing in the exponential averages
+
+
+def _average(mean: float, sample: float) -> float:
+    """The exponential average with a new timing, clipped to 4x the average (a preempted call says nothing of
+    the kernel)."""
+    return (1 - EMA) * mean + EMA * min(sample, 4 * mean)
+
 AUTO, EVENTS, DENSE = 0, 1, 2  # policies (engine.POLICIES)
 
 
@@ -60,7 +67,8 @@ class LayerStep:
         self.macs_per_event = self.taps * self.event_width  # multiply-adds one message costs (interior pixel)
         self.dense_macs = math.prod(out.shape) * self.weight[0].numel()
         self.units_in = q.units
-        self.t_dense = self.t_mac = 1.0  # seconds: of the dense form; of the event kernel per multiply-add
+        # seconds (measured): the dense form; the event kernel's fixed cost per call and its cost per multiply-add
+        self.t_dense, self.t_fixed, self.t_mac = 1.0, 0.0, 1.0
         self.policy = AUTO  # set by the engine
         self.paths = {"sparse": 0, "dense": 0, "idle": 0}
         self.events = 0  # messages received, summed over the frames after a stream's first
@@ -111,19 +119,19 @@ class LayerStep:
         if nnz == 0 and not fresh:
             self.paths["idle"] += 1
         elif fresh or nnz > q.cap or self.policy == DENSE or (
-                self.policy == AUTO and nnz * self.macs_per_event * self.t_mac > self.t_dense):
+                self.policy == AUTO and self.t_fixed + nnz * self.macs_per_event * self.t_mac > self.t_dense):
             self.paths["dense"] += 1
             start = time.perf_counter()
             self.dense()
             if not fresh:
-                self.t_dense = (1 - EMA) * self.t_dense + EMA * (time.perf_counter() - start)
+                self.t_dense = _average(self.t_dense, time.perf_counter() - start)
                 self.events += nnz
         else:
             self.paths["sparse"] += 1
             start = time.perf_counter()
             self.events_update()
-            elapsed = (time.perf_counter() - start) / (nnz * self.macs_per_event)
-            self.t_mac = (1 - EMA) * self.t_mac + EMA * elapsed
+            elapsed = time.perf_counter() - start - self.t_fixed
+            self.t_mac = _average(self.t_mac, max(elapsed, 0.0) / (nnz * self.macs_per_event))
             self.events += nnz
 
     def events_update(self) -> None:
@@ -163,37 +171,40 @@ class LayerStep:
     # --- break-even --------------------------------------------------------------------------------------
 
     def calibrate(self) -> None:
-        """First timings, when the plan is built: the dense form (warm) and the event kernel on synthetic
-        messages (``nnz`` 1% of the input units, clustered in a block of pixels), on scratch copies."""
-        saved = self.out.storage.rows.copy(), self.out.storage.n, self.out.storage.all
+        """First timings, when the plan is built, on scratch copies: the dense form (warm), and the event kernel
+        on one message (its fixed cost) and on synthetic messages (every channel of 1% of the input pixels, a
+        block of them) for its cost per multiply-add. Real frames refine both (cold caches cost more)."""
+        st, q = self.out.storage, self.q
+        saved = st.rows.copy(), st.n, st.all
+        saved_q = q.n_pix, q.nnz, q.pix, q.ptr, q.ch, q.val
         self.dense()
         start = time.perf_counter()
         self.dense()
         self.t_dense = time.perf_counter() - start
-        q = self.q
-        saved_q = q.n_pix, q.nnz, q.pix, q.ptr, q.ch, q.val
-        n_pix = max(1, min(q.rows, q.rows // 100 + 1))
         c = q.channels
-        q.pix = np.arange(n_pix, dtype=np.int32)
-        q.ptr = np.arange(n_pix + 1, dtype=np.int32) * c
-        q.ch = np.tile(np.arange(c, dtype=np.int32), n_pix)
-        q.val = np.ones(n_pix * c, q.dtype)
-        q.n_pix, q.nnz = n_pix, n_pix * c
-        self.out.storage.n = 0
-        self.events_update()  # compiles or loads the kernel
-        st = self.out.storage
-        kc.clear_marks(st.mark, st.touched, st.n)
-        st.n = 0
-        start = time.perf_counter()
-        self.events_update()
-        self.t_mac = (time.perf_counter() - start) / (q.nnz * self.macs_per_event)
-        kc.clear_marks(st.mark, st.touched, st.n)
+        for probe, (n_pix, width) in enumerate(((1, 1), (max(1, q.rows // 100), c))):
+            q.pix = np.arange(n_pix, dtype=np.int32)
+            q.ptr = np.arange(n_pix + 1, dtype=np.int32) * width
+            q.ch = np.tile(np.arange(width, dtype=np.int32), n_pix)
+            q.val = np.ones(n_pix * width, q.dtype)
+            q.n_pix, q.nnz = n_pix, n_pix * width
+            times = []
+            for _ in range(3):  # the first call compiles or loads the kernel
+                st.n = 0
+                start = time.perf_counter()
+                self.events_update()
+                times.append(time.perf_counter() - start)
+                kc.clear_marks(st.mark, st.touched, st.n)
+            if probe == 0:
+                self.t_fixed = min(times[1:])
+            else:
+                self.t_mac = max(min(times[1:]) - self.t_fixed, 1e-9) / (q.nnz * self.macs_per_event)
         q.n_pix, q.nnz, q.pix, q.ptr, q.ch, q.val = saved_q
         st.rows[:], st.n, st.all = saved
 
     def break_even(self) -> float:
         """Messages per frame at which the event kernel is estimated to cost what the dense form costs."""
-        return self.t_dense / (self.t_mac * self.macs_per_event)
+        return max(self.t_dense - self.t_fixed, 0.0) / (self.t_mac * self.macs_per_event)
 
     def plan_nbytes(self) -> int:
         return self.w_events.nbytes + self.ntap.nbytes + self.tap_k.nbytes + self.tap_o.nbytes
