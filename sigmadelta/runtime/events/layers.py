@@ -32,13 +32,14 @@ from .values import TORCH_DTYPES, Source
 __all__ = ["LayerStep"]
 
 _CONV = {"conv1d": F.conv1d, "conv2d": F.conv2d, "conv3d": F.conv3d}
+_LAST = {4: torch.channels_last, 5: torch.channels_last_3d}  # memory formats that store (B, C, *S) as rows
 EMA = 0.2  # weight of the newest timing in the exponential averages
 
 
 def _average(mean: float, sample: float) -> float:
-    """The exponential average with a new timing, clipped to 4x the average (a preempted call says nothing of
-    the kernel)."""
-    return (1 - EMA) * mean + EMA * min(sample, 4 * mean)
+    """The exponential average with a new timing clipped to ``[mean/4, 2·mean]``: one call preempted by another
+    process (a shared machine) moves it by 20% at most."""
+    return (1 - EMA) * mean + EMA * min(max(sample, 0.25 * mean), 2 * mean)
 
 AUTO, EVENTS, DENSE = 0, 1, 2  # policies (engine.POLICIES)
 
@@ -64,6 +65,7 @@ class LayerStep:
         self.groups = layer.conv_args.get("groups", 1) if self.conv else 1
         self._dense_weight, self._dense_version = None, None
         self._layout(q)
+        self.owns_storage = out.c0 == 0 and out.channels == out.storage.rows.shape[1]
         self.macs_per_event = self.taps * self.event_width  # multiply-adds one message costs (interior pixel)
         self.dense_macs = math.prod(out.shape) * self.weight[0].numel()
         self.units_in = q.units
@@ -118,7 +120,7 @@ class LayerStep:
         nnz = q.nnz
         if nnz == 0 and not fresh:
             self.paths["idle"] += 1
-        elif fresh or nnz > q.cap or self.policy == DENSE or (
+        elif fresh or nnz > q.limit or self.policy == DENSE or (
                 self.policy == AUTO and self.t_fixed + nnz * self.macs_per_event * self.t_mac > self.t_dense):
             self.paths["dense"] += 1
             start = time.perf_counter()
@@ -147,7 +149,9 @@ class LayerStep:
                                      st.touched, st.n)
 
     def dense(self) -> None:
-        """``u = W (L / k) + b`` over the whole input, in torch (channels-last), into the output's channels."""
+        """``u = W (L / k) + b`` over the whole input, in torch, channels-last (oneDNN's fast layout); the result
+        becomes the output's storage when the layer owns all of it (no copy), else it is copied into its
+        channels."""
         q = self.q
         x = q.levels_logical()
         k = q.k_tensor  # (), per channel (C, 1, ...) or per feature (F,): broadcasts against x
@@ -155,41 +159,55 @@ class LayerStep:
             x = x.flatten(1)
         if self.conv and k.dim() == 0:  # fold 1/k into the weights (cached until k changes)
             if q.version != self._dense_version:
-                self._dense_weight, self._dense_version = self.weight / k, q.version
+                weight = self.weight / k
+                if weight.dim() in _LAST:
+                    weight = weight.contiguous(memory_format=_LAST[weight.dim()])
+                self._dense_weight, self._dense_version = weight, q.version
             weight = self._dense_weight
         else:
             x, weight = x / k, self.weight
         if self.pad is not None:
             x = F.pad(x, self.pad)
         if self.conv:
+            if x.dim() in _LAST:
+                x = x.contiguous(memory_format=_LAST[x.dim()])  # the image input comes as planes (NCHW)
             y = _CONV[self.layer.kind](x, weight, self.bias, **self.layer.conv_args)
         else:
             y = F.linear(x, weight, self.bias)
-        self.out.stored().copy_(y)
-        self.out.storage.all = True
+        out = self.out
+        rows = y.movedim(1, -1) if y.dim() >= 3 else y  # (B, *S, C): the rows, if y is channels-last
+        if self.owns_storage and rows.is_contiguous():
+            out.storage.adopt(rows.reshape(out.storage.rows.shape))
+        else:
+            out.stored().copy_(y)
+        out.storage.all = True
 
     # --- break-even --------------------------------------------------------------------------------------
 
     def calibrate(self) -> None:
-        """First timings, when the plan is built, on scratch copies: the dense form (warm), and the event kernel
-        on one message (its fixed cost) and on synthetic messages (every channel of 1% of the input pixels, a
-        block of them) for its cost per multiply-add. Real frames refine both (cold caches cost more)."""
+        """First timings, when the plan is built, on scratch copies (the fastest of three runs each): the dense
+        form, and the event kernel on one message (its fixed cost) and on synthetic messages (a few channels of
+        2% of the input pixels, scattered: caches as cold as on real frames) for its cost per multiply-add. Real
+        frames then refine both."""
         st, q = self.out.storage, self.q
-        saved = st.rows.copy(), st.n, st.all
-        saved_q = q.n_pix, q.nnz, q.pix, q.ptr, q.ch, q.val
-        self.dense()
-        start = time.perf_counter()
-        self.dense()
-        self.t_dense = time.perf_counter() - start
+        saved = st.rows, st.tensor, st.rows.copy(), st.n, st.all
+        saved_q = q.n_pix, q.nnz, q.pix, q.ptr, q.ch, q.val, q.limit
+        times = []
+        for _ in range(4):  # the first call sets oneDNN up
+            start = time.perf_counter()
+            self.dense()
+            times.append(time.perf_counter() - start)
+        self.t_dense = min(times[1:])
+        rng = np.random.default_rng(0)
         c = q.channels
-        for probe, (n_pix, width) in enumerate(((1, 1), (max(1, q.rows // 100), c))):
-            q.pix = np.arange(n_pix, dtype=np.int32)
+        for probe, (n_pix, width) in enumerate(((1, 1), (max(1, q.rows // 50), min(c, 8)))):
+            q.pix = np.sort(rng.choice(q.rows, n_pix, replace=False)).astype(np.int32)
             q.ptr = np.arange(n_pix + 1, dtype=np.int32) * width
-            q.ch = np.tile(np.arange(width, dtype=np.int32), n_pix)
+            q.ch = np.concatenate([np.sort(rng.choice(c, width, replace=False)) for _ in range(n_pix)]).astype(np.int32)
             q.val = np.ones(n_pix * width, q.dtype)
             q.n_pix, q.nnz = n_pix, n_pix * width
             times = []
-            for _ in range(3):  # the first call compiles or loads the kernel
+            for _ in range(4):  # the first call compiles or loads the kernel
                 st.n = 0
                 start = time.perf_counter()
                 self.events_update()
@@ -199,8 +217,9 @@ class LayerStep:
                 self.t_fixed = min(times[1:])
             else:
                 self.t_mac = max(min(times[1:]) - self.t_fixed, 1e-9) / (q.nnz * self.macs_per_event)
-        q.n_pix, q.nnz, q.pix, q.ptr, q.ch, q.val = saved_q
-        st.rows[:], st.n, st.all = saved
+        q.n_pix, q.nnz, q.pix, q.ptr, q.ch, q.val, q.limit = saved_q
+        st.rows, st.tensor = saved[:2]
+        st.rows[:], st.n, st.all = saved[2:]
 
     def break_even(self) -> float:
         """Messages per frame at which the event kernel is estimated to cost what the dense form costs."""

@@ -48,7 +48,8 @@ class QuantizeStep:
     Attributes:
         level: ``L_{t}``, ``[R, C]`` rows (``[B, C, P]`` planes for an image input).
         n_pix, nnz: this frame's active rows and messages; ``nnz > cap`` means the CSR list is partial.
-        cap: the most messages to list (the consumers' largest sparse budget); 0 lists none.
+        cap: the most messages worth listing (the readers' largest budget); ``limit``: this frame's (0 on a
+            stream's first frame and after a frame past ``cap``).
         pix, ptr, ch, val: the CSR list (views into buffers shared with other quantizers, set by the plan).
     """
 
@@ -62,7 +63,8 @@ class QuantizeStep:
         self.channels, self.rows = source.channels, source.shape[0] * source.pixels
         self.units = self.rows * self.channels
         self.level: np.ndarray | None = None
-        self.cap = 0
+        self.cap = self.limit = 0
+        self.busy = False
         self.n_pix = self.nnz = 0
         self.pix = self.ptr = self.ch = self.val = None
         self.scratch = None  # sd [C] or, for an image, (sd [C, BLOCK], flags [BLOCK])
@@ -112,7 +114,10 @@ class QuantizeStep:
     # --- running -----------------------------------------------------------------------------------------
 
     def run(self, fresh: bool) -> None:
-        cap = 0 if fresh else self.cap
+        # list messages only where a reader may take them: not on a stream's first frame, nor while the last
+        # frame's count was past every reader's budget (it is counted still, so the list comes back the frame
+        # after activity drops)
+        cap = self.limit = 0 if (fresh or self.busy) else self.cap
         if self.counting:
             before = self.level_tensor.clone()
         if self.image:
@@ -128,6 +133,7 @@ class QuantizeStep:
             else:
                 self.n_pix, self.nnz = self.kernel(rows, n, st.rows, src.c0, src.lo, src.hi, self.k, self.thr,
                                                    self.level, cap, self.pix, self.ptr, self.ch, self.val, self.scratch)
+        self.busy = self.nnz > self.cap
         if self.counting:
             self._record(before)
 

@@ -56,6 +56,11 @@ class Storage:
         self.n = 0
         self.all = False
 
+    def adopt(self, rows: torch.Tensor) -> None:
+        """Take ``rows`` ``[R, C]`` (a fresh result, e.g. a dense convolution's channels-last output) as the
+        buffer, without copying it."""
+        self.tensor, self.rows = rows, rows.numpy()
+
     def clear(self) -> None:
         """A new frame: nothing written yet (the marks some kernels leave are cleared)."""
         if self.n:
