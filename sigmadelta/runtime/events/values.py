@@ -90,7 +90,7 @@ class Source:
     ``shape`` is the logical shape ``[B, C, *S]`` (or ``[B, C]``, ``[B]``) of the value in the graph.
     """
 
-    __slots__ = ("storage", "c0", "channels", "shape", "act", "lo", "hi")
+    __slots__ = ("storage", "c0", "channels", "shape", "act", "lo", "hi", "is_identity", "_view")
 
     def __init__(self, storage: Storage, c0: int, shape: tuple[int, ...], act: int = CLAMP,
                  lo: np.ndarray | None = None, hi: np.ndarray | None = None):
@@ -100,6 +100,8 @@ class Source:
         if lo is None:
             lo, hi = identity_bounds(self.channels, storage.rows.dtype)
         self.lo, self.hi = lo, hi
+        self.is_identity = act == CLAMP and bool(np.all(lo == -np.inf) and np.all(hi == np.inf))
+        self._view = (None, None)  # (storage tensor, its logical view): rebuilt when the storage adopts a new one
 
     @property
     def spatial(self) -> tuple[int, ...]:
@@ -110,10 +112,6 @@ class Source:
         """Pixels per stream, ``prod(S)`` (1 for a flat value)."""
         return math.prod(self.shape[2:])
 
-    @property
-    def is_identity(self) -> bool:
-        return self.act == CLAMP and bool(np.all(self.lo == -np.inf) and np.all(self.hi == np.inf))
-
     def with_act(self, act: int, lo: np.ndarray, hi: np.ndarray) -> "Source":
         return Source(self.storage, self.c0, self.shape, act, lo, hi)
 
@@ -123,7 +121,12 @@ class Source:
 
     def stored(self) -> torch.Tensor:
         """The stored values (before ``act``) as a logical ``[B, C, *S]`` view of the storage (channels-last)."""
-        return logical_view(self.storage.tensor[:, self.c0:self.c0 + self.channels], self.shape)
+        tensor, view = self._view
+        if tensor is not self.storage.tensor:
+            tensor = self.storage.tensor
+            view = logical_view(tensor[:, self.c0:self.c0 + self.channels], self.shape)
+            self._view = tensor, view
+        return view
 
     def logical(self) -> torch.Tensor:
         """The value itself, ``act`` applied (a new tensor when ``act`` changes anything): dense paths and
