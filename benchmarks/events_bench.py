@@ -109,6 +109,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--policy", default="auto")
+    parser.add_argument("--compare", nargs="*", default=[], help="other backends to time beside, e.g. sparse")
     parser.add_argument("--compile-time", action="store_true")
     parser.add_argument("--flips", action="store_true")
     parser.add_argument("--json")
@@ -122,7 +123,7 @@ def main(argv=None) -> dict:
     meta = {"command": command, "model": args.model, "clip": args.clip, "start": args.start,
             "setting": setting, "cpu": _cpu()}
     result = benchmark(net, frames, original=bundle.model, threads=args.threads, repeats=args.repeats,
-                       policy=args.policy, meta=meta)
+                       policy=args.policy, compare=tuple(args.compare), meta=meta)
     if args.flips:
         from sigmadelta.runtime.events.flips import message_mismatch
 

@@ -39,7 +39,8 @@ __all__ = ["benchmark", "frame_skipping", "change_latency"]
 
 
 def benchmark(net, frames: torch.Tensor, *, original: nn.Module | None = None, threads: int = 1, repeats: int = 5,
-              profile: bool = True, policy: str = "auto", meta: dict | None = None) -> dict:
+              profile: bool = True, policy: str = "auto", compare: tuple[str, ...] = (), meta: dict | None = None
+              ) -> dict:
     """Time the event engine (``net``, converted, scales and scheme set) against its original network.
 
     Args:
@@ -51,6 +52,8 @@ def benchmark(net, frames: torch.Tensor, *, original: nn.Module | None = None, t
         repeats: timed passes of each side.
         profile: add the engine's per-step profile and per-layer efficiencies (one more pass, timers on).
         policy: the engine's layer policy (:meth:`~sigmadelta.runtime.events.EventEngine.set_policy`).
+        compare: other backends to time the same way, interleaved, each on its own copy of the net
+            (``ms_per_frame[name]``).
         meta: entries copied into the result (model, data, command, ...).
 
     Returns:
@@ -69,11 +72,11 @@ def benchmark(net, frames: torch.Tensor, *, original: nn.Module | None = None, t
         original = net.dense_copy("original")
     original = original.eval()
     with torch_threads(threads), net.configured(counting=net.counting, per_step_counts=net.per_step_counts):
-        result = _measure(net, original, frames, threads, repeats, profile, policy)
+        result = _measure(net, original, frames, threads, repeats, profile, policy, compare)
     return {**(meta or {}), "date": datetime.date.today().isoformat(), **result}
 
 
-def _measure(net, original, frames, threads, repeats, profile, policy) -> dict:
+def _measure(net, original, frames, threads, repeats, profile, policy, compare) -> dict:
     timed = frames[1:]
     reference, counts = _reference(net, frames)
     orig_out = _run_original(original, frames)
@@ -85,7 +88,8 @@ def _measure(net, original, frames, threads, repeats, profile, policy) -> dict:
     out = net.run(frames)  # builds the plan (compiles or loads the kernels) and gives the outputs to compare
     first_call = time.perf_counter() - start
     check = _input_check_seconds(net, timed)
-    sides = _timings(net, original, frames, repeats)
+    others = {name: net.dense_copy("sigma-delta").set_backend(name) for name in compare}
+    sides = _timings(net, original, frames, repeats, others)
     ms = {side: 1e3 * statistics.median(times) for side, times in sides.items()}
     best_dense = min(ms["nchw"], ms["channels_last"])
     ops = {kind: float(counts.per_step(kind)[1:].sum()) for kind in ("dense", "sigma_delta", "sigma_delta_muladd")}
@@ -146,8 +150,9 @@ def _input_check_seconds(net, timed) -> float:
     return (time.perf_counter() - start) / len(timed)
 
 
-def _timings(net, original, frames, repeats) -> dict[str, list[float]]:
-    """Per side, seconds per frame over the frames after the first, ``repeats`` interleaved passes."""
+def _timings(net, original, frames, repeats, others: dict) -> dict[str, list[float]]:
+    """Per side, seconds per frame over the frames after the first, ``repeats`` interleaved passes (``others``:
+    backend name -> a net copy on that backend)."""
     timed = frames[1:]
     channels_last = copy.deepcopy(original).to(memory_format=torch.channels_last)
     is_image = frames.dim() >= 5
@@ -163,23 +168,25 @@ def _timings(net, original, frames, repeats) -> dict[str, list[float]]:
             for f in timed:
                 channels_last(f.contiguous(memory_format=fmt) if is_image and fmt is not None else f)
 
-    engine = net.engine
+    def backend(net_b):
+        def run():
+            net_b.reset()  # new streams; the first frame (dense) untimed
+            net_b.engine.run(frames[:1])
+            start = time.perf_counter()
+            net_b.engine.run(timed)
+            return time.perf_counter() - start
+        return run
 
-    def events():
-        net.reset()  # new streams; the first frame (dense) untimed
-        engine.run(frames[:1])
-        start = time.perf_counter()
-        engine.run(timed)
-        return time.perf_counter() - start
-
-    sides = {"nchw": [], "channels_last": [], "engine": []}
-    nchw(), last(), events()  # warm-up
+    engines = {"engine": backend(net)} | {name: backend(other) for name, other in others.items()}
+    sides = {side: [] for side in ("nchw", "channels_last", *engines)}
+    nchw(), last(), [run() for run in engines.values()]  # warm-up
     for _ in range(repeats):
         for side, fn in (("nchw", nchw), ("channels_last", last)):
             start = time.perf_counter()
             fn()
             sides[side].append((time.perf_counter() - start) / len(timed))
-        sides["engine"].append(events() / len(timed))
+        for side, run in engines.items():
+            sides[side].append(run() / len(timed))
     return sides
 
 

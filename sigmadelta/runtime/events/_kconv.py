@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from ._jit import jit
 
-__all__ = ["conv_events", "grouped_events", "fc_events_streams", "clear_marks"]
+__all__ = ["conv_events", "grouped_events", "clear_marks"]
 
 _jit = jit(contract=True)
 
@@ -113,43 +113,6 @@ def grouped_events(pix, ptr, ch, val, n_pix, W, cin_g, ntap, tap_k, tap_o, P_in,
                 for o in range(cout_g):
                     seg[o] += v * w[o]
     return n_touched
-
-
-@_jit
-def fc_events_streams(pix, ptr, ch, val, n_pix, W, u, counts, order, streams, values):
-    """A fully connected layer for several streams at once, each weight row read once for all the streams whose
-    input ``c`` moved: the CSR list (one row per stream) is regrouped by input channel (counting sort into
-    ``order``/``streams``/``values``, ``counts [C_in + 1]`` zeroed on return), then ``u[b] += v_b · W[c, 0]`` for
-    each of them while ``W[c, 0]`` is in cache. ``W [C_in, 1, C_out]``, ``u [B, C_out]``."""
-    C_in = W.shape[0]
-    C_out = W.shape[2]
-    nnz = ptr[n_pix]
-    for j in range(nnz):
-        counts[ch[j] + 1] += 1
-    for c in range(C_in):
-        counts[c + 1] += counts[c]
-    for a in range(n_pix):  # stable: streams stay in order within a channel
-        for j in range(ptr[a], ptr[a + 1]):
-            dest = counts[ch[j]]
-            counts[ch[j]] = dest + 1
-            order[dest] = ch[j]
-            streams[dest] = pix[a]
-            values[dest] = val[j]
-    j = 0
-    while j < nnz:  # runs of equal channel
-        c = order[j]
-        e = j
-        while e < nnz and order[e] == c:
-            e += 1
-        w = W[c, 0]
-        for q in range(j, e):
-            urow = u[streams[q]]
-            v = values[q]
-            for o in range(C_out):
-                urow[o] += v * w[o]
-        j = e
-    counts[:] = 0
-    return nnz
 
 
 @_jit
