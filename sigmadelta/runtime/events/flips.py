@@ -13,9 +13,10 @@ __all__ = ["message_mismatch"]
 
 
 @torch.no_grad()
-def message_mismatch(reference, other, frames: torch.Tensor, chunk: int = 16) -> dict:
+def message_mismatch(reference, other, frames: torch.Tensor, chunk: int = 16, cast: bool = False) -> dict:
     """Run ``frames [T, B, ...]`` through two networks of one model (say the dense simulation and the event
-    engine), counting ops, ``chunk`` frames at a time, and compare what every quantizer sent.
+    engine), counting ops, ``chunk`` frames at a time, and compare what every quantizer sent. With ``cast`` each
+    network gets the frames in its own dtype (a float64 and a float32 copy of one model).
 
     Returns:
         ``rate`` (flips / unit-frames over every quantizer), ``flips``, ``unit_frames``, ``first_flip_frame``
@@ -28,7 +29,7 @@ def message_mismatch(reference, other, frames: torch.Tensor, chunk: int = 16) ->
         piece = frames[start:start + chunk]
         for net, out in zip((reference, other), outs):
             with net.configured(counting=True):
-                out.append(net.run(piece))
+                out.append(net.run(piece.to(net.dtype) if cast else piece))
         mine, theirs = reference.observations(), other.observations()
         for name, obs in mine.items():
             moved = (obs.s != 0).flatten(1)  # (t·B, units)
@@ -41,4 +42,4 @@ def message_mismatch(reference, other, frames: torch.Tensor, chunk: int = 16) ->
                 first = frame if first is None else min(first, frame)
     total = sum(flips.values())
     return {"rate": total / max(units, 1), "flips": total, "unit_frames": units, "first_flip_frame": first,
-            "per_quantizer": flips, "outputs": (torch.cat(outs[0]), torch.cat(outs[1]))}
+            "per_quantizer": flips, "outputs": (torch.cat(outs[0]), torch.cat(outs[1]).to(outs[0][0].dtype))}

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from ...functional import HYSTERESIS, SIGMA_DELTA_SCHEME, THRESHOLD
 from ...modules import Quantizer
 from . import _kquant as kq
-from .values import TORCH_DTYPES, Source, logical_view
+from .values import TORCH_DTYPES, logical_view
 
 __all__ = ["QuantizeStep", "ImageInput"]
 
