@@ -121,7 +121,7 @@ def main(argv=None) -> dict:
     setting = configure(args, bundle, net, calibration)
     command = "benchmarks/events_bench.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     meta = {"command": command, "model": args.model, "clip": args.clip, "start": args.start,
-            "setting": setting, "cpu": _cpu()}
+            "setting": setting, "environment": _environment()}
     result = benchmark(net, frames, original=bundle.model, threads=args.threads, repeats=args.repeats,
                        policy=args.policy, compare=tuple(args.compare), meta=meta)
     if args.flips:
@@ -146,13 +146,17 @@ def _summary(r: dict) -> dict:
     return {k: r[k] for k in keys if k in r}
 
 
-def _cpu() -> str:
+def _environment() -> dict:
+    import numba
+
     try:
         with open("/proc/cpuinfo") as f:
             name = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         name = "unknown"
-    return f"{name}, {os.cpu_count()} cores"
+    return {"cpu": f"{name}, {os.cpu_count()} cores", "torch": torch.__version__, "numba": numba.__version__,
+            "numba_threading_layer": numba.config.THREADING_LAYER,
+            "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "(unset)")}
 
 
 if __name__ == "__main__":

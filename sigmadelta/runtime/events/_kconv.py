@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from ._jit import jit
 
-__all__ = ["conv_events", "grouped_events", "clear_marks"]
+__all__ = ["conv_events", "grouped_events", "depthwise_events", "clear_marks"]
 
 _jit = jit(contract=True)
 
@@ -112,6 +112,30 @@ def grouped_events(pix, ptr, ch, val, n_pix, W, cin_g, ntap, tap_k, tap_o, P_in,
                 seg = urow[first:first + cout_g]
                 for o in range(cout_g):
                     seg[o] += v * w[o]
+    return n_touched
+
+
+@_jit
+def depthwise_events(pix, ptr, ch, val, n_pix, W, ntap, tap_k, tap_o, P_in, P_out, u, c0, mark, touched, n_touched):
+    """A depthwise convolution (one output channel per input channel): ``W [C, K, 1]``; a message of channel
+    ``c`` adds ``v·W[c, κ]`` to channel ``c`` of each output pixel it reaches, one scalar per tap."""
+    for a in range(n_pix):
+        i = pix[a]
+        b = i // P_in
+        p = i - b * P_in
+        base = b * P_out
+        j0 = ptr[a]
+        j1 = ptr[a + 1]
+        for m in range(ntap[p]):
+            kk = tap_k[p, m]
+            t = base + tap_o[p, m]
+            touched[n_touched] = t
+            n_touched += 1 - mark[t]
+            mark[t] = 1
+            urow = u[t]
+            for j in range(j0, j1):
+                c = ch[j]
+                urow[c0 + c] += val[j] * W[c, kk, 0]
     return n_touched
 
 

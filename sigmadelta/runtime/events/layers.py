@@ -140,7 +140,10 @@ class LayerStep:
         """``u += W s / k`` from the quantizer's CSR list, on the touched output rows."""
         q, out = self.q, self.out
         st = out.storage
-        if self.groups == 1:
+        if self.groups > 1 and self.event_width == 1 and self.cin_g == 1:
+            st.n = kc.depthwise_events(q.pix, q.ptr, q.ch, q.val, q.n_pix, self.w_events, self.ntap, self.tap_k,
+                                       self.tap_o, self.p_in, self.p_out, st.rows, out.c0, st.mark, st.touched, st.n)
+        elif self.groups == 1:
             st.n = kc.conv_events(q.pix, q.ptr, q.ch, q.val, q.n_pix, self.w_events, self.ntap, self.tap_k,
                                   self.tap_o, self.p_in, self.p_out, st.rows, out.c0, st.mark, st.touched, st.n)
         else:
