@@ -15,8 +15,9 @@ __all__ = ["message_mismatch"]
 @torch.no_grad()
 def message_mismatch(reference, other, frames: torch.Tensor, chunk: int = 16, cast: bool = False) -> dict:
     """Run ``frames [T, B, ...]`` through two networks of one model (say the dense simulation and the event
-    engine), counting ops, ``chunk`` frames at a time, and compare what every quantizer sent. With ``cast`` each
-    network gets the frames in its own dtype (a float64 and a float32 copy of one model).
+    engine), counting ops, ``chunk`` frames at a time, from new streams (both are reset first), and compare what
+    every quantizer sent. With ``cast`` each network gets the frames in its own dtype (a float64 and a float32 copy
+    of one model).
 
     Returns:
         ``rate`` (flips / unit-frames over every quantizer), ``flips``, ``unit_frames``, ``first_flip_frame``
@@ -25,6 +26,8 @@ def message_mismatch(reference, other, frames: torch.Tensor, chunk: int = 16, ca
     """
     flips, units, first = {}, 0, None
     outs = ([], [])
+    reference.reset()
+    other.reset()
     for start in range(0, len(frames), chunk):
         piece = frames[start:start + chunk]
         for net, out in zip((reference, other), outs):
