@@ -15,24 +15,33 @@ timed clip; for the MNIST MLPs, 1,000 training digits). ``--scheme sigma-delta``
 (``sigmadelta.scales.calibrate``, the model's default λ, cached), or for the MNIST MLPs as the ``demo``/``bench``
 commands learn them (10,000 training digits). ``--streams B``: B streams at once, stream ``b`` the clip from
 frame ``start + b·stride`` (``--stride``, default ``frames // B``): B cameras on similar scenes.
+
+Threads: ``--threads`` for torch (the originals and the engine's dense fallbacks); the engine's kernels are
+single-threaded. ``OMP_WAIT_POLICY=PASSIVE`` unless set: with two torch threads on a busy two-core machine,
+OpenMP's default spin-waiting made the two-thread original an order of magnitude slower than the one-thread one.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import shlex
-import subprocess
-import sys
-import tempfile
-import time
 
-import torch
+# torch's OpenMP workers must not spin while a kernel runs on a shared machine (set before torch loads libgomp);
+# both the originals and the engine run under it
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import sigmadelta
-from sigmadelta import data, models
-from sigmadelta.runtime.timing import benchmark
+import argparse  # noqa: E402
+import json  # noqa: E402
+import shlex  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+
+import torch  # noqa: E402
+
+import sigmadelta  # noqa: E402
+from sigmadelta import data, models  # noqa: E402
+from sigmadelta.runtime.timing import benchmark  # noqa: E402
 
 BUNDLED = ("bigbuckbunny", "bikes", "carphone")
 

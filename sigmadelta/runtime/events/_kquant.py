@@ -30,8 +30,8 @@ import numba
 
 from ._jit import jit
 
-__all__ = ["CLAMP", "HARDSWISH", "HARDSIGMOID", "ROUND", "HYSTERESIS", "THRESHOLD", "ACTS", "SCHEMES", "activate",
-           "QUANTIZE_ROWS", "QUANTIZE_PLANES", "BLOCK"]
+__all__ = ["CLAMP", "HARDSWISH", "HARDSIGMOID", "ROUND", "HYSTERESIS", "THRESHOLD", "activate", "QUANTIZE_ROWS",
+           "QUANTIZE_PLANES", "BLOCK"]
 
 # activation codes: what a value applies to its source on the fly (``lo``/``hi``: per-channel bounds of CLAMP,
 # which covers the identity, ReLU, ReLU6, hardtanh and clamp)
@@ -40,8 +40,6 @@ CLAMP, HARDSWISH, HARDSIGMOID = 0, 1, 2
 ROUND, HYSTERESIS, THRESHOLD = 0, 1, 2
 
 
-ACTS = (CLAMP, HARDSWISH, HARDSIGMOID)
-SCHEMES = (ROUND, HYSTERESIS, THRESHOLD)
 BLOCK = 64  # pixels per block of the image quantizer: its scratch [C, BLOCK] stays in the L1 cache
 
 

@@ -20,10 +20,23 @@ POLICIES = ("auto", "events", "dense")  # per layer: measured break-even; events
 class EventEngine:
     """Runs a :class:`~sigmadelta.SigmaDeltaNet` in sigma-delta mode with work that follows its messages.
 
-    Built by ``net.set_backend("events")``; the net calls :meth:`run` and :meth:`reset`. The plan
+    Built by ``net.set_backend("events")``; the net calls :meth:`run` (a clip ``[T, B, ...]`` of ``B``
+    independent streams, each with its own state) and :meth:`reset`. The plan
     (:mod:`~sigmadelta.runtime.events.plan`) is built on the first call for a batch size, and each layer's
     break-even measured then (:meth:`~sigmadelta.runtime.events.layers.LayerStep.calibrate`). A stream's first
     frame runs every layer densely.
+
+    >>> import torch, sigmadelta
+    >>> from sigmadelta.testing import mlp, correlated_stream
+    >>> net = sigmadelta.convert(mlp((16, 32, 4)), torch.zeros(1, 16)).set_scheme("threshold", theta=0.1)
+    >>> _ = net.set_mode("sigma-delta").set_backend("events")
+    >>> out = net.run(correlated_stream(8, (16,), batch=2))   # (T, B, 4)
+    >>> sorted(net.engine.paths()["0"])
+    ['dense', 'idle', 'sparse']
+
+    Diagnostics: :meth:`paths` (frames per path and layer), :meth:`activity` (messages per input unit),
+    :meth:`break_even` (the measured activity where a layer's events cost its dense form), :meth:`memory`;
+    with :attr:`profile`, :attr:`timings`. :meth:`set_policy` forces paths.
 
     Attributes:
         profile: when true, :attr:`timings` collects seconds per step over the frames run.
