@@ -65,6 +65,7 @@ class LayerStep:
         self.groups = layer.conv_args.get("groups", 1) if self.conv else 1
         self._dense_weight, self._dense_version = None, None
         self._layout(q)
+        self.dense_args = self._dense_args()
         self.owns_storage = out.c0 == 0 and out.channels == out.storage.rows.shape[1]
         self.macs_per_event = self.taps * self.event_width  # multiply-adds one message costs (interior pixel)
         self.dense_macs = math.prod(out.shape) * self.weight[0].numel()
@@ -112,6 +113,21 @@ class LayerStep:
         self.ntap, self.tap_k, self.tap_o = conv_taps(in_sp, out_sp, kernel, per_dim("stride", 1), before,
                                                       per_dim("dilation", 1))
         self.p_in, self.p_out, self.taps = math.prod(in_sp), math.prod(out_sp), kk
+
+    def _dense_args(self) -> dict:
+        """The dense convolution's arguments: a folded zero padding the same on both sides of every dimension
+        goes into its ``padding`` (no padded copy of the input); an asymmetric one stays an ``F.pad``."""
+        args = self.layer.conv_args
+        if not self.conv or self.pad is None:
+            return args
+        d = len(self.out.spatial)
+        pad = list(self.pad) + [0] * (2 * d - len(self.pad))
+        sides = [(pad[2 * (d - 1 - i)], pad[2 * (d - 1 - i) + 1]) for i in range(d)]  # F.pad: last dim first
+        if any(a != b for a, b in sides):
+            return args
+        own = args.get("padding", 0)
+        own = tuple(own) if isinstance(own, (tuple, list)) else (own,) * d
+        return {**args, "padding": tuple(p + a for p, (a, _) in zip(own, sides))}
 
     # --- running -----------------------------------------------------------------------------------------
 
@@ -169,12 +185,12 @@ class LayerStep:
             weight = self._dense_weight
         else:
             x, weight = x / k, self.weight
-        if self.pad is not None:
-            x = F.pad(x, self.pad)
+        if self.pad is not None and self.dense_args is self.layer.conv_args:
+            x = F.pad(x, self.pad)  # asymmetric: a padded copy
         if self.conv:
             if x.dim() in _LAST:
                 x = x.contiguous(memory_format=_LAST[x.dim()])  # the image input comes as planes (NCHW)
-            y = _CONV[self.layer.kind](x, weight, self.bias, **self.layer.conv_args)
+            y = _CONV[self.layer.kind](x, weight, self.bias, **self.dense_args)
         else:
             y = F.linear(x, weight, self.bias)
         out = self.out
