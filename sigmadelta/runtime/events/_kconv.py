@@ -116,9 +116,12 @@ def grouped_events(pix, ptr, ch, val, n_pix, W, cin_g, ntap, tap_k, tap_o, P_in,
 
 
 @_jit
-def depthwise_events(pix, ptr, ch, val, n_pix, W, ntap, tap_k, tap_o, P_in, P_out, u, c0, mark, touched, n_touched):
-    """A depthwise convolution (one output channel per input channel): ``W [C, K, 1]``; a message of channel
-    ``c`` adds ``v·W[c, κ]`` to channel ``c`` of each output pixel it reaches, one scalar per tap."""
+def depthwise_events(pix, ptr, ch, val, n_pix, W, ntap, tap_k, tap_o, P_in, P_out, u, c0, mark, touched, n_touched,
+                     row):
+    """A depthwise convolution (one output channel per input channel), ``W [K, C]``. A pixel with few messages
+    adds one scalar per message and tap; one with more (over 1/8 of its channels) has them spread into the zeroed
+    scratch ``row [C]`` and adds ``row · W[κ]`` per tap in one vectorised pass over the channels (zeroed again)."""
+    C = W.shape[1]
     for a in range(n_pix):
         i = pix[a]
         b = i // P_in
@@ -126,16 +129,28 @@ def depthwise_events(pix, ptr, ch, val, n_pix, W, ntap, tap_k, tap_o, P_in, P_ou
         base = b * P_out
         j0 = ptr[a]
         j1 = ptr[a + 1]
+        spread = 8 * (j1 - j0) > C
+        if spread:
+            for j in range(j0, j1):
+                row[ch[j]] = val[j]
         for m in range(ntap[p]):
             kk = tap_k[p, m]
             t = base + tap_o[p, m]
             touched[n_touched] = t
             n_touched += 1 - mark[t]
             mark[t] = 1
-            urow = u[t]
+            urow = u[t, c0:c0 + C]
+            w = W[kk]
+            if spread:
+                for c in range(C):
+                    urow[c] += row[c] * w[c]
+            else:
+                for j in range(j0, j1):
+                    c = ch[j]
+                    urow[c] += val[j] * w[c]
+        if spread:
             for j in range(j0, j1):
-                c = ch[j]
-                urow[c0 + c] += val[j] * W[c, kk, 0]
+                row[ch[j]] = 0.0
     return n_touched
 
 

@@ -65,6 +65,10 @@ class LayerStep:
         self.groups = layer.conv_args.get("groups", 1) if self.conv else 1
         self._dense_weight, self._dense_version = None, None
         self._layout(q)
+        self.depthwise = None  # (W [K, C], a scratch row [C]) of a depthwise convolution's kernel
+        if self.conv and self.groups > 1 and self.event_width == 1 and self.cin_g == 1:
+            w = self.w_events[:, :, 0]  # (C, K)
+            self.depthwise = np.ascontiguousarray(w.T), np.zeros(w.shape[0], w.dtype)
         self.dense_args = self._dense_args()
         self.owns_storage = out.c0 == 0 and out.channels == out.storage.rows.shape[1]
         self.macs_per_event = self.taps * self.event_width  # multiply-adds one message costs (interior pixel)
@@ -156,9 +160,10 @@ class LayerStep:
         """``u += W s / k`` from the quantizer's CSR list, on the touched output rows."""
         q, out = self.q, self.out
         st = out.storage
-        if self.groups > 1 and self.event_width == 1 and self.cin_g == 1:
-            st.n = kc.depthwise_events(q.pix, q.ptr, q.ch, q.val, q.n_pix, self.w_events, self.ntap, self.tap_k,
-                                       self.tap_o, self.p_in, self.p_out, st.rows, out.c0, st.mark, st.touched, st.n)
+        if self.depthwise is not None:
+            st.n = kc.depthwise_events(q.pix, q.ptr, q.ch, q.val, q.n_pix, self.depthwise[0], self.ntap, self.tap_k,
+                                       self.tap_o, self.p_in, self.p_out, st.rows, out.c0, st.mark, st.touched, st.n,
+                                       self.depthwise[1])
         elif self.groups == 1:
             st.n = kc.conv_events(q.pix, q.ptr, q.ch, q.val, q.n_pix, self.w_events, self.ntap, self.tap_k,
                                   self.tap_o, self.p_in, self.p_out, st.rows, out.c0, st.mark, st.touched, st.n)
@@ -245,4 +250,5 @@ class LayerStep:
         return max(self.t_dense - self.t_fixed, 0.0) / (self.t_mac * self.macs_per_event)
 
     def plan_nbytes(self) -> int:
-        return self.w_events.nbytes + self.ntap.nbytes + self.tap_k.nbytes + self.tap_o.nbytes
+        extra = sum(a.nbytes for a in self.depthwise) if self.depthwise is not None else 0
+        return self.w_events.nbytes + self.ntap.nbytes + self.tap_k.nbytes + self.tap_o.nbytes + extra
