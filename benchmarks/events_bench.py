@@ -165,7 +165,8 @@ def _environment() -> dict:
         name = "unknown"
     return {"cpu": f"{name}, {os.cpu_count()} cores", "torch": torch.__version__, "numba": numba.__version__,
             "numba_threading_layer": numba.config.THREADING_LAYER,
-            "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "(unset)")}
+            "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "(unset)"),
+            "load_average_at_start": os.getloadavg()}
 
 
 if __name__ == "__main__":

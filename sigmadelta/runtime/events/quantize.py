@@ -47,7 +47,7 @@ class QuantizeStep:
 
     Attributes:
         level: ``L_{t}``, ``[R, C]`` rows (``[B, C, P]`` planes for an image input).
-        n_pix, nnz: this frame's active rows and messages; ``nnz > cap`` means the CSR list is partial.
+        n_pix, nnz: this frame's active rows and messages; ``nnz > limit`` means the CSR list is partial.
         cap: the most messages worth listing (the readers' largest budget); ``limit``: this frame's (0 on a
             stream's first frame and after a frame past ``cap``).
         pix, ptr, ch, val: the CSR list (views into buffers shared with other quantizers, set by the plan).
