@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...rewrite.patterns import CONSTANT_PAD_MODULES, DROPOUT_MODULES
-from . import _kquant as kq
+from ._kquant import CLAMP, HARDSIGMOID, HARDSWISH
 
 __all__ = ["activation_of", "is_alias", "zero_pad_of", "is_flatten", "pool_args", "is_global_mean", "is_add",
            "is_channel_cat", "not_inplace"]
@@ -24,28 +24,28 @@ def activation_of(node: fx.Node, mod) -> tuple[int, float, float] | None:
     """``(act, lo, hi)`` when ``node`` is an activation a kernel applies on the fly, else ``None``."""
     if mod is not None:
         if type(mod) is nn.ReLU:
-            return kq.CLAMP, 0.0, _INF
+            return CLAMP, 0.0, _INF
         if type(mod) is nn.ReLU6:
-            return kq.CLAMP, 0.0, 6.0
+            return CLAMP, 0.0, 6.0
         if type(mod) is nn.Hardtanh:
-            return kq.CLAMP, float(mod.min_val), float(mod.max_val)
+            return CLAMP, float(mod.min_val), float(mod.max_val)
         if type(mod) is nn.Hardswish:
-            return kq.HARDSWISH, -_INF, _INF
+            return HARDSWISH, -_INF, _INF
         if type(mod) is nn.Hardsigmoid:
-            return kq.HARDSIGMOID, -_INF, _INF
+            return HARDSIGMOID, -_INF, _INF
         return None
     args, kwargs, target = node.args, dict(node.kwargs), node.target
     kwargs.pop("inplace", None)
     if any(isinstance(a, fx.Node) for a in list(args[1:]) + list(kwargs.values())):
         return None
     if node.op == "call_function" and target in (F.relu, torch.relu) or node.op == "call_method" and target == "relu":
-        return (kq.CLAMP, 0.0, _INF) if len(args) == 1 and not kwargs else None
+        return (CLAMP, 0.0, _INF) if len(args) == 1 and not kwargs else None
     if node.op == "call_function" and target is F.relu6:
-        return (kq.CLAMP, 0.0, 6.0) if len(args) == 1 and not kwargs else None
+        return (CLAMP, 0.0, 6.0) if len(args) == 1 and not kwargs else None
     if node.op == "call_function" and target is F.hardswish:
-        return (kq.HARDSWISH, -_INF, _INF) if len(args) == 1 and not kwargs else None
+        return (HARDSWISH, -_INF, _INF) if len(args) == 1 and not kwargs else None
     if node.op == "call_function" and target is F.hardsigmoid:
-        return (kq.HARDSIGMOID, -_INF, _INF) if len(args) == 1 and not kwargs else None
+        return (HARDSIGMOID, -_INF, _INF) if len(args) == 1 and not kwargs else None
     bounds = None
     if node.op == "call_function" and target is F.hardtanh:
         bounds = _call_args(args[1:], kwargs, ("min_val", "max_val"), (-1.0, 1.0))
@@ -59,7 +59,7 @@ def activation_of(node: fx.Node, mod) -> tuple[int, float, float] | None:
     if bounds is None or not all(b is None or isinstance(b, (int, float)) for b in bounds):
         return None
     lo, hi = bounds
-    return kq.CLAMP, -_INF if lo is None else float(lo), _INF if hi is None else float(hi)
+    return CLAMP, -_INF if lo is None else float(lo), _INF if hi is None else float(hi)
 
 
 def _call_args(args, kwargs, names, defaults) -> list | None:

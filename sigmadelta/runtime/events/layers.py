@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from ...modules import SigmaDeltaLinear
-from . import _kconv as kc
+from ._kconv import clear_marks, conv_events, depthwise_events, grouped_events
 from ._maps import conv_taps, dense_taps
 from .quantize import QuantizeStep
 from .values import TORCH_DTYPES, Source
@@ -161,14 +161,14 @@ class LayerStep:
         q, out = self.q, self.out
         st = out.storage
         if self.depthwise is not None:
-            st.n = kc.depthwise_events(q.pix, q.ptr, q.ch, q.val, q.n_pix, self.depthwise[0], self.ntap, self.tap_k,
+            st.n = depthwise_events(q.pix, q.ptr, q.ch, q.val, q.n_pix, self.depthwise[0], self.ntap, self.tap_k,
                                        self.tap_o, self.p_in, self.p_out, st.rows, out.c0, st.mark, st.touched, st.n,
                                        self.depthwise[1])
         elif self.groups == 1:
-            st.n = kc.conv_events(q.pix, q.ptr, q.ch, q.val, q.n_pix, self.w_events, self.ntap, self.tap_k,
+            st.n = conv_events(q.pix, q.ptr, q.ch, q.val, q.n_pix, self.w_events, self.ntap, self.tap_k,
                                   self.tap_o, self.p_in, self.p_out, st.rows, out.c0, st.mark, st.touched, st.n)
         else:
-            st.n = kc.grouped_events(q.pix, q.ptr, q.ch, q.val, q.n_pix, self.w_events, self.cin_g, self.ntap,
+            st.n = grouped_events(q.pix, q.ptr, q.ch, q.val, q.n_pix, self.w_events, self.cin_g, self.ntap,
                                      self.tap_k, self.tap_o, self.p_in, self.p_out, st.rows, out.c0, st.mark,
                                      st.touched, st.n)
 
@@ -236,7 +236,7 @@ class LayerStep:
                 start = time.perf_counter()
                 self.events_update()
                 times.append(time.perf_counter() - start)
-                kc.clear_marks(st.mark, st.touched, st.n)
+                clear_marks(st.mark, st.touched, st.n)
             if probe == 0:
                 self.t_fixed = min(times[1:])
             else:

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 import torch.fx as fx
 
-from . import _kconv as kc
-from . import _kops as ko
+from ._kconv import clear_marks
+from ._kops import add_rows, apply_rows, collect_rows, maxpool_rows, mean_rows, pad_rows
 from .values import Source, Storage
 
 __all__ = ["InputStep", "ApplyStep", "AddStep", "PadStep", "PoolStep", "MeanStep", "CatStep", "DenseOpStep",
@@ -53,7 +53,7 @@ class ApplyStep:
         x, st = self.x, self.out.storage
         rows, n = x.storage.visit()
         if n:
-            ko.apply_rows(rows, n, x.storage.rows, x.c0, x.act, x.lo, x.hi, st.rows, self.out.c0)
+            apply_rows(rows, n, x.storage.rows, x.c0, x.act, x.lo, x.hi, st.rows, self.out.c0)
         st.all = x.storage.all
         if not st.all:
             st.touched[:n] = rows[:n]
@@ -74,10 +74,10 @@ class AddStep:
             return
         if sa.all or sb.all:
             rows, n = st.all_rows, len(st.all_rows)
-            ko.add_rows(rows, n, rows, 0, sa.rows, self.a.c0, sb.rows, self.b.c0, st.rows, st.mark, st.touched)
+            add_rows(rows, n, rows, 0, sa.rows, self.a.c0, sb.rows, self.b.c0, st.rows, st.mark, st.touched)
             st.all = True
         else:
-            st.n = ko.add_rows(sa.touched, sa.n, sb.touched, sb.n, sa.rows, self.a.c0, sb.rows, self.b.c0, st.rows,
+            st.n = add_rows(sa.touched, sa.n, sb.touched, sb.n, sa.rows, self.a.c0, sb.rows, self.b.c0, st.rows,
                                st.mark, st.touched)
 
 
@@ -97,7 +97,7 @@ class PadStep:
         x, st = self.x, self.out.storage
         rows, n = x.storage.visit()
         if n:
-            st.n = ko.pad_rows(rows, n, x.storage.rows, x.c0, x.act, x.lo, x.hi, x.pixels, self.out.pixels,
+            st.n = pad_rows(rows, n, x.storage.rows, x.c0, x.act, x.lo, x.hi, x.pixels, self.out.pixels,
                                self.target, st.rows, st.touched)
 
 
@@ -115,7 +115,7 @@ class PoolStep:
         x, st = self.x, self.out.storage
         rows, n = x.storage.visit()
         if n:
-            st.n = ko.maxpool_rows(rows, n, x.storage.rows, x.c0, x.act, x.lo, x.hi, x.pixels, self.out.pixels,
+            st.n = maxpool_rows(rows, n, x.storage.rows, x.c0, x.act, x.lo, x.hi, x.pixels, self.out.pixels,
                                    self.nrev, self.rev, self.nwin, self.win, st.rows, st.mark, st.touched)
             st.all = x.storage.all
 
@@ -139,7 +139,7 @@ class MeanStep:
         x, st = self.x, self.out.storage
         rows, n = x.storage.visit()
         if n:
-            st.n = ko.mean_rows(rows, n, x.storage.rows, x.c0, x.act, x.lo, x.hi, x.pixels, x.storage.all,
+            st.n = mean_rows(rows, n, x.storage.rows, x.c0, x.act, x.lo, x.hi, x.pixels, x.storage.all,
                                 self.last, self.sums, st.rows, self.tmp, st.touched)
 
     def state_nbytes(self) -> int:
@@ -161,12 +161,12 @@ class CatStep:
         for x, c0 in zip(self.inputs, self.offsets):
             rows, n = x.storage.visit()
             if n:
-                ko.apply_rows(rows, n, x.storage.rows, x.c0, x.act, x.lo, x.hi, st.rows, c0)
+                apply_rows(rows, n, x.storage.rows, x.c0, x.act, x.lo, x.hi, st.rows, c0)
                 st.all |= x.storage.all
                 if not st.all:
-                    st.n = ko.collect_rows(rows, n, st.mark, st.touched, st.n)
+                    st.n = collect_rows(rows, n, st.mark, st.touched, st.n)
         if st.n:
-            kc.clear_marks(st.mark, st.touched, st.n)
+            clear_marks(st.mark, st.touched, st.n)
 
 
 class DenseOpStep:

@@ -26,7 +26,7 @@ import torch
 import torch.fx as fx
 
 from ...modules import Quantizer, SigmaDeltaLinear
-from . import _kquant as kq
+from ._kquant import CLAMP, HARDSWISH
 from ._maps import pad_rows, pool_windows, reach_of
 from .graph import (activation_of, is_add, is_alias, is_channel_cat, is_flatten, is_global_mean, not_inplace,
                     pool_args, zero_pad_of)
@@ -112,7 +112,7 @@ class _Walk:
             layer = part
             if not isinstance(self.mod(part), SigmaDeltaLinear):
                 spec = activation_of(part, self.mod(part))
-                if spec is None or spec[0] != kq.CLAMP or not isinstance(part.args[0], fx.Node):
+                if spec is None or spec[0] != CLAMP or not isinstance(part.args[0], fx.Node):
                     return
                 layer = part.args[0]
                 if len(layer.users) != 1 or not isinstance(self.mod(layer), SigmaDeltaLinear):
@@ -219,7 +219,7 @@ class _Walk:
         if node in self.cat_storage:  # built in place by its layers
             parts = [self.source(p) for p in (dict(zip(("tensors", "dim"), node.args)) | dict(node.kwargs))["tensors"]]
             lo, hi = np.concatenate([p.lo for p in parts]), np.concatenate([p.hi for p in parts])
-            self.values[node] = Source(self.cat_storage[node], 0, tuple(ex.shape), kq.CLAMP, lo, hi)
+            self.values[node] = Source(self.cat_storage[node], 0, tuple(ex.shape), CLAMP, lo, hi)
             return
         if self._rows_value(x) and ex.dim() == 2 and self.source(x).pixels == 1 and \
                 ex.shape[1] == self.source(x).channels:  # a flatten/view that keeps every row
@@ -233,7 +233,7 @@ class _Walk:
             self.add(AddStep(name, a, b, out))
         elif (pool := pool_args(node, mod)) is not None and self._rows_value(x):
             src = self.source(x)
-            if src.act == kq.HARDSWISH:  # not monotone: max and the activation do not commute
+            if src.act == HARDSWISH:  # not monotone: max and the activation do not commute
                 src = self.materialize(src, name + "_in")
             d = ex.dim() - 2
             per_dim = [tuple(v) if isinstance(v, (tuple, list)) else (v,) * d for v in pool]

@@ -17,12 +17,13 @@ import torch.nn.functional as F
 
 from ...functional import HYSTERESIS, SIGMA_DELTA_SCHEME, THRESHOLD
 from ...modules import Quantizer
-from . import _kquant as kq
+from ._kquant import QUANTIZE_PLANES, QUANTIZE_ROWS, ROUND
+from ._kquant import HYSTERESIS as HYSTERESIS_CODE, THRESHOLD as THRESHOLD_CODE
 from .values import TORCH_DTYPES, logical_view
 
 __all__ = ["QuantizeStep", "ImageInput"]
 
-_SCHEMES = {SIGMA_DELTA_SCHEME: kq.ROUND, HYSTERESIS: kq.HYSTERESIS, THRESHOLD: kq.THRESHOLD}
+_SCHEMES = {SIGMA_DELTA_SCHEME: ROUND, HYSTERESIS: HYSTERESIS_CODE, THRESHOLD: THRESHOLD_CODE}
 
 
 class ImageInput:
@@ -97,7 +98,7 @@ class QuantizeStep:
             k = q.message_scale.to(TORCH_DTYPES[self.dtype])  # in the model's dtype, as the simulation
         self.k_tensor = k
         scheme = _SCHEMES[q.scheme]
-        self.kernel = kq.QUANTIZE_PLANES[scheme] if self.image else kq.QUANTIZE_ROWS[self.source.act, scheme]
+        self.kernel = QUANTIZE_PLANES[scheme] if self.image else QUANTIZE_ROWS[self.source.act, scheme]
         thr = q.scheme_param + 0.5 if q.scheme == HYSTERESIS else q.scheme_param
         self.thr = self.dtype.type(thr)  # compared in the model's dtype, as torch compares with a Python scalar
         k = k.detach().numpy()
