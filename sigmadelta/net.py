@@ -300,7 +300,7 @@ class SigmaDeltaNet(nn.Module):
 
     def set_backend(self, backend: str) -> "SigmaDeltaNet":
         """How the sigma-delta mode executes: ``"dense"`` (the exact simulation, the reference) or a registered
-        backend (:mod:`sigmadelta.runtime.registry`; ``"sparse"``, :mod:`sigmadelta.runtime.sparse`: work follows the
+        backend (:mod:`sigmadelta.runtime.registry`; ``"events"``, :mod:`sigmadelta.runtime.events`: work follows the
         nonzero quantized deltas). Other modes always run dense. Resets state and op counts. Returns the network.
         """
         factory = backends.backend_factory(backend)  # a ValueError naming the registered ones
@@ -362,8 +362,8 @@ class SigmaDeltaNet(nn.Module):
 
     @property
     def engine(self):
-        """The engine of the last non-dense backend set (e.g. :class:`sigmadelta.runtime.sparse.SparseEngine`
-        after ``set_backend("sparse")``), else ``None``: its tuning and diagnostics."""
+        """The engine of the last non-dense backend set (e.g. :class:`sigmadelta.runtime.events.EventEngine`
+        after ``set_backend("events")``), else ``None``: its tuning and diagnostics."""
         return self._engine
 
     def reset(self) -> None:

@@ -64,8 +64,8 @@ def test_configured_restores_every_setting_also_on_error(net):
     net.set_mode("rounding")
     net.counting = False
     with pytest.raises(RuntimeError, match="inside"):
-        with net.configured(mode="sigma-delta", counting=True, backend="sparse", noise="uniform"):
-            assert (net.mode, net.counting, net.backend) == ("sigma-delta", True, "sparse")
+        with net.configured(mode="sigma-delta", counting=True, backend="events", noise="uniform"):
+            assert (net.mode, net.counting, net.backend) == ("sigma-delta", True, "events")
             assert all(q.noise == "uniform" for q in net.quantizers.values())
             raise RuntimeError("inside")
     assert (net.mode, net.counting, net.backend) == ("rounding", False, "dense")

@@ -19,6 +19,7 @@ and exit code 1, with the traceback under ``--debug``.
 from __future__ import annotations
 
 import importlib
+import shlex
 import sys
 import traceback
 
@@ -41,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     command = getattr(importlib.import_module(f"{__name__}.{args.command_module}"), args.command_name)
+    args.command_line = shlex.join(["sigmadelta", *(sys.argv[1:] if argv is None else argv)])  # for the records
     try:
         check_outputs(args)
         return command(args)

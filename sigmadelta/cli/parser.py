@@ -20,7 +20,7 @@ MNIST_MODELS = ("mnist-mlp", "mnist-mlp-wide")  # kind "mnist"
 MODELS = MNIST_MODELS + IMAGE_MODELS
 SCHEME_NAMES = ("sigma-delta", "hysteresis", "threshold")  # sigmadelta.config.SCHEMES
 BAND_SCHEMES = ("hysteresis", "threshold")  # the schemes with a band to spread
-BACKENDS = ("dense", "sparse")  # sigmadelta.runtime.registry.names()
+BACKENDS = ("dense", "events")  # sigmadelta.runtime.registry.names()
 SURROGATES = ("scaled", "rounded", "events")  # sigmadelta.config.SURROGATES
 
 
@@ -135,8 +135,8 @@ def _add_finetune(sub, common) -> None:
 
 
 def _add_bench(sub, common) -> None:
-    bench = _parser(sub, "bench", common, help="wall-clock of a delta backend against the dense original, NCHW and "
-                    "channels-last, interleaved on the same threads")
+    bench = _parser(sub, "bench", common, help="wall-clock of the event engine against the dense original, NCHW "
+                    "and channels-last, interleaved on the same threads")
     _model(bench, MODELS, unless_checkpoint=True)
     bench.add_argument("--data", required=True, metavar="CLIP_OR_DATASET",
                        help="temporal-mnist or mnist (test split) for the MLPs; a clip name or a video file")
@@ -147,9 +147,12 @@ def _add_bench(sub, common) -> None:
     bench.add_argument("--lam", type=lam_value, metavar="L", help="trade-off λ when learning scales (default: the "
                        "model's)")
     _scheme(bench)
-    bench.add_argument("--backend", choices=BACKENDS[1:], default=BACKENDS[1], help=f"the backend timed (default "
-                       f"{BACKENDS[1]})")
-    bench.add_argument("--frames", type=positive_int, default=200, metavar="N", help="frames to time (default 200)")
+    bench.add_argument("--policy", choices=("auto", "events", "dense"), default="auto", help="the engine's layer "
+                       "policy: a measured break-even per layer (auto, the default), or every layer on events or dense")
+    bench.add_argument("--streams", type=positive_int, default=1, metavar="B", help="B streams at once, stream b the "
+                       "clip from frame b·(N // B): B cameras on similar scenes (default 1)")
+    bench.add_argument("--frames", type=positive_int, default=200, metavar="N", help="frames per stream to time "
+                       "(default 200)")
     bench.add_argument("--threads", type=positive_int, default=1, metavar="N",
                        help="torch threads, both sides (default 1)")
     bench.add_argument("--repeats", type=positive_int, default=5, metavar="N", help="timed passes per side; the "

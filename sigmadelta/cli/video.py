@@ -54,6 +54,8 @@ def run_command(args) -> int:
         ev = evaluate_stream(net, chunks(), total=args.frames, desc=Path(args.video).name, per_layer=False,
                              reference=built.reference, grey=grey_level(bundle))
     seconds = time.perf_counter() - start
+    if net.engine is not None:  # the plan and the compiled kernels (numba caches them in the user cache)
+        print(f"{args.backend} engine: plan built and kernels loaded in {net.engine.build_seconds:.1f} s")
     report = {"model": plan.model, "video": str(args.video), "scales": built.record, **_video_facts(args, frames),
               "frames": ev.frame_rows(bundle.classes), "summary": _run_summary(ev, seconds, built.record["scheme"])}
     print(format_summary(ev, bundle.classes, title=f"{plan.model} on {args.video}"))
@@ -228,6 +230,10 @@ def _starting_lam(args, scheme) -> float | None:
 
 
 def bench_command(args) -> int:
+    import os
+
+    import torch
+
     from .. import data
     from .._utils.files import write_json
     from ..eval.timing import benchmark
@@ -240,21 +246,41 @@ def bench_command(args) -> int:
         raise UsageError(f"--data: {plan.model} takes MNIST digits: give --data temporal-mnist or mnist")
     else:
         check_clip(args.data, "--data")
+    stride = max(1, args.frames // args.streams)
+    needed = args.frames + (args.streams - 1) * stride
+    known = data.CLIPS[args.data].frames if args.data in data.CLIPS else None
+    if known is not None and known < needed:
+        raise UsageError(f"--data {args.data} has {known} frames: too few for {args.streams} streams of "
+                         f"--frames {args.frames} (it needs {needed}; give fewer frames or streams)")
+    if args.threads > 1 and os.environ.get("OMP_WAIT_POLICY", "").upper() != "PASSIVE":
+        print("note: with several threads on a shared machine, set OMP_WAIT_POLICY=PASSIVE before starting (torch's "
+              "OpenMP workers spin otherwise, and slow every side)", file=sys.stderr)
     built = build_net(plan)
     if plan.kind == "mnist":
-        frames, _ = data.mnist_clip("test", temporal=args.data == "temporal-mnist", max_frames=args.frames)
+        clip, _ = data.mnist_clip("test", temporal=args.data == "temporal-mnist", max_frames=needed)
     else:
-        frames = data.load_clip(args.data, built.bundle, max_frames=args.frames)  # (T, 1, ...)
+        clip = data.load_clip(args.data, built.bundle, max_frames=needed)  # (T, 1, ...)
+    if len(clip) < needed:
+        raise UsageError(f"--data {args.data} has {len(clip)} frames: too few for {args.streams} streams of "
+                         f"--frames {args.frames}")
+    frames = torch.cat([clip[b * stride:b * stride + args.frames] for b in range(args.streams)], 1)  # (T, B, ...)
     net = built.net
-    print(f"scheme {net.scheme}; timing {plan.model} on {args.data}: {len(frames)} frames, {args.threads} thread(s), "
-          f"{args.repeats} repeats, dense original vs the {args.backend} backend")
-    result = benchmark(net, frames, threads=args.threads, repeats=args.repeats, original=built.bundle.model,
-                       model=plan.model, data=str(args.data))
-    result["scheme"] = net.scheme_config.to_dict()
-    print(f"dense {result['dense_ms_per_frame']:.2f} ms/frame, sigma-delta ({args.backend}, {net.scheme}) "
-          f"{result['sigma_delta_ms_per_frame']:.2f} ms/frame: speed-up {result['speedup']:.2f}x; "
-          f"fewer ops {result['op_reduction']:.1f}x (additions), {result['op_reduction_muladd']:.1f}x (events); "
-          f"max |{args.backend} - simulation| {result['max_abs_diff']:.2e}")
+    print(f"scheme {net.scheme_config.describe()}; timing {plan.model} on {args.data}: {args.streams} stream(s) of "
+          f"{args.frames} frames, {args.threads} thread(s), {args.repeats} repeats: the event engine against the "
+          "original, NCHW and channels-last")
+    meta = {"model": plan.model, "data": str(args.data), "command": args.command_line,
+            "scales": built.record}
+    result = benchmark(net, frames, original=built.bundle.model, threads=args.threads, repeats=args.repeats,
+                       policy=args.policy, meta=meta)
+    ms = result["ms_per_frame"]
+    print(f"ms per frame: original {ms['nchw']:.2f} (NCHW), {ms['channels_last']:.2f} (channels-last); event engine "
+          f"{ms['engine']:.2f}: speed-up {result['speedup']:.2f}x against the faster ({result['speedup_nchw']:.2f}x "
+          f"against NCHW); {result['events_ratio']:.1f}x fewer events, efficiency {result['efficiency']:.2f}")
+    agree = result["top1_agreement"]
+    print(f"top-1 agreement with the original: engine {agree['engine']:.1%}, the original on every "
+          f"{result['frame_skipping_every']}-th frame (the same wall-clock) {agree['frame_skipping']:.1%}; "
+          f"max |engine - simulation| {result['rel_max_abs_diff']:.1e} of the output scale; plan built in "
+          f"{result['build_seconds']:.1f} s")
     if args.json:
         write_json(args.json, result)
         print(f"wrote {args.json}")

@@ -17,6 +17,7 @@ and the benchmark's reference pass only format what it gives them.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import torch
@@ -59,7 +60,8 @@ def run_stream(net: SigmaDeltaNet, frames: torch.Tensor | Iterable[torch.Tensor]
             :attr:`SigmaDeltaNet.per_step_counts`); running totals are always kept.
         on_chunk: called after each chunk as ``on_chunk(clip, outputs, nets)``: ``outputs`` maps each mode to its
             output ``[t, B, ...]``, ``nets`` each mode to the network that ran it (read its quantizers there).
-        progress: a tqdm bar (or anything with ``update(n)``) advanced by the steps of each chunk.
+        progress: a tqdm bar (or anything with ``update(n)``) advanced by the steps of each chunk; a tqdm bar also
+            shows the frames per second of ``net`` itself (its mode's calls only, op counting included).
 
     Returns:
         Each mode's :class:`~sigmadelta.OpCounts` over the whole stream.
@@ -76,14 +78,22 @@ def run_stream(net: SigmaDeltaNet, frames: torch.Tensor | Iterable[torch.Tensor]
         net.reset()  # from zero state, also when the net was in this mode already
         if own is not None:
             nets[own] = net
-        steps = 0
+        steps, own_seconds = 0, 0.0
         for clip in frames:
-            outputs = {m: nets[m].run(clip) for m in modes}
+            outputs = {}
+            for m in modes:
+                start = time.perf_counter()
+                outputs[m] = nets[m].run(clip)
+                if m == own:
+                    own_seconds += time.perf_counter() - start
             steps += len(clip)
             if on_chunk is not None:
                 on_chunk(clip, outputs, nets)
             if progress is not None:
                 progress.update(len(clip))
+                if own is not None and hasattr(progress, "set_postfix") and own_seconds > 0:
+                    # the network's own frames per second, counting included (not the reference's or the bar's)
+                    progress.set_postfix({f"{own} fps": f"{steps / own_seconds:.1f}"}, refresh=False)
         if not steps:
             raise ValueError("the stream holds no frame")
         return {m: n.op_counts() for m, n in nets.items()}

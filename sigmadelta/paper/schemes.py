@@ -158,7 +158,7 @@ def time_backends(net, bundle, frames: torch.Tensor, setting: dict, scales: dict
             bundle.model(frames[t])
         dense = time.perf_counter() - start
     apply(net, setting, scales, stds)
-    net.set_mode("sigma-delta").set_backend("sparse")
+    net.set_mode("sigma-delta").set_backend("events")
     net.counting = False
     with torch.inference_mode():
         start = time.perf_counter()

@@ -3,11 +3,11 @@
 A backend is a factory ``factory(net) -> engine``; the engine has ``run(clip) -> out`` (``[T, B, ...]``, the same
 values as the dense simulation, leaving the quantizers' records as the dense path does, so op counting works
 unchanged) and ``reset()``. Backends register themselves on import (:mod:`sigmadelta.runtime` registers
-``"sparse"``); :meth:`sigmadelta.SigmaDeltaNet.set_backend` looks them up by name, so the network never imports an
+``"events"``); :meth:`sigmadelta.SigmaDeltaNet.set_backend` looks them up by name, so the network never imports an
 engine. ``"dense"`` is the network's own simulation, the reference that every backend must match.
 
 >>> from sigmadelta.runtime import registry as backends
->>> "dense" in backends.names() and "sparse" in backends.names()
+>>> "dense" in backends.names() and "events" in backends.names()
 True
 """
 

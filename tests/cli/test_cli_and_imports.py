@@ -62,11 +62,18 @@ def test_bench_writes_the_documented_json(tmp_path):
     assert main(["bench", "--model", "mnist-mlp", "--data", "temporal-mnist", "--frames", "40", "--repeats", "1",
                  "--json", str(out)]) == 0
     result = json.loads(out.read_text())
-    for key in ("model", "data", "frames", "threads", "dense_ms_per_frame", "sigma_delta_ms_per_frame", "speedup",
-                "op_reduction", "max_abs_diff"):
+    for key in ("model", "data", "command", "frames", "streams", "threads", "ms_per_frame", "speedup", "speedup_nchw",
+                "events_ratio", "efficiency", "max_abs_diff", "top1_agreement", "frame_skipping_every"):
         assert key in result
-    # frames timed: the first frame of a stream is a full dense pass, reported on its own (first_frame_ms)
-    assert result["model"] == "mnist-mlp" and result["frames"] == 39 and result["op_reduction"] > 1
+    assert set(result["ms_per_frame"]) == {"nchw", "channels_last", "engine"}
+    fastest = min(result["ms_per_frame"]["nchw"], result["ms_per_frame"]["channels_last"])
+    assert result["speedup"] == pytest.approx(fastest / result["ms_per_frame"]["engine"])  # against the faster layout
+    assert result["efficiency"] == pytest.approx(result["speedup"] / result["events_ratio"])
+    # frames timed: the first frame of a stream is a full dense pass, untimed
+    assert result["model"] == "mnist-mlp" and result["frames"] == 39 and result["events_ratio"] > 1
+    assert result["command"].startswith("sigmadelta bench --model mnist-mlp")
+    # float32: a level a last bit moves can flip (bounded in tests/runtime/test_events_float32.py); answers agree
+    assert result["argmax_agreement"] >= 0.9
 
 
 def test_bench_refuses_a_dataset_for_the_wrong_model(capsys):

@@ -243,10 +243,10 @@ def test_evaluation_counts_match_the_network():
 def test_mode_backend_and_threads_are_restored():
     x = inputs(30)
     net = sigmadelta.convert(mlp(), x[:1])
-    net.set_mode("sigma-delta").set_backend("sparse")
+    net.set_mode("sigma-delta").set_backend("events")
     threads = torch.get_num_threads()
     optimize_scales_sweep(net, x, [1e-4], epochs=1, num_threads=threads + 1, **FAST)
-    assert net.mode == "sigma-delta" and net.backend == "sparse" and net.counting
+    assert net.mode == "sigma-delta" and net.backend == "events" and net.counting
     assert torch.get_num_threads() == threads
     assert all(p.requires_grad for p in net.scale_parameters())
 
