@@ -109,3 +109,15 @@ def test_set_scales_restarts_the_stream(net):
     net.run(correlated_stream(3, SHAPE, dtype=torch.float64))
     net.set_scales({next(iter(net.scales)): 2.0})
     assert net.op_counts().steps == 0
+
+
+def test_the_finite_check_tells_an_overflowing_sum_from_nan_and_inf():
+    """The input check sums in float64 first (one pass); finite values whose sum overflows still pass, NaN and inf
+    anywhere do not."""
+    net = sigmadelta.convert(torch.nn.Linear(3, 2).double().eval(), torch.zeros(1, 3, dtype=torch.float64))
+    net(torch.full((1, 3), 1e308, dtype=torch.float64))  # the sum is inf; every value is finite
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        x = torch.full((1, 3), 1e308, dtype=torch.float64)
+        x[0, 2] = bad
+        with pytest.raises(sigmadelta.StreamError, match=r"NaN or inf \(first at index \[0, 2\]\)"):
+            net(x)
