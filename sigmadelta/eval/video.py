@@ -189,10 +189,9 @@ class StreamEvaluation:
             periods[convention] = n
             skip[convention] = self._skipper(original, flags, n)
         out["frame_skip"] = skip
-        out["change_latency"] = {
-            "changes": None, "sigma_delta": _pooled_latency(original[..., 0], network[..., 0]),
-            "frame_skip": _pooled_latency(original[..., 0], held_answers(original, periods["events"])[..., 0])}
-        out["change_latency"]["changes"] = out["change_latency"]["sigma_delta"]["changes"]
+        delta = _pooled_latency(original[..., 0], network[..., 0])
+        skipper = _pooled_latency(original[..., 0], held_answers(original, periods["events"])[..., 0])
+        out["change_latency"] = {"changes": delta["changes"], "sigma_delta": delta, "frame_skip": skipper}
         return out
 
     def frame_skip_curve(self, start: int = 0, stop: int | None = None, periods=range(1, 101)) -> list[dict]:

@@ -37,9 +37,9 @@ from pathlib import Path
 import torch
 
 import sigmadelta
-from sigmadelta import SchemeConfig, data, models, recipes
+from sigmadelta import SchemeConfig, configure_scheme, data, models, recipes
 from sigmadelta.learn.calibrate import calibrate
-from sigmadelta.learn.finetune import finetune, finetune_cached, training_clips
+from sigmadelta.learn.finetune import ALLOCATION_FRAMES, finetune, finetune_cached, training_clips
 from sigmadelta.paper import default_out
 from sigmadelta.paper._common import (AGREEMENT, TEST_CLIPS, TRAIN_CLIP, evaluate_clips, judge_clips, load_clips,
                                       rounded)
@@ -49,16 +49,19 @@ MNIST_LAMS = (1e-6, 3e-6)
 IMAGE_MODELS = ("squeezenet1_1", "efficientnet-lite0")
 # one fine-tuning run per entry: the scheme trained (h for hysteresis), the λ of the calibration that sets the initial
 # scales, the λ of fine-tuning (per frame, on the events surrogate), and any FinetuneConfig field changed
+# (``allocate``: h spread across the quantizers by output sensitivity first, as `reproduce schemes`' spread settings)
 IMAGE_RUNS = {
     "squeezenet1_1": (dict(scheme="sigma-delta", cal=1e-11, lam=1e-10),
                       dict(scheme="sigma-delta", cal=1e-11, lam=3e-10),
                       dict(scheme="hysteresis", h=1.0, cal=1e-11, lam=1e-10),
                       dict(scheme="hysteresis", h=1.0, cal=1e-11, lam=3e-10),
+                      dict(scheme="hysteresis", h=1.0, allocate=True, cal=1e-11, lam=1e-10),
                       dict(scheme="hysteresis", h=1.0, cal=1e-11, lam=3e-10, lr_weights=0.0)),
     "efficientnet-lite0": (dict(scheme="sigma-delta", cal=3e-11, lam=1e-10),
-                           dict(scheme="hysteresis", h=0.25, cal=3e-11, lam=1e-10)),
+                           dict(scheme="hysteresis", h=0.25, cal=3e-11, lam=1e-10),
+                           dict(scheme="hysteresis", h=0.25, allocate=True, cal=3e-11, lam=1e-10)),
 }
-THRESHOLD_TAUS = {"squeezenet1_1": (0.05, 0.1, 0.2), "efficientnet-lite0": (0.02, 0.05)}
+THRESHOLD_TAUS = {"squeezenet1_1": (0.03, 0.05, 0.1), "efficientnet-lite0": (0.01, 0.02)}
 SURROGATE = "events"
 CALIBRATION = dict(lr=0.1, epochs=5)  # the paper's VGG-19 protocol, as the video experiment
 TARGET = dict(top1=AGREEMENT["top1"], top5=AGREEMENT["top5"], events_testMovie=10.0, mnist_kops=20.0,
@@ -121,8 +124,9 @@ def paper_scale_only_rows() -> list[dict]:
 
 
 def _label(run: dict) -> str:
-    scheme = "sigma-delta" if run["scheme"] == "sigma-delta" else f"hysteresis h {run['h']:g}"
-    extra = "".join(f", {k} {v:g}" for k, v in run.items() if k not in ("scheme", "h", "cal", "lam"))
+    scheme = "sigma-delta" if run["scheme"] == "sigma-delta" else f"hysteresis h {run['h']:g}" + (
+        " spread" if run.get("allocate") else "")
+    extra = "".join(f", {k} {v:g}" for k, v in run.items() if k not in ("scheme", "h", "allocate", "cal", "lam"))
     return f"{scheme}, scales λ {run['cal']:g}, fine-tuned λ {run['lam']:g}{extra}"
 
 
@@ -180,8 +184,9 @@ def image_part(model: str, cfg: dict, progress: bool, init_k: float | None = Non
         return point
 
     for run in runs:
-        scheme = SchemeConfig() if run["scheme"] == "sigma-delta" else SchemeConfig("hysteresis", run["h"])
-        start_key = (run["cal"], run.get("h"))
+        scheme = SchemeConfig() if run["scheme"] == "sigma-delta" else SchemeConfig(
+            "hysteresis", run["h"], allocate_bands=bool(run.get("allocate")))
+        start_key = (run["cal"], run.get("h"), bool(run.get("allocate")))
         if start_key not in calibrated:  # the paper's method at this λ (with the scheme): the starting point
             if run["cal"] not in calibrated:
                 net = copy.deepcopy(original)
@@ -189,13 +194,14 @@ def image_part(model: str, cfg: dict, progress: bool, init_k: float | None = Non
                           init_scale=init_k, **calibration)
                 calibrated[run["cal"]] = net
             net = copy.deepcopy(calibrated[run["cal"]])
-            if run.get("h") is not None:
-                net.set_scheme("hysteresis", h=run["h"])
+            if run.get("h") is not None:  # as fine-tuning starts: h spread on the first training clip's frames
+                configure_scheme(net, scheme, train_clips[0][:ALLOCATION_FRAMES])
             calibrated[start_key] = net
-            evaluate(net, "scales only (paper)", dict(scheme=run["scheme"], h=run.get("h"), cal=run["cal"],
+            evaluate(net, "scales only (paper)", dict(scheme=run["scheme"], h=run.get("h"),
+                                                      allocate=bool(run.get("allocate")), cal=run["cal"],
                                                       lam=run["cal"]))
         tuned = copy.deepcopy(calibrated[run["cal"]])
-        changes = {k: v for k, v in run.items() if k not in ("scheme", "h", "cal", "lam")}
+        changes = {k: v for k, v in run.items() if k not in ("scheme", "h", "allocate", "cal", "lam")}
         run_config = config.replace(scheme=scheme, **changes)
         t = time.perf_counter()
         ft = finetune_cached(tuned, train_clips, run["lam"], run_config, model=model, meta={"train": names},
@@ -263,14 +269,15 @@ def _pct(v) -> str:
 
 def per_layer_table(part: dict, clips=("testMovie", "cityCC0")) -> list[str]:
     """Events per layer (M per frame) of every fine-tuned run against its starting point, on the clips named."""
-    starts = {(p["scheme"], p.get("h"), p["cal"]): p for p in part["points"] if p["method"] == "scales only (paper)"}
+    key = lambda p: (p["scheme"], p.get("h"), bool(p.get("allocate")), p["cal"])
+    starts = {key(p): p for p in part["points"] if p["method"] == "scales only (paper)"}
     tuned = [p for p in part["points"] if p["method"] == "fine-tuned"]
     clips = [c for c in clips if c in part["clips"]]
     if not tuned or not clips or "layers" not in tuned[0]["clips"][clips[0]]:
         return []
     lines = ["### Events per layer (M ops per frame): starting point → fine-tuned", ""]
     for pt in tuned:
-        before = starts.get((pt["scheme"], pt.get("h"), pt["cal"]))
+        before = starts.get(key(pt))
         if before is None:
             continue
         lines += [f"{pt['label']}:", "", "| layer | original | " + " | ".join(f"{c}: before → after" for c in clips)
@@ -285,8 +292,8 @@ def per_layer_table(part: dict, clips=("testMovie", "cityCC0")) -> list[str]:
 
 def _scheme_label(point: dict) -> str:
     h = point.get("h")
-    return (f"hysteresis h {h:g}" if point.get("scheme") == "hysteresis" else "sigma-delta") + \
-        f", scales λ {point['cal']:g}"
+    return (f"hysteresis h {h:g}" + (" spread" if point.get("allocate") else "") if point.get("scheme") == "hysteresis"
+            else "sigma-delta") + f", scales λ {point['cal']:g}"
 
 
 def plot(results: dict, path: Path) -> None:
