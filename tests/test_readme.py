@@ -65,7 +65,6 @@ def _bench(d: dict) -> list[str]:
 
 
 ROWS = {RESULTS + "demo/demo.json": _demo, RESULTS + "mnist/results.json": _mnist,
-        RESULTS + "finetune/results.json": _finetune,
         "benchmarks/results/events_squeezenet_jwpIntro_threads1.json": _bench,
         "benchmarks/results/events_mlp_wide_temporal_mnist_threads1.json": _bench}
 
