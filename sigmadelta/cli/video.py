@@ -238,6 +238,9 @@ def bench_command(args) -> int:
     from .._utils.files import write_json
     from ..eval.timing import benchmark
 
+    if args.frames < 3:
+        raise UsageError(f"--frames {args.frames}: bench needs at least 3 frames (the first runs densely, the "
+                         "others are timed)")
     plan = plan_net(args)
     if args.data in ("mnist", "temporal-mnist"):
         if plan.kind != "mnist":
@@ -269,7 +272,7 @@ def bench_command(args) -> int:
           f"{args.frames} frames, {args.threads} thread(s), {args.repeats} repeats: the event engine against the "
           "original, NCHW and channels-last")
     meta = {"model": plan.model, "data": str(args.data), "command": args.command_line,
-            "scales": built.record}
+            "scales_record": {k: v for k, v in built.record.items() if k != "scheme"}}
     result = benchmark(net, frames, original=built.bundle.model, threads=args.threads, repeats=args.repeats,
                        policy=args.policy, meta=meta)
     ms = result["ms_per_frame"]

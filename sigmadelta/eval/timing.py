@@ -65,7 +65,7 @@ def benchmark(net, frames: torch.Tensor, *, original: nn.Module | None = None, t
         ``top1_agreement`` (engine and simulation vs the per-frame original), ``frame_skipping`` (the original
         on every N-th frame at the engine's wall-clock, :func:`frame_skipping`), ``change_latency``, ``paths``,
         ``activity``, ``break_even``, ``memory``, ``build_seconds`` and, with ``profile``, ``profile`` and
-        ``layers`` (per layer: time, dense time, events ratio, efficiency).
+        ``layers`` (per layer: time, dense time, events ratio, efficiency); ``scheme`` and ``scales``: what ran.
     """
     if frames.dim() < 3 or frames.shape[0] < 3:
         raise ValueError(f"frames must be a clip [T, B, ...] with T >= 3, got shape {tuple(frames.shape)}")
@@ -74,7 +74,9 @@ def benchmark(net, frames: torch.Tensor, *, original: nn.Module | None = None, t
     original = original.eval()
     with torch_threads(threads), net.configured(counting=net.counting, per_step_counts=net.per_step_counts):
         result = _measure(net, original, frames, threads, repeats, profile, policy, compare)
-    return {**(meta or {}), "date": datetime.date.today().isoformat(), **result}
+    ran = {"scheme": net.scheme_config.to_dict(),
+           "scales": {name: (k if isinstance(k, float) else k.tolist()) for name, k in net.scales.items()}}
+    return {**(meta or {}), "date": datetime.date.today().isoformat(), **ran, **result}
 
 
 def _measure(net, original, frames, threads, repeats, profile, policy, compare) -> dict:

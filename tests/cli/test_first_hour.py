@@ -101,6 +101,16 @@ def test_optimize_checks_its_scheme_options_before_learning(tmp_path, capsys, mo
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("argv, words", [
+    (["--frames", "2"], "--frames 2: bench needs at least 3 frames"),
+    (["--data", "temporal-mnist", "--frames", "5"], "--data temporal-mnist is for the MNIST MLPs, not 'squeezenet1_1'"),
+])
+def test_bench_refuses_before_any_work(argv, words, capsys, monkeypatch):
+    _no_work(monkeypatch)
+    assert main(["bench", "--model", "squeezenet1_1", "--data", "testMovie"] + argv) == 2
+    assert words in _one_line(capsys)
+
+
 def test_help_tells_the_truth():
     def help_of(*command):
         out = subprocess.run([sys.executable, "-m", "sigmadelta", *command, "--help"], capture_output=True,

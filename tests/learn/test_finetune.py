@@ -432,4 +432,4 @@ def test_cli_bench_runs_per_channel_scales_from_a_checkpoint_or_a_scales_file(tm
         net.run(frames)
         counts = net.op_counts()
     expected = counts.per_step("dense")[1:].sum() / counts.per_step("sigma_delta")[1:].sum()
-    assert result["op_reduction"] == pytest.approx(expected, rel=1e-9)  # the same network, counted the same way
+    assert result["additions_ratio"] == pytest.approx(expected, rel=1e-9)  # the same network, counted the same way

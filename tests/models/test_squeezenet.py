@@ -178,7 +178,7 @@ def test_cli_optimize_per_channel_scales_and_bench_reads_them(tmp_path, monkeypa
     fire2 = np.asarray(learned["features.fire2.squeeze"]).ravel()  # its input: conv1's 64 channels
     assert fire2.shape == (64,) and len(set(fire2)) > 1
     assert main(["bench", "--model", "squeezenet1_1", "--scales", str(scales), "--data", "bigbuckbunny",
-                 "--frames", "2", "--repeats", "1", "--json", str(tmp_path / "bench.json")]) == 0
+                 "--frames", "3", "--repeats", "1", "--json", str(tmp_path / "bench.json")]) == 0
     benched = json.loads((tmp_path / "bench.json").read_text())["scales"]["features.fire2.squeeze"]
     assert np.asarray(benched).ravel() == pytest.approx(fire2, rel=1e-6)  # converted per channel, the file's k
 
