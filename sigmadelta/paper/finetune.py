@@ -148,9 +148,10 @@ def front_top1(front: list[dict], clip: str, reduction: float) -> dict | None:
     return max(ok, key=lambda r: r["clips"][clip]["top1"]) if ok else None
 
 
-def image_part(model: str, cfg: dict, progress: bool, init_k: float | None = None) -> dict:
+def image_part(model: str, cfg: dict, progress: bool, init_k: float | None = None, on_point=None) -> dict:
     """Scale-only and fine-tuned points of ``model``, every scheme; calibration starts from ``k = init_k`` (default:
-    the model's recipe, :func:`sigmadelta.recipes.scale_config`)."""
+    the model's recipe, :func:`sigmadelta.recipes.scale_config`). ``on_point(part)`` is called with the part so
+    far after each point (a long run keeps what it has)."""
     init_k = recipes.scale_config(model).init_scale if init_k is None else init_k
     bundle = models.get(model, progress=progress)
     original = sigmadelta.convert(bundle.model, bundle.example_input())
@@ -167,6 +168,9 @@ def image_part(model: str, cfg: dict, progress: bool, init_k: float | None = Non
     taus = cfg.get("taus") or THRESHOLD_TAUS.get(model, (0.05,))
     front = schemes_front(model)
     points, calibrated = [], {}
+    part = dict(model=model, init_scale=init_k, train=names, config=config.to_dict(),
+                clips={c: dict(kind=TEST_CLIPS.get(c, "?"), frames=len(f), decisive=int(decisive[c].sum()))
+                       for c, f in clips.items()}, front_from=len(front), points=points)
 
     def evaluate(net, what: str, run: dict, **extra) -> dict:
         t = time.perf_counter()
@@ -177,6 +181,8 @@ def image_part(model: str, cfg: dict, progress: bool, init_k: float | None = Non
             r["front"] = None if best is None else dict(label=best["label"], top1=best["clips"][clip]["top1"],
                                                         reduction_events=best["clips"][clip]["reduction_events"])
         points.append(point)
+        if on_point is not None:
+            on_point(part)
         if progress:
             print(f"{model}: {what}: {_label(run) if 'lam' in run else run}: " + " | ".join(
                 f"{c} {r['reduction_events']:.2f}x ev. {r['top1']:.0%}/{r['top5']:.0%}" for c, r in res.items()),
@@ -203,7 +209,6 @@ def image_part(model: str, cfg: dict, progress: bool, init_k: float | None = Non
         tuned = copy.deepcopy(calibrated[run["cal"]])
         changes = {k: v for k, v in run.items() if k not in ("scheme", "h", "allocate", "cal", "lam")}
         run_config = config.replace(scheme=scheme, **changes)
-        t = time.perf_counter()
         ft = finetune_cached(tuned, train_clips, run["lam"], run_config, model=model, meta={"train": names},
                              progress=progress)
         evaluate(tuned, "fine-tuned", run, checkpoint=str(ft.path), cached=ft.cached,
@@ -213,9 +218,7 @@ def image_part(model: str, cfg: dict, progress: bool, init_k: float | None = Non
                 tuned.set_scheme("threshold", tau=tau, calibration=carphone)
                 evaluate(tuned, "fine-tuned weights, thresholds", dict(run, threshold_tau=tau),
                          label=f"threshold τ {tau:g} on the weights of: {_label(run)}")
-    return dict(model=model, init_scale=init_k, train=names, config=config.to_dict(),
-                clips={c: dict(kind=TEST_CLIPS.get(c, "?"), frames=len(f), decisive=int(decisive[c].sum()))
-                       for c, f in clips.items()}, front_from=len(front), points=points)
+    return part
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -353,8 +356,9 @@ def run(out_dir=OUT, quick: bool = False, image_models=IMAGE_MODELS, mnist: bool
     start = time.perf_counter()
     torch.set_num_threads(1)
     done = dict(quick=quick, threads=1, torch=torch.__version__, target=TARGET, images=[])
-    for m in image_models:  # each model's part is written as soon as it is done
-        done["images"].append(image_part(m, cfg, progress, init_k))
+    for m in image_models:  # each model's part is written point by point
+        part = image_part(m, cfg, progress, init_k, on_point=lambda p: write(out_dir, dict(done, images=[p])))
+        done["images"].append(part)
         write(out_dir, done)
     if mnist:
         done["mnist"] = mnist_part(cfg, progress)

@@ -24,8 +24,8 @@ output sensitivity (:func:`sigmadelta.allocate_bands` on the training clip, at t
 top-5 ≥ 98% is the peers' tuned baseline; the best of our schemes (the paper's, hysteresis, every spread setting)
 under the same bar is compared with it, and with the frame skipper at its cost. The defaults of
 :data:`sigmadelta.recipes.SCHEME_DEFAULTS` are read off here: per scheme, the setting with the most events saved
-that keeps top-1 ≥ 90% on both static clips. The wall-clock section times the sparse backend (op counting off)
-against the original in dense PyTorch on testMovie, same threads.
+that keeps top-1 ≥ 90% on both static clips. Wall-clock time is the engine benchmark's (``benchmarks/``: the event
+engine against the original in NCHW and channels-last, interleaved), not this experiment's.
 
 Writes ``schemes_<model>.png``, ``results_<model>.json`` (one per network, written as each finishes) and
 ``results.md`` (every network found in the folder).
@@ -59,7 +59,7 @@ ALLOCATED = {"squeezenet1_1": dict(taus=(0.03, 0.05, 0.1, 0.2), hs=((1e-11, 1.0)
 TARGET = dict(best_events=10.0, vs_threshold=1.5, paper_additions={"testMovie": 4.0, "jwpIntro": 11.0})
 CHUNK = 20
 # the quick run: the model's default λ only (λ None: that one)
-QUICK = dict(frames=6, train_frames=4, epochs=1, lams=(), hs=(0.5,), taus=(0.1,), speed_frames=4,
+QUICK = dict(frames=6, train_frames=4, epochs=1, lams=(), hs=(0.5,), taus=(0.1,),
              allocated=dict(taus=(0.1,), hs=((None, 0.5),)), clips=("testMovie", "cityCC0"))
 OUT = default_out("schemes")
 
@@ -149,37 +149,11 @@ def defaults(rows: list[dict]) -> dict:
     return out
 
 
-def time_backends(net, bundle, frames: torch.Tensor, setting: dict, scales: dict, stds: dict) -> dict:
-    """Seconds per frame on ``frames [T, 1, ...]``: the original in dense PyTorch (inference mode) and the
-    converted network with the sparse backend at ``setting``, op counting off; same threads, one run each."""
-    with torch.inference_mode():
-        bundle.model(frames[:1, 0])  # warm-up
-        start = time.perf_counter()
-        for t in range(len(frames)):  # frame by frame, as a stream arrives
-            bundle.model(frames[t])
-        dense = time.perf_counter() - start
-    apply(net, setting, scales, stds)
-    net.set_mode("sigma-delta").set_backend("events")
-    net.counting = False
-    with torch.inference_mode():
-        start = time.perf_counter()
-        for t in range(len(frames)):
-            net(frames[t])
-        sparse = time.perf_counter() - start
-    paths = net.engine.paths()
-    net.counting = True
-    net.set_backend("dense")
-    n = len(frames)
-    return dict(setting=setting["label"], frames=n, threads=torch.get_num_threads(), dense_s_per_frame=dense / n,
-                sparse_s_per_frame=sparse / n, speedup=dense / sparse,
-                sparse_frames_per_layer={layer: p["sparse"] + p["idle"] for layer, p in paths.items()})
-
-
 def run_model(model: str, out_dir: Path, quick: bool = False, progress: bool = True) -> dict:
     """Every setting on every clip for one network; writes ``results_<model>.json`` and returns it."""
     cfg = QUICK if quick else dict(frames=None, train_frames=None, epochs=5, lams=LAMS.get(model),
                                    hs=HS.get(model, HS["squeezenet1_1"]), taus=TAUS.get(model, TAUS["squeezenet1_1"]),
-                                   speed_frames=16, allocated=ALLOCATED.get(model, ALLOCATED["squeezenet1_1"]),
+                                   allocated=ALLOCATED.get(model, ALLOCATED["squeezenet1_1"]),
                                    clips=tuple(TEST_CLIPS))
     start = time.perf_counter()
     bundle = models.get(model, progress=False)
@@ -219,19 +193,13 @@ def run_model(model: str, out_dir: Path, quick: bool = False, progress: bool = T
                 f"{r['skip']['top1_agreement']:.0%})" for c, r in row["clips"].items()) + f" [{row['seconds']:.0f} s]",
                 flush=True)
     targets = {c: compare(rows, c) for c in clips}
-    static = clips["testMovie" if "testMovie" in clips else next(iter(clips))][:cfg["speed_frames"]]
-    chosen = best_under(rows, "testMovie", lambda r: not peers(r)) if "testMovie" in clips else None
-    baseline = best_under(rows, "testMovie", peers) if "testMovie" in clips else None
-    speed = {"ours": time_backends(net, bundle, static, chosen or rows[0], scales, stds)}
-    if baseline is not None:
-        speed["threshold"] = time_backends(net, bundle, static, baseline, scales, stds)
     results = dict(model=model, train_clip=TRAIN_CLIP,
                    clips={c: dict(kind=TEST_CLIPS.get(c, "?"), frames=len(f), decisive=int(decisive[c].sum()))
                           for c, f in clips.items()},
                    lams=lams, default_lam=recipes.scale_lam(model), stds=stds,
                    scales={str(k): v for k, v in scales.items()}, rows=rows, targets=targets, defaults=defaults(rows),
                    frame_skip_curves=skip_curves,
-                   speed=speed, agreement=AGREEMENT, target=TARGET, quick=quick, threads=torch.get_num_threads(),
+                   agreement=AGREEMENT, target=TARGET, quick=quick, threads=torch.get_num_threads(),
                    torch=torch.__version__, seconds=time.perf_counter() - start)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"results_{model}.json").write_text(json.dumps(rounded(results), indent=1) + "\n")
@@ -348,10 +316,6 @@ def report(all_results: list[dict]) -> str:
         for scheme, d in res["defaults"].items():
             lines.append(f"- {scheme}: {d['label']}: " + ", ".join(
                 f"{c} {d[c]['reduction']:.2f}x at {d[c]['top1']:.1%}" for c in STATIC if c in d))
-        for name, sp in res["speed"].items():
-            lines.append(f"- wall-clock, testMovie, {sp['setting']}: sparse backend {sp['sparse_s_per_frame'] * 1e3:.1f} "
-                         f"ms/frame vs dense PyTorch {sp['dense_s_per_frame'] * 1e3:.1f} ms/frame: {sp['speedup']:.2f}x "
-                         f"({sp['threads']} thread(s), {sp['frames']} frames)")
         lines.append("")
     return "\n".join(lines) + "\n"
 

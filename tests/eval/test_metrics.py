@@ -208,7 +208,7 @@ def test_decisive_flags_do_not_depend_on_the_chunking_and_agree_with_evaluate_st
     rows = ev.frame_rows()
     assert [r["original"]["decisive"] for r in rows] == a[:, 0].tolist()
     text = format_summary(ev, [f"class {i}" for i in range(10)])
-    assert f"decisive frames" in text and f"{int(a.sum())} of 12" in text and "frame skipping" in text
+    assert "decisive frames" in text and f"{int(a.sum())} of 12" in text and "frame skipping" in text
     assert "change latency" in text
     with pytest.raises(ValueError, match="not both"):
         video.evaluate_stream(net, frames, progress=False, grey=grey, decisive=a)
