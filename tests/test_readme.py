@@ -55,6 +55,15 @@ def _finetune(d: dict) -> list[str]:
             "class error"]
 
 
+def _schemes(d: dict) -> list[str]:
+    t = d["targets"]["testMovie"]
+    paper = next(r for r in d["rows"] if r["label"] == t["paper"])["clips"]["testMovie"]
+    return [f"{d['clips']['testMovie']['frames']} frames", f"{t['ours_reduction_events']:.2f}x fewer events at "
+            f"{100 * t['ours_top1']:.1f}% top-1", f"tuned thresholds {t['baseline_reduction_events']:.2f}x",
+            f"every {t['ours_skip_n']}th frame, the same ops: {100 * t['ours_skip_top1']:.1f}%",
+            f"paper's scheme {t['paper_reduction_additions']:.2f}x fewer additions at {100 * paper['top1']:.1f}%"]
+
+
 def _bench(d: dict) -> list[str]:
     agree = d["top1_agreement"]
     texts = [f"{d['speedup']:.2f}x faster than dense PyTorch", f"{d['events_ratio']:.1f}x fewer events",
@@ -65,6 +74,7 @@ def _bench(d: dict) -> list[str]:
 
 
 ROWS = {RESULTS + "demo/demo.json": _demo, RESULTS + "mnist/results.json": _mnist,
+        RESULTS + "schemes/results_squeezenet1_1.json": _schemes,
         "benchmarks/results/events_squeezenet_jwpIntro_threads1.json": _bench,
         "benchmarks/results/events_mlp_wide_temporal_mnist_threads1.json": _bench}
 
