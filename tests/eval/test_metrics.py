@@ -162,11 +162,8 @@ def test_judged_pools_the_streams():
 
 
 @pytest.fixture
-def net():
-    torch.manual_seed(0)
-    net = sigmadelta.convert(residual_cnn(), torch.zeros(1, 3, 16, 16))
-    net.set_scales({name: 8.0 for name in net.scales})
-    return net
+def net(residual_net):
+    return residual_net
 
 
 @pytest.fixture
