@@ -28,7 +28,8 @@ def run_command(args) -> int:
     from .._utils.files import atomic_write_all, write_json
     from ..eval.plots import save_figure, stream_figure
     from ..eval.report import format_summary
-    from ..eval.video import evaluate_stream, grey_level
+    from ..eval.decisive import grey_level
+    from ..eval.video import evaluate_stream
 
     plan = plan_net(args, kinds=("image",), float64=args.exact)
     check_file(args.video, "video file")
@@ -75,7 +76,8 @@ def _run_summary(ev, seconds: float, scheme: dict) -> dict:
     """The summary of `run --json`: both conventions for the delta network's ops, the scheme that ran, what a user
     compares it with (decisive frames, the frame skipper at the same ops, change latency; their definitions under
     ``definitions``) and the frame skipper's curve."""
-    from ..eval.video import CHANGE_RUN, DECISIVE
+    from ..eval.decisive import DECISIVE
+    from ..eval.video import CHANGE_RUN
 
     return ev.summary() | {
         "scheme": scheme, "seconds": seconds,

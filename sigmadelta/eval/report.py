@@ -142,7 +142,7 @@ def _short(name: str) -> str:
 def format_judged(j: dict, prefix: str = "", frames: int | None = None) -> list[str]:
     """Three lines from :meth:`StreamEvaluation.judged` (over ``frames`` frames): agreement on the decisive frames,
     the frame skipper at the network's cost, the change latency of both."""
-    from .video import DECISIVE
+    from .decisive import DECISIVE
 
     pct = lambda v: "n/a" if v is None else f"{v:.1%}"
     lines = []

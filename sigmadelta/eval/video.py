@@ -9,7 +9,7 @@ Sigma-Delta network and through the original network, and records for every fram
 - top-1 agreement (the Sigma-Delta network's argmax equals the original's) and top-5 agreement (it lies in the
   original's top 5): accuracy is measured against the original network, not labels;
 - optionally (``grey=``, or flags given as ``decisive=``) which frames are *decisive*: the original's top-1
-  survives ±2 grey levels of uniform input noise in each of 3 seeded draws (:data:`DECISIVE`, :func:`grey_level`);
+  survives ±2 grey levels of uniform input noise in each of 3 seeded draws (:mod:`.decisive`);
 - optionally (``feature_distances=True``) how much each layer's input changes from one frame to the next: the
   L1 distance between adjacent frames' feature maps, each normalized to unit L1 norm, and their cosine
   similarity. The feature maps are the quantizers' inputs (the post-nonlinearity activations that feed each
@@ -46,12 +46,12 @@ import torch
 
 from ..accounting import EVENTS, HYBRID, HYBRID_ADDITIONS, HYBRID_DENSE, energy_per_op_pj
 from ..net import SigmaDeltaNet
-from .metrics import (ChangeLatency, change_latency, class_agreement, decisive as decisive_of, held_answers,
-                      masked_mean, skip_cost, skip_period, top_classes)
-from .stream import chunks_of, run_stream
+from .decisive import DECISIVE, NoiseJudge
+from .metrics import (ChangeLatency, change_latency, class_agreement, held_answers, masked_mean, skip_cost,
+                      skip_period, top_classes)
+from .stream import run_stream
 
-__all__ = ["StreamEvaluation", "evaluate_stream", "decisive_frames", "grey_level", "input_noise", "NETWORKS",
-           "DECISIVE", "SKIP_CONVENTIONS", "CHANGE_RUN"]
+__all__ = ["StreamEvaluation", "evaluate_stream", "NETWORKS", "SKIP_CONVENTIONS", "CHANGE_RUN"]
 
 # network name -> op kind of OpCounts that gives its cost
 # "sigma_delta" counts the paper's additions (|n| per message n and connection), "sigma_delta_events" the peers' events
@@ -59,9 +59,6 @@ __all__ = ["StreamEvaluation", "evaluate_stream", "decisive_frames", "grey_level
 NETWORKS = {"original": "dense", "rounding": "rounding", "sigma_delta": "sigma_delta", "sigma_delta_hybrid": HYBRID,
             "sigma_delta_events": EVENTS}
 
-# decisive frames: the original's top-1 survives uniform input noise of ±level grey levels in each of `draws` draws
-# (seeded per draw and frame, so no result depends on the chunking)
-DECISIVE = dict(level=2.0, draws=3, seed=0)
 # the frame skipper's period is matched to the delta network's ops in each convention: events is like for like (2 ops
 # per message and connection, as the original's 2 ops per multiply-add); additions is the paper's count
 SKIP_CONVENTIONS = {"events": "sigma_delta_events", "additions": "sigma_delta"}
@@ -305,70 +302,6 @@ def _per_frame_ops(counts, per_layer: bool) -> dict:
                 hybrid_split=tuple(counts.step_totals[part] / batch for part in (HYBRID_ADDITIONS, HYBRID_DENSE)))
 
 
-def grey_level(preprocess) -> torch.Tensor:
-    """The model-input change of one 8-bit grey level, per channel (``[C, 1, 1]``), through ``preprocess``
-    (frames ``[N, H, W, 3]`` uint8 -> inputs ``[N, C, H, W]``; a model bundle is accepted too). The preprocessing is
-    affine in the pixels: a uniform frame of 101 minus one of 100, the median over each channel's values (away from
-    any border effect of resizing)."""
-    preprocess = getattr(preprocess, "preprocess", preprocess)
-    zero, one = (preprocess(np.full((1, 64, 64, 3), v, dtype=np.uint8)) for v in (100, 101))
-    step = (one - zero)[0]
-    return step.flatten(1).median(1).values.view(-1, *[1] * (step.dim() - 1))
-
-
-def input_noise(x: torch.Tensor, grey, *, draw: int, frame: int, level: float = DECISIVE["level"],
-                seed: int = DECISIVE["seed"]) -> torch.Tensor:
-    """The noise that judges whether frame number ``frame`` (``x``, ``[B, ...]``) is decisive, in draw ``draw``:
-    uniform in ``±level · grey`` on every input value (``grey``: one grey level in input units, a number or per
-    channel), from a generator seeded by ``(seed, draw, frame)`` alone."""
-    g = torch.Generator().manual_seed(((seed * 1024 + draw) << 32) + frame)
-    return (torch.rand(x.shape, generator=g, dtype=x.dtype) * 2 - 1) * level * torch.as_tensor(grey, dtype=x.dtype)
-
-
-class _Decisive:
-    """The original's top-1 under input noise, chunk by chunk: ``update(clip, original_top1)`` adds a chunk's
-    flags. The noise of draw ``d`` on frame ``t`` is uniform in ``±level · grey`` from a generator seeded by
-    ``(seed, d, t)``, so no flag depends on the chunking."""
-
-    def __init__(self, net: SigmaDeltaNet, grey, level: float, draws: int, seed: int):
-        self.net = net.dense_copy("original")  # not counting, state of its own
-        self.grey, self.level, self.draws, self.seed = grey, float(level), int(draws), int(seed)
-        self.seen = 0
-        self.flags: list[torch.Tensor] = []
-
-    @torch.no_grad()
-    def update(self, clip: torch.Tensor, original_top1: torch.Tensor) -> None:
-        """``clip [t, B, ...]`` and the original's clean top-1 ``[t, B]``."""
-        noisy = []
-        for d in range(self.draws):
-            x = torch.stack([f + input_noise(f, self.grey, draw=d, frame=self.seen + i, level=self.level,
-                                             seed=self.seed) for i, f in enumerate(clip)])
-            noisy.append(self.net.run(x).argmax(-1))
-        self.flags.append(torch.as_tensor(decisive_of(original_top1.numpy(), torch.stack(noisy).numpy())))
-        self.seen += len(clip)
-
-    def result(self) -> np.ndarray:
-        return torch.cat(self.flags).numpy()
-
-
-@torch.no_grad()
-def decisive_frames(net: SigmaDeltaNet, frames: torch.Tensor | Iterable[torch.Tensor], grey, *, chunk: int = 16,
-                    level: float = DECISIVE["level"], draws: int = DECISIVE["draws"],
-                    seed: int = DECISIVE["seed"]) -> np.ndarray:
-    """Which frames of a stream are decisive for ``net``'s original network: its top-1 on the clean frame is its
-    top-1 under each of ``draws`` draws of uniform noise of ``±level`` grey levels on every input value
-    (``grey``: one grey level in input units, e.g. :func:`grey_level`). Returns booleans ``[T, B]``; the same flags
-    as :func:`evaluate_stream` with ``grey`` (pass them back as its ``decisive`` to judge many settings of one
-    stream without rerunning the noise)."""
-    judge = _Decisive(net, grey, level, draws, seed)
-    clean = net.dense_copy("original")
-    for clip in (chunks_of(frames, chunk) if isinstance(frames, torch.Tensor) else frames):
-        judge.update(clip, clean.run(clip).argmax(-1))
-    if not judge.seen:
-        raise ValueError("the stream holds no frame")
-    return judge.result()
-
-
 @torch.no_grad()
 def evaluate_stream(net: SigmaDeltaNet, frames: torch.Tensor | Iterable[torch.Tensor], *, chunk: int = 16,
                     feature_distances: bool = False, precision: str = "int32", progress: bool = True,
@@ -395,9 +328,9 @@ def evaluate_stream(net: SigmaDeltaNet, frames: torch.Tensor | Iterable[torch.Te
             with the stream by a few numbers a frame (ops, the top-5 classes), four more per layer with this.
         reference: the network whose ``"original"`` mode is the reference (copied); default ``net``. Pass the
             unmodified converted model when ``net``'s weights were fine-tuned.
-        grey: one grey level in input units (:func:`grey_level`): judge which frames are decisive, running the
-            reference's original on each chunk under :data:`DECISIVE` noise (3 more passes of the original).
-        decisive: the flags ``[T, B]`` of :func:`decisive_frames`, computed before (instead of ``grey``).
+        grey: one grey level in input units (:func:`~.decisive.grey_level`): judge which frames are decisive,
+            running the reference's original on each chunk under :data:`DECISIVE` noise (3 more passes of it).
+        decisive: the flags ``[T, B]`` of :func:`~.decisive.decisive_frames`, computed before (instead of ``grey``).
 
     Returns:
         A :class:`StreamEvaluation`.
@@ -409,7 +342,7 @@ def evaluate_stream(net: SigmaDeltaNet, frames: torch.Tensor | Iterable[torch.Te
         raise ValueError("give grey (judge the frames now) or decisive (flags judged before), not both")
     total = len(frames) if isinstance(frames, torch.Tensor) else total
     distances = _FeatureDistances(net) if feature_distances else None
-    judge = None if grey is None else _Decisive(reference if reference is not None else net, grey,
+    judge = None if grey is None else NoiseJudge(reference if reference is not None else net, grey,
                                                 DECISIVE["level"], DECISIVE["draws"], DECISIVE["seed"])
     top_orig, top_sd, max_diff, prob = [], [], [], []
 

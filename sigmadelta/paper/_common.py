@@ -20,7 +20,8 @@ import sigmadelta
 from sigmadelta import data, models
 from sigmadelta.eval.metrics import class_agreement, top_classes
 from sigmadelta.eval.stream import run_stream
-from sigmadelta.eval.video import decisive_frames, evaluate_stream, grey_level
+from sigmadelta.eval.decisive import decisive_frames, grey_level
+from sigmadelta.eval.video import evaluate_stream
 from sigmadelta.paper import default_out
 
 __all__ = ["setup", "write_result", "load_clips", "judge_clips", "evaluate_clips", "clip_row", "CHUNK", "TEST_CLIPS",
@@ -70,7 +71,7 @@ def load_clips(bundle, names=tuple(TEST_CLIPS), frames: int | None = None) -> di
 
 
 def judge_clips(original, bundle, clips: dict[str, torch.Tensor]) -> dict:
-    """Per clip, which frames are decisive for the original (:func:`sigmadelta.eval.video.decisive_frames`: its
+    """Per clip, which frames are decisive for the original (:func:`sigmadelta.eval.decisive.decisive_frames`: its
     top-1 survives ±2 grey levels of uniform noise in 3 seeded draws), ``[T, 1]`` booleans."""
     grey = grey_level(bundle)
     return {name: decisive_frames(original, frames, grey, chunk=CHUNK) for name, frames in clips.items()}

@@ -16,7 +16,7 @@ this measures, with the original model in dense PyTorch:
   t − 1's top-5): what a network that lags one frame behind would agree;
 - the original's mean top-1 probability and how many classes it answers.
 
-The evaluation's decisive frames (:func:`sigmadelta.eval.video.decisive_frames`) are this at ±2 grey levels, three
+The evaluation's decisive frames (:func:`sigmadelta.eval.decisive.decisive_frames`) are this at ±2 grey levels, three
 draws, per frame.
 
 Writes ``results/sensitivity/<model>.json``.
@@ -30,7 +30,7 @@ import torch
 
 from sigmadelta import data, models
 from sigmadelta.eval.metrics import agreement as agreement_of
-from sigmadelta.eval.video import grey_level
+from sigmadelta.eval.decisive import grey_level
 from sigmadelta.paper._common import TEST_CLIPS, TRAIN_CLIP, write_result
 
 CLIPS = (*TEST_CLIPS, TRAIN_CLIP)

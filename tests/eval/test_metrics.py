@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import sigmadelta
-from sigmadelta.eval import metrics, video
+from sigmadelta.eval import decisive, metrics, video
 from sigmadelta.eval.report import format_summary
 from sigmadelta.testing import correlated_stream, residual_cnn
 
@@ -173,7 +173,7 @@ def frames():
 
 def test_no_noise_leaves_every_frame_decisive(net, frames):
     # zero noise: the noisy input is the clean one, the same computation: the same argmax, exactly
-    assert video.decisive_frames(net, frames, 0.0).all()
+    assert decisive.decisive_frames(net, frames, 0.0).all()
 
 
 def _margin(logits: torch.Tensor) -> float:
@@ -186,15 +186,15 @@ def test_decisive_flags_do_not_depend_on_the_chunking_and_agree_with_evaluate_st
     torch.manual_seed(0)  # float64: chunks of other sizes may take other kernels; the argmaxes stay away from ties
     net = sigmadelta.convert(residual_cnn().double(), torch.zeros(1, 3, 16, 16, dtype=torch.float64))
     frames, grey = frames.double(), 1.3  # noise of ±2.6 on inputs in [0, 1]: some frames lose their answer
-    level, draws = video.DECISIVE["level"], video.DECISIVE["draws"]
+    level, draws = decisive.DECISIVE["level"], decisive.DECISIVE["draws"]
     with torch.no_grad():
-        noisy = [net.run(torch.stack([f + video.input_noise(f, grey, draw=d, frame=t) for t, f in enumerate(frames)]))
+        noisy = [net.run(torch.stack([f + decisive.input_noise(f, grey, draw=d, frame=t) for t, f in enumerate(frames)]))
                  for d in range(draws)]
         clean = net.run(frames)
     assert min(_margin(o) for o in noisy + [clean]) > 1e-9
     expected = metrics.decisive(clean.argmax(-1).numpy(), torch.stack(noisy).argmax(-1).numpy())
-    a = video.decisive_frames(net, frames, grey, chunk=5)
-    b = video.decisive_frames(net, iter([frames[:2], frames[2:]]), grey)
+    a = decisive.decisive_frames(net, frames, grey, chunk=5)
+    b = decisive.decisive_frames(net, iter([frames[:2], frames[2:]]), grey)
     np.testing.assert_array_equal(a, expected)
     np.testing.assert_array_equal(b, expected)  # the noise is seeded per draw and frame
     assert a.shape == (12, 1) and 0 < a.sum() < 12 and level == 2.0
@@ -220,6 +220,6 @@ def test_grey_level_follows_the_preprocessing():
     def centred(frames):  # [-1, 1]: one grey level is 2/255
         return torch.as_tensor(frames, dtype=torch.float32).permute(0, 3, 1, 2) / 127.5 - 1
 
-    np.testing.assert_allclose(video.grey_level(caffe).flatten(), [1.0] * 3, rtol=1e-6)
-    np.testing.assert_allclose(video.grey_level(centred).flatten(), [2 / 255] * 3, rtol=1e-5)
-    assert video.grey_level(centred).shape == (3, 1, 1)
+    np.testing.assert_allclose(decisive.grey_level(caffe).flatten(), [1.0] * 3, rtol=1e-6)
+    np.testing.assert_allclose(decisive.grey_level(centred).flatten(), [2 / 255] * 3, rtol=1e-5)
+    assert decisive.grey_level(centred).shape == (3, 1, 1)
