@@ -87,7 +87,7 @@ def shipped_scales(model: str, config: ScaleConfig) -> Path | None:
 # the first entry's.
 SCHEME_DEFAULTS = {
     "squeezenet1_1": {SIGMA_DELTA_SCHEME: (0.0, None), HYSTERESIS: (1.0, 1e-11), "threshold": (0.03, None)},
-    "efficientnet-lite0": {SIGMA_DELTA_SCHEME: (0.0, None), HYSTERESIS: (0.25, 1e-10), "threshold": (0.01, None)},
+    "efficientnet-lite0": {SIGMA_DELTA_SCHEME: (0.0, None), HYSTERESIS: (0.25, None), "threshold": (0.015, None)},
 }
 
 

@@ -121,3 +121,14 @@ def test_targets_pick_the_cheapest_setting_that_meets_the_bar_and_name_the_costl
     assert targets.best(rows, "testMovie", lambda r: r["peers"])["label"] == "peers"
     cost = targets.where_the_cost_goes(dict(layers=ours["clips"]["testMovie"]["layers"]))
     assert [c["layer"] for c in cost] == ["a", "b"] and cost[0]["share"] == 0.75 and cost[0]["reduction"] == 100 / 7.5
+
+
+@pytest.mark.parametrize("model", ["squeezenet1_1", "efficientnet-lite0"])
+def test_the_scheme_defaults_are_those_read_off_the_committed_curves(model):
+    from sigmadelta import recipes
+    from sigmadelta.paper import default_out
+
+    results = json.loads((default_out("schemes") / f"results_{model}.json").read_text())
+    for scheme, best in results["defaults"].items():
+        param, lam = recipes.scheme_setting(model, scheme)
+        assert param == pytest.approx(best["param"]) and lam == pytest.approx(best["lam"] or recipes.scale_lam(model))
