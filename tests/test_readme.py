@@ -74,7 +74,7 @@ def _bench(d: dict) -> list[str]:
 
 
 ROWS = {RESULTS + "demo/demo.json": _demo, RESULTS + "mnist/results.json": _mnist,
-        RESULTS + "schemes/results_squeezenet1_1.json": _schemes,
+        RESULTS + "finetune/results.json": _finetune, RESULTS + "schemes/results_squeezenet1_1.json": _schemes,
         "benchmarks/results/events_squeezenet_jwpIntro_threads1.json": _bench,
         "benchmarks/results/events_mlp_wide_temporal_mnist_threads1.json": _bench}
 

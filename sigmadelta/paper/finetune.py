@@ -256,7 +256,7 @@ def report(results: dict) -> str:
                 r = pt["clips"][clip]
                 front = "—" if r.get("front") is None else f"{r['front']['top1']:.1%} ({r['front']['label']})"
                 own = "—" if "dense_top1" not in r else f"{r['dense_top1']:.1%}"
-                lines.append(f"| {pt['method']} | {pt.get('label') or _scheme_label(pt)} | "
+                lines.append(f"| {pt['method']} | {point_label(pt)} | "
                              f"{r['reduction_additions']:.2f}x | {r['reduction_events']:.2f}x | {r['top1']:.1%} | "
                              f"{r['top5']:.1%} | {_pct(r['top1_decisive'])} | {own} | {r['skip']['n']}: "
                              f"{r['skip']['top1_agreement']:.1%} | {front} |")
@@ -293,7 +293,10 @@ def per_layer_table(part: dict, clips=("testMovie", "cityCC0")) -> list[str]:
     return lines
 
 
-def _scheme_label(point: dict) -> str:
+def point_label(point: dict) -> str:
+    """A point's setting: its ``label``, or (a starting point) the scheme and the λ of its scales."""
+    if point.get("label"):
+        return point["label"]
     h = point.get("h")
     return (f"hysteresis h {h:g}" + (" spread" if point.get("allocate") else "") if point.get("scheme") == "hysteresis"
             else "sigma-delta") + f", scales λ {point['cal']:g}"

@@ -21,6 +21,7 @@ import json
 
 from sigmadelta.paper import default_out
 from sigmadelta.paper._common import AGREEMENT, rounded
+from sigmadelta.paper.finetune import point_label
 
 MODELS = ("squeezenet1_1", "efficientnet-lite0")
 GOALS = dict(events_testMovie=10.0, vs_threshold=1.5, paper_additions={"testMovie": 4.0, "jwpIntro": 11.0})
@@ -45,7 +46,8 @@ def candidates(model: str) -> list[dict]:
     finetune = _read(default_out("finetune") / "results.json")
     for part in (finetune or {}).get("images", []) if not (finetune or {}).get("quick") else []:
         if part["model"] == model:
-            out += [dict(source="finetune", label=p.get("label") or f"{p['method']}: {p['scheme']}",
+            out += [dict(source="finetune", label=point_label(p) if p["method"] == "fine-tuned" else
+                         f"{p['method']}: {point_label(p)}",
                          scheme="threshold" if p["method"].endswith("thresholds") else p["scheme"], peers=False,
                          finetuned=p["method"] != "scales only (paper)", clips=p["clips"]) for p in part["points"]]
     return out
