@@ -33,6 +33,10 @@ def _leave_process_group() -> None:
     import torch.distributed as dist
 
     if dist.is_initialized():
+        try:  # every process reaches here before any tears its connections down: a peer's gloo thread that is
+            dist.barrier()  # still waiting on a closed pair aborts it
+        except Exception:  # a peer already gone: leave anyway
+            pass
         dist.destroy_process_group()
 
 
