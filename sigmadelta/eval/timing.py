@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from .._utils.threads import torch_threads
+from ..files.scales import scale_values
 from .metrics import change_latency, held_answers, skip_period
 
 __all__ = ["benchmark"]
@@ -74,8 +75,7 @@ def benchmark(net, frames: torch.Tensor, *, original: nn.Module | None = None, t
     original = original.eval()
     with torch_threads(threads), net.configured(counting=net.counting, per_step_counts=net.per_step_counts):
         result = _measure(net, original, frames, threads, repeats, profile, policy, compare)
-    ran = {"scheme": net.scheme_config.to_dict(),
-           "scales": {name: (k if isinstance(k, float) else k.tolist()) for name, k in net.scales.items()}}
+    ran = {"scheme": net.scheme_config.to_dict(), "scales": scale_values(net)}
     return {**(meta or {}), "date": datetime.date.today().isoformat(), **ran, **result}
 
 

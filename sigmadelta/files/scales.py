@@ -31,14 +31,19 @@ from ..config import SchemeConfig
 from ..errors import ConfigError, MissingFileError, ScalesError
 from ..net import SigmaDeltaNet
 
-__all__ = ["SCALES_FORMAT", "scales_dict", "save_scales", "read_scales_file", "load_scales", "apply_scales"]
+__all__ = ["SCALES_FORMAT", "scale_values", "scales_dict", "save_scales", "read_scales_file", "load_scales", "apply_scales"]
 
 SCALES_FORMAT = "sigmadelta-scales/2"
 
 
+def scale_values(net: SigmaDeltaNet) -> dict[str, float | list]:
+    """``net``'s scales, JSON-ready: per quantizer a number (one per layer) or a list (one per channel)."""
+    return {name: (float(k) if isinstance(k, float) else k.tolist()) for name, k in net.scales.items()}
+
+
 def scales_dict(net: SigmaDeltaNet, model: str, meta: dict | None = None) -> dict:
     """The JSON-ready content of a scales file for ``net``'s current scales and delta scheme."""
-    scales = {name: (float(k) if isinstance(k, float) else k.tolist()) for name, k in net.scales.items()}
+    scales = scale_values(net)
     return {"format": SCALES_FORMAT, "model": model, "layers": list(scales), "scales": scales,
             "scheme": net.scheme_config.to_dict(), "meta": meta or {}}
 

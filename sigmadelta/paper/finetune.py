@@ -359,10 +359,9 @@ def run(out_dir=OUT, quick: bool = False, image_models=IMAGE_MODELS, mnist: bool
     start = time.perf_counter()
     torch.set_num_threads(1)
     done = dict(quick=quick, threads=1, torch=torch.__version__, target=TARGET, images=[])
-    for m in image_models:  # each model's part is written point by point
-        part = image_part(m, cfg, progress, init_k, on_point=lambda p: write(out_dir, dict(done, images=[p])))
-        done["images"].append(part)
-        write(out_dir, done)
+    for m in image_models:  # each model's part is written point by point (write merges parts by model)
+        done["images"].append(image_part(m, cfg, progress, init_k,
+                                         on_point=lambda part: write(out_dir, dict(done, images=[part]))))
     if mnist:
         done["mnist"] = mnist_part(cfg, progress)
     done["seconds"] = time.perf_counter() - start
